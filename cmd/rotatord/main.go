@@ -1,0 +1,227 @@
+// Command rotatord gives every agent of a NATS fleet its own credentials and
+// keeps them fresh. See README.md for the commands and configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/registry"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/seal"
+)
+
+const usage = `rotatord: per-agent NATS credentials with scheduled rotation
+
+Usage:
+  rotatord [serve] [flags]                 run the resolver, API and rotation engine
+  rotatord migrate [flags]                 apply database migrations
+  rotatord init --operator NAME [flags]    create the operator and system account (idempotent)
+                                           and print the nats-server configuration block
+  rotatord nats-config [flags]             print the nats-server configuration block again
+  rotatord token create --name NAME --scope admin|rotate|read [flags]
+                                           create an API token and print it once
+  rotatord dev [--dir DIR]                 run everything locally: PostgreSQL, nats-server, rotatord
+
+Every command takes -h for its flags. Flags mirror the ROTATORD_* environment variables.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "rotatord:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// run dispatches a command line; stdout gets only what scripts read.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	cfg := DefaultConfig()
+	cfg.fromEnv(os.Getenv)
+	switch cmd {
+	case "serve":
+		return runServe(ctx, cfg, args, stderr)
+	case "migrate":
+		return runMigrate(ctx, cfg, args, stdout, stderr)
+	case "init":
+		return runInit(ctx, cfg, args, stdout, stderr)
+	case "nats-config":
+		return runNATSConfig(ctx, cfg, args, stdout, stderr)
+	case "token":
+		if len(args) == 0 || args[0] != "create" {
+			return fmt.Errorf("usage: rotatord token create --name NAME --scope admin|rotate|read")
+		}
+		return runTokenCreate(ctx, cfg, args[1:], stdout, stderr)
+	case "dev":
+		return runDev(ctx, cfg, args, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("rotatord "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	cfg.bind(fs, "database-url", "listen", "public-url", "nats-url", "master-key-file", "alert-webhook", "log-level", "log-format", "no-migrate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	m := NewMain()
+	m.Config = cfg
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	m.Log.Info("shutting down")
+	return m.Close()
+}
+
+// openService opens the store and a service for one-shot commands.
+func openService(ctx context.Context, cfg Config, needKey bool) (*registry.Store, *rotate.Service, error) {
+	needs := []string{"database-url"}
+	if needKey {
+		needs = append(needs, "master-key-file")
+	}
+	if err := cfg.Validate(needs...); err != nil {
+		return nil, nil, err
+	}
+	var sealer *seal.Sealer
+	if needKey {
+		var err error
+		if sealer, err = seal.LoadFile(cfg.MasterKeyFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	store, err := registry.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !cfg.NoMigrate {
+		if _, err := store.Migrate(ctx); err != nil {
+			store.Close()
+			return nil, nil, err
+		}
+	}
+	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Log: cfg.logger(), PublicURL: cfg.publicURL()})
+	return store, svc, nil
+}
+
+func runMigrate(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("migrate", stderr)
+	cfg.bind(fs, "database-url")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate("database-url"); err != nil {
+		return err
+	}
+	store, err := registry.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	n, err := store.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "applied %d migrations\n", n)
+	return nil
+}
+
+func runInit(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("init", stderr)
+	name := fs.String("operator", "", "operator name (required)")
+	cfg.bind(fs, "database-url", "master-key-file", "public-url", "listen", "log-level", "log-format")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" {
+		return errors.New("--operator NAME is required")
+	}
+	store, svc, err := openService(ctx, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	op, created, err := svc.Init(ctx, rotate.Actor("cli:init"), *name)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(stderr, "created operator %s (%s) and system account %s\n", op.Name, op.PublicKey, op.SystemAccount)
+	} else {
+		fmt.Fprintf(stderr, "operator %s already initialized; nothing changed\n", op.Name)
+	}
+	block, err := svc.NATSConfig(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, block)
+	return nil
+}
+
+func runNATSConfig(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("nats-config", stderr)
+	cfg.bind(fs, "database-url", "public-url", "listen")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	store, svc, err := openService(ctx, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	block, err := svc.NATSConfig(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, block)
+	return nil
+}
+
+func runTokenCreate(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("token create", stderr)
+	name := fs.String("name", "", "token name (required)")
+	scope := fs.String("scope", "", "admin, rotate or read (required)")
+	cfg.bind(fs, "database-url")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" || *scope == "" {
+		return errors.New("--name and --scope are required")
+	}
+	store, svc, err := openService(ctx, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	secret, _, err := svc.CreateToken(ctx, rotate.Actor("cli:token"), *name, rotatord.Scope(*scope))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "created %s token %q; it is shown once, store it now\n", *scope, *name)
+	fmt.Fprintln(stdout, secret)
+	return nil
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/httpapi"
+	"github.com/rotatord/rotatord/internal/registry"
+	"github.com/rotatord/rotatord/internal/resolver"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/seal"
+	"github.com/rotatord/rotatord/internal/sysconn"
+)
+
+// Main is a running rotatord: the resolver, the API, and the background
+// work. Tests run the same Main on :0.
+type Main struct {
+	Config Config
+	Log    *slog.Logger
+
+	Store   *registry.Store
+	Service *rotate.Service
+	Cache   *resolver.Cache
+	NATS    *sysconn.Conn
+
+	listener net.Listener
+	http     *http.Server
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	kick     chan struct{}
+}
+
+// NewMain returns a Main with the default configuration.
+func NewMain() *Main {
+	return &Main{Config: DefaultConfig(), kick: make(chan struct{}, 1)}
+}
+
+// URL is the base URL the HTTP server listens on.
+func (m *Main) URL() string {
+	if m.listener == nil {
+		return ""
+	}
+	return "http://" + m.listener.Addr().String()
+}
+
+// Run starts rotatord and returns once it serves; Close stops it. It fails
+// without a valid master key, a reachable database, or an operator.
+func (m *Main) Run(ctx context.Context) (err error) {
+	if err := m.Config.Validate("database-url", "master-key-file", "listen"); err != nil {
+		return err
+	}
+	if m.Log == nil {
+		m.Log = m.Config.logger()
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	sealer, err := seal.LoadFile(m.Config.MasterKeyFile)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	if m.Store, err = registry.Open(ctx, m.Config.DatabaseURL); err != nil {
+		return err
+	}
+	if err := m.Store.Ping(ctx); err != nil {
+		return err
+	}
+	if !m.Config.NoMigrate {
+		n, err := m.Store.Migrate(ctx)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			m.Log.Info("applied migrations", "count", n)
+		}
+	}
+	op, err := m.Store.Operator(ctx)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var pusher rotate.Pusher
+	if m.Config.NATSURL != "" {
+		pusher = resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 50*time.Millisecond, m.Log, reg)
+	}
+	m.Service = rotate.New(rotate.Config{
+		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
+	})
+	if err := m.Service.CheckKeys(ctx); err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+
+	// Fill the resolver cache before serving: nats-server must never get
+	// a 404 for an account that exists.
+	m.Cache = resolver.NewCache()
+	m.Cache.SetOperator(op.JWT)
+	if err := m.loadAccounts(ctx); err != nil {
+		return err
+	}
+
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancel = cancel
+	m.goBackground(func() {
+		m.Store.ListenAccounts(bg, m.Log, m.loadAccounts, func(pub string) { m.refreshAccount(bg, pub) })
+	})
+
+	if m.Config.NATSURL != "" {
+		m.NATS, err = sysconn.Connect(ctx, sysconn.Config{
+			URL: m.Config.NATSURL, Name: "rotatord", Log: m.Log,
+			Mint:      m.Service.MintSystemUser,
+			OnConnect: func(*nats.Conn) { m.kickPush() },
+		})
+		if err != nil {
+			return err
+		}
+		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
+	}
+
+	api := httpapi.New(httpapi.Config{
+		Service:  m.Service,
+		Resolver: resolver.NewHandler(m.Cache, reg),
+		Metrics:  promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Log:      m.Log,
+		Ready:    m.ready,
+		MaxBody:  m.Config.MaxBody,
+	})
+	if m.listener, err = net.Listen("tcp", m.Config.Listen); err != nil {
+		return fmt.Errorf("listen on %s: %w", m.Config.Listen, err)
+	}
+	m.http = &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	m.goBackground(func() {
+		if err := m.http.Serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Log.Error("http server stopped", "err", err)
+		}
+	})
+	m.Log.Info("rotatord serving", "listen", m.listener.Addr().String(), "public_url", m.Config.publicURL(),
+		"operator", op.Name, "accounts", m.Cache.Len(), "nats", redactURL(m.Config.NATSURL))
+	return nil
+}
+
+func (m *Main) goBackground(fn func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		fn()
+	}()
+}
+
+func (m *Main) natsConn() *nats.Conn {
+	if m.NATS == nil {
+		return nil
+	}
+	return m.NATS.NC()
+}
+
+func (m *Main) kickPush() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loadAccounts replaces the resolver cache with every account JWT.
+func (m *Main) loadAccounts(ctx context.Context) error {
+	all, err := m.Store.AccountJWTs(ctx)
+	if err != nil {
+		return err
+	}
+	out := make([]resolver.Account, len(all))
+	for i, a := range all {
+		out[i] = resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID}
+	}
+	m.Cache.Replace(out)
+	return nil
+}
+
+// refreshAccount reloads one account after a change notification.
+func (m *Main) refreshAccount(ctx context.Context, pub string) {
+	a, err := m.Store.FindAccountJWT(ctx, pub)
+	switch {
+	case errors.Is(err, rotatord.ErrNotFound):
+		m.Cache.Delete(pub)
+	case err != nil:
+		// Leave the entry as it is; the listener resyncs everything when
+		// its connection comes back.
+		m.Log.Warn("reload account jwt", "account", pub, "err", err)
+	default:
+		m.Cache.Set(resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID})
+	}
+}
+
+// ready reports whether PostgreSQL answers and, when configured, NATS is connected.
+func (m *Main) ready(ctx context.Context) error {
+	if err := m.Store.Ping(ctx); err != nil {
+		return rotatord.Errorf(rotatord.EUNAVAILABLE, "database unreachable")
+	}
+	if m.NATS != nil && !m.NATS.Connected() {
+		return rotatord.Errorf(rotatord.EUNAVAILABLE, "nats not connected")
+	}
+	return nil
+}
+
+// Close stops the background work, then the HTTP server (waiting for
+// requests in flight up to the shutdown timeout), then NATS and the pool.
+func (m *Main) Close() error {
+	if m.cancel != nil {
+		m.cancel()
+	}
+	var err error
+	if m.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownWait)
+		err = m.http.Shutdown(ctx)
+		cancel()
+	}
+	if m.NATS != nil {
+		m.NATS.Close()
+	}
+	m.wg.Wait()
+	if m.Store != nil {
+		m.Store.Close()
+	}
+	return err
+}
+
+// redactURL drops user info from a URL list for logs.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				parts[i] = p[:scheme+3] + "redacted@" + p[at+1:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,167 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/rotate"
+)
+
+// DefaultMaxBody is the default limit on request bodies.
+const DefaultMaxBody = 64 << 10
+
+// Config configures the HTTP server.
+type Config struct {
+	Service  *rotate.Service
+	Resolver http.Handler // serves /jwt/v1/
+	Metrics  http.Handler // serves /metrics; nil for none
+	Log      *slog.Logger
+	// Ready reports whether this replica can do its work (database and NATS
+	// reachable); /readyz answers 503 with its error otherwise.
+	Ready   func(ctx context.Context) error
+	MaxBody int64
+}
+
+// Server is the HTTP handler of rotatord.
+type Server struct {
+	svc     *rotate.Service
+	log     *slog.Logger
+	ready   func(ctx context.Context) error
+	maxBody int64
+	router  chi.Router
+}
+
+// New returns the server's handler.
+func New(cfg Config) *Server {
+	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBody
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	// The resolver is on the hot path of every nats-server: no logging or
+	// other middleware in front of it.
+	if cfg.Resolver != nil {
+		r.Handle("/jwt/v1/*", cfg.Resolver)
+	}
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", s.readyz)
+	if cfg.Metrics != nil {
+		r.Handle("/metrics", cfg.Metrics)
+	}
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(s.logRequests)
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireScope(rotatord.ScopeRead))
+			r.Get("/accounts", s.listAccounts)
+			r.Get("/accounts/{name}", s.getAccount)
+			r.Get("/agents", s.listAgents)
+			r.Get("/agents/{name}", s.getAgent)
+			r.Get("/audit", s.listAudit)
+		})
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireScope(rotatord.ScopeRotate))
+			r.Post("/agents/{name}/revoke", s.revokeAgent)
+		})
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireScope(rotatord.ScopeAdmin))
+			r.Post("/accounts", s.createAccount)
+			r.Patch("/accounts/{name}", s.updateAccount)
+			r.Delete("/accounts/{name}", s.deleteAccount)
+			r.Post("/agents", s.createAgent)
+			r.Patch("/agents/{name}", s.updateAgent)
+			r.Delete("/agents/{name}", s.deleteAgent)
+		})
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, rotatord.Errorf(rotatord.ENOTFOUND, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, &rotatord.Error{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path})
+	})
+	s.router = r
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": rotatord.ErrorMessage(err)})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+type ctxKey int
+
+const (
+	tokenKey ctxKey = iota
+	infoKey
+)
+
+// requestInfo is filled in by inner middleware for the request log.
+type requestInfo struct{ actor string }
+
+// actor names the caller of a request for the audit trail.
+func actor(r *http.Request) rotate.Actor {
+	if t, ok := r.Context().Value(tokenKey).(*rotatord.Token); ok {
+		return rotate.Actor("token:" + t.Name)
+	}
+	return "anonymous"
+}
+
+// requireScope authenticates the bearer token and checks its scope.
+func (s *Server) requireScope(need rotatord.Scope) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := r.Header.Get("Authorization")
+			secret, ok := strings.CutPrefix(h, "Bearer ")
+			if !ok || secret == "" {
+				s.writeError(w, r, rotatord.Errorf(rotatord.EUNAUTHORIZED, "missing bearer token"))
+				return
+			}
+			t, err := s.svc.Authenticate(r.Context(), strings.TrimSpace(secret))
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			if !t.Scope.Allows(need) {
+				s.writeError(w, r, rotatord.Errorf(rotatord.EFORBIDDEN, "token %q has scope %s; this needs %s", t.Name, t.Scope, need))
+				return
+			}
+			if info, ok := r.Context().Value(infoKey).(*requestInfo); ok {
+				info.actor = "token:" + t.Name
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey, t)))
+		})
+	}
+}
+
+// logRequests logs each API request once, without headers or bodies.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		info := &requestInfo{actor: "anonymous"}
+		start := time.Now()
+		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), infoKey, info)))
+		s.log.Info("http request", "method", r.Method, "path", r.URL.Path, "status", ww.Status(),
+			"duration", time.Since(start), "actor", info.actor)
+	})
+}

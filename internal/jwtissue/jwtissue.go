@@ -1,0 +1,183 @@
+// Package jwtissue creates NKeys and encodes the operator, account and user
+// JWTs that nats-server trusts. It does no I/O: callers load and store keys.
+package jwtissue
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+
+	"github.com/rotatord/rotatord"
+)
+
+// NewKey creates a key pair of the given kind (nkeys.PrefixByteOperator,
+// PrefixByteAccount or PrefixByteUser).
+func NewKey(kind nkeys.PrefixByte) (nkeys.KeyPair, error) {
+	kp, err := nkeys.CreatePair(kind)
+	if err != nil {
+		return nil, fmt.Errorf("create %s key: %w", kind, err)
+	}
+	return kp, nil
+}
+
+// FromSeed parses a seed and checks that it is of the wanted kind.
+func FromSeed(seed []byte, kind nkeys.PrefixByte) (nkeys.KeyPair, error) {
+	kp, err := nkeys.FromSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s seed: %w", kind, err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("parse %s seed: %w", kind, err)
+	}
+	if !checkKey(pub, kind) {
+		return nil, fmt.Errorf("seed is not a %s key", kind)
+	}
+	return kp, nil
+}
+
+// Seed returns kp's seed.
+func Seed(kp nkeys.KeyPair) []byte {
+	seed, err := kp.Seed()
+	if err != nil {
+		// Only a public-only key pair has no seed; every caller holds a full one.
+		panic(fmt.Sprintf("jwtissue: key pair without seed: %v", err))
+	}
+	return seed
+}
+
+// Public returns kp's public key.
+func Public(kp nkeys.KeyPair) string {
+	pub, err := kp.PublicKey()
+	if err != nil {
+		panic(fmt.Sprintf("jwtissue: key pair without public key: %v", err))
+	}
+	return pub
+}
+
+func checkKey(pub string, kind nkeys.PrefixByte) bool {
+	switch kind {
+	case nkeys.PrefixByteOperator:
+		return nkeys.IsValidPublicOperatorKey(pub)
+	case nkeys.PrefixByteAccount:
+		return nkeys.IsValidPublicAccountKey(pub)
+	case nkeys.PrefixByteUser:
+		return nkeys.IsValidPublicUserKey(pub)
+	}
+	return false
+}
+
+// ValidateAccountKey returns an EINVALID error unless pub is an account public key.
+func ValidateAccountKey(pub string) error {
+	if !nkeys.IsValidPublicAccountKey(pub) {
+		return rotatord.Errorf(rotatord.EINVALID, "%.60q is not an account public key", pub)
+	}
+	return nil
+}
+
+// ValidateUserKey returns an EINVALID error unless pub is a user public key.
+func ValidateUserKey(pub string) error {
+	if !nkeys.IsValidPublicUserKey(pub) {
+		return rotatord.Errorf(rotatord.EINVALID, "%.60q is not a user public key", pub)
+	}
+	return nil
+}
+
+// OperatorSpec describes an operator JWT.
+type OperatorSpec struct {
+	Name             string
+	SigningKeys      []string
+	SystemAccount    string
+	AccountServerURL string
+}
+
+// EncodeOperator returns the operator JWT, self-signed by its identity key.
+func EncodeOperator(identity nkeys.KeyPair, spec OperatorSpec) (string, error) {
+	oc := jwt.NewOperatorClaims(Public(identity))
+	oc.Name = spec.Name
+	oc.SystemAccount = spec.SystemAccount
+	oc.AccountServerURL = spec.AccountServerURL
+	oc.SigningKeys.Add(spec.SigningKeys...)
+	token, err := oc.Encode(identity)
+	if err != nil {
+		return "", fmt.Errorf("encode operator jwt for %s: %w", spec.Name, err)
+	}
+	return token, nil
+}
+
+// AccountSpec describes an account JWT.
+type AccountSpec struct {
+	Name        string
+	PublicKey   string
+	Description string
+	SigningKeys []string
+	Limits      rotatord.Limits
+	Revocations []rotatord.Revocation
+}
+
+// EncodeAccount returns the account JWT signed by the operator's signing key,
+// and the JWT's ID.
+func EncodeAccount(operatorSigner nkeys.KeyPair, spec AccountSpec) (token, id string, err error) {
+	ac := jwt.NewAccountClaims(spec.PublicKey)
+	ac.Name = spec.Name
+	ac.Description = spec.Description
+	ac.Limits.Conn = spec.Limits.Conn
+	ac.Limits.Subs = spec.Limits.Subs
+	ac.Limits.Payload = spec.Limits.Payload
+	ac.Limits.Data = spec.Limits.Data
+	ac.SigningKeys.Add(spec.SigningKeys...)
+	for _, r := range spec.Revocations {
+		ac.RevokeAt(r.PublicKey, r.RevokedAt)
+	}
+	token, err = ac.Encode(operatorSigner)
+	if err != nil {
+		return "", "", fmt.Errorf("encode account jwt for %s: %w", spec.Name, err)
+	}
+	return token, ac.ID, nil
+}
+
+// UserSpec describes a user JWT.
+type UserSpec struct {
+	Name        string
+	PublicKey   string
+	AccountKey  string
+	Permissions rotatord.Permissions
+	Expires     time.Time
+}
+
+// EncodeUser returns a user JWT signed by the account's signing key, and its
+// decoded claims (ID and IssuedAt are set by the encoder). NotBefore is left
+// unset on purpose: jwt/v2 checks it without leeway, and a server whose
+// clock is behind would refuse a JWT that is valid "from now".
+func EncodeUser(accountSigner nkeys.KeyPair, spec UserSpec) (string, *jwt.UserClaims, error) {
+	uc := jwt.NewUserClaims(spec.PublicKey)
+	uc.Name = spec.Name
+	uc.IssuerAccount = spec.AccountKey
+	uc.Expires = spec.Expires.Unix()
+	uc.Pub.Allow.Add(spec.Permissions.Pub.Allow...)
+	uc.Pub.Deny.Add(spec.Permissions.Pub.Deny...)
+	uc.Sub.Allow.Add(spec.Permissions.Sub.Allow...)
+	uc.Sub.Deny.Add(spec.Permissions.Sub.Deny...)
+	token, err := uc.Encode(accountSigner)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode user jwt for %s: %w", spec.Name, err)
+	}
+	return token, uc, nil
+}
+
+// Creds formats a NATS creds file from a user JWT and its seed.
+func Creds(userJWT string, seed []byte) ([]byte, error) {
+	b, err := jwt.FormatUserConfig(userJWT, seed)
+	if err != nil {
+		return nil, fmt.Errorf("format creds: %w", err)
+	}
+	return b, nil
+}
+
+// SortRevocations orders entries by key so that encoding is deterministic.
+func SortRevocations(rs []rotatord.Revocation) {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].PublicKey < rs[j].PublicKey })
+}

@@ -1,0 +1,228 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rotatord/rotatord"
+)
+
+const agentCols = `g.id, g.account_id, a.name, a.public_key, g.name, g.permissions, g.schedule, g.grace_seconds,
+	g.delivery, g.state, g.next_rotation_at, g.failures, g.created_at, g.updated_at,
+	c.id, c.public_key, c.jwt, c.jwt_id, c.issued_at, c.expires_at`
+
+const agentFrom = ` FROM agents g JOIN accounts a ON a.id = g.account_id
+	LEFT JOIN credentials c ON c.agent_id = g.id AND c.state = 'active'`
+
+func scanAgent(row pgx.Row) (*rotatord.Agent, error) {
+	var (
+		g             rotatord.Agent
+		grace         int32
+		delivery      string
+		credID        *int64
+		pub, jwt, jti *string
+		iat, exp      *time.Time
+	)
+	err := row.Scan(&g.ID, &g.AccountID, &g.Account, &g.AccountKey, &g.Name, &g.Permissions, &g.Rotation.Schedule, &grace,
+		&delivery, &g.State, &g.NextRotationAt, &g.Failures, &g.CreatedAt, &g.UpdatedAt,
+		&credID, &pub, &jwt, &jti, &iat, &exp)
+	if err != nil {
+		return nil, err
+	}
+	g.Rotation.Grace = time.Duration(grace) * time.Second
+	g.Delivery = rotatord.Delivery(delivery)
+	g.Permissions = g.Permissions.Normalize()
+	if credID != nil {
+		g.Active = &rotatord.Credential{ID: *credID, AgentID: g.ID, PublicKey: *pub, JWT: *jwt, JWTID: *jti,
+			IssuedAt: *iat, ExpiresAt: *exp, State: rotatord.CredentialActive}
+	}
+	return &g, nil
+}
+
+// CreateAgent stores a new agent and sets its ID and times. A taken name is ECONFLICT.
+func (s *Store) CreateAgent(ctx context.Context, g *rotatord.Agent) error {
+	err := s.q(ctx).QueryRow(ctx, `
+		INSERT INTO agents (account_id, name, permissions, schedule, grace_seconds, delivery, state, next_rotation_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, created_at, updated_at`,
+		g.AccountID, g.Name, g.Permissions.Normalize(), g.Rotation.Schedule, int32(g.Rotation.Grace/time.Second),
+		string(g.Delivery), g.State, g.NextRotationAt,
+	).Scan(&g.ID, &g.CreatedAt, &g.UpdatedAt)
+	if err != nil {
+		return mapErr(fmt.Errorf("create agent %s: %w", g.Name, err))
+	}
+	return nil
+}
+
+// FindAgentByName returns the named agent with its active credential, or ENOTFOUND.
+func (s *Store) FindAgentByName(ctx context.Context, name string) (*rotatord.Agent, error) {
+	g, err := scanAgent(s.q(ctx).QueryRow(ctx, `SELECT `+agentCols+agentFrom+` WHERE g.name = $1`, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("agent", name)
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("find agent %s: %w", name, err))
+	}
+	return g, nil
+}
+
+// LockAgent reads an agent and locks its row until the transaction in ctx ends.
+func (s *Store) LockAgent(ctx context.Context, name string) (*rotatord.Agent, error) {
+	if _, ok := ctx.Value(txKey{}).(pgx.Tx); !ok {
+		return nil, errors.New("lock agent: not in a transaction")
+	}
+	g, err := scanAgent(s.q(ctx).QueryRow(ctx, `SELECT `+agentCols+agentFrom+` WHERE g.name = $1 FOR UPDATE OF g`, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("agent", name)
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("lock agent %s: %w", name, err))
+	}
+	return g, nil
+}
+
+// ListAgents returns agents ordered by name.
+func (s *Store) ListAgents(ctx context.Context, f rotatord.AgentFilter) ([]*rotatord.Agent, error) {
+	limit := any(nil)
+	if f.Limit > 0 {
+		limit = f.Limit
+	}
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+agentCols+agentFrom+`
+		WHERE ($1 = '' OR a.name = $1) AND g.name > $2 ORDER BY g.name LIMIT $3`, f.Account, f.After, limit)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list agents: %w", err))
+	}
+	defer rows.Close()
+	var out []*rotatord.Agent
+	for rows.Next() {
+		g, err := scanAgent(rows)
+		if err != nil {
+			return nil, mapErr(fmt.Errorf("list agents: %w", err))
+		}
+		out = append(out, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(fmt.Errorf("list agents: %w", err))
+	}
+	return out, nil
+}
+
+// UpdateAgent stores g's permissions, rotation policy, delivery, state,
+// next rotation time and failure count.
+func (s *Store) UpdateAgent(ctx context.Context, g *rotatord.Agent) error {
+	err := s.q(ctx).QueryRow(ctx, `
+		UPDATE agents SET permissions = $2, schedule = $3, grace_seconds = $4, delivery = $5, state = $6,
+			next_rotation_at = $7, failures = $8, updated_at = now()
+		WHERE id = $1 RETURNING updated_at`,
+		g.ID, g.Permissions.Normalize(), g.Rotation.Schedule, int32(g.Rotation.Grace/time.Second), string(g.Delivery),
+		g.State, g.NextRotationAt, g.Failures).Scan(&g.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return notFound("agent", g.Name)
+	}
+	if err != nil {
+		return mapErr(fmt.Errorf("update agent %s: %w", g.Name, err))
+	}
+	return nil
+}
+
+// DeleteAgent removes an agent and its credentials and rotations.
+func (s *Store) DeleteAgent(ctx context.Context, id int64) error {
+	tag, err := s.q(ctx).Exec(ctx, `DELETE FROM agents WHERE id = $1`, id)
+	if err != nil {
+		return mapErr(fmt.Errorf("delete agent %d: %w", id, err))
+	}
+	if tag.RowsAffected() == 0 {
+		return notFound("agent", fmt.Sprint(id))
+	}
+	return nil
+}
+
+const credentialCols = `id, agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc, revoked_at`
+
+func scanCredential(row pgx.Row) (*rotatord.Credential, error) {
+	var c rotatord.Credential
+	err := row.Scan(&c.ID, &c.AgentID, &c.PublicKey, &c.JWT, &c.JWTID, &c.IssuedAt, &c.ExpiresAt, &c.State, &c.SeedEnc, &c.RevokedAt)
+	return &c, err
+}
+
+// CreateCredential stores a credential and sets its ID. A key already used
+// anywhere is ECONFLICT.
+func (s *Store) CreateCredential(ctx context.Context, c *rotatord.Credential) error {
+	err := s.q(ctx).QueryRow(ctx, `
+		INSERT INTO credentials (agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+		c.AgentID, c.PublicKey, c.JWT, c.JWTID, dbTime(c.IssuedAt), dbTime(c.ExpiresAt), c.State, c.SeedEnc).Scan(&c.ID)
+	if err != nil {
+		return mapErr(fmt.Errorf("create credential %s: %w", c.PublicKey, err))
+	}
+	return nil
+}
+
+// Credentials returns an agent's credentials in the given states (all when
+// none are given), newest first.
+func (s *Store) Credentials(ctx context.Context, agentID int64, states ...string) ([]*rotatord.Credential, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+credentialCols+` FROM credentials
+		WHERE agent_id = $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2)) ORDER BY issued_at DESC, id DESC`, agentID, states)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list credentials: %w", err))
+	}
+	defer rows.Close()
+	var out []*rotatord.Credential
+	for rows.Next() {
+		c, err := scanCredential(rows)
+		if err != nil {
+			return nil, mapErr(fmt.Errorf("list credentials: %w", err))
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(fmt.Errorf("list credentials: %w", err))
+	}
+	return out, nil
+}
+
+// FindCredentialByPublicKey returns the credential of a user key, or ENOTFOUND.
+func (s *Store) FindCredentialByPublicKey(ctx context.Context, pub string) (*rotatord.Credential, error) {
+	c, err := scanCredential(s.q(ctx).QueryRow(ctx, `SELECT `+credentialCols+` FROM credentials WHERE public_key = $1`, pub))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("credential", pub)
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("find credential %s: %w", pub, err))
+	}
+	return c, nil
+}
+
+// SetCredentialState moves a credential to state; for retired and revoked
+// states it records when, and it always forgets the seed once the credential
+// leaves pending.
+func (s *Store) SetCredentialState(ctx context.Context, id int64, state string, at time.Time) error {
+	_, err := s.q(ctx).Exec(ctx, `
+		UPDATE credentials SET state = $2,
+			revoked_at = CASE WHEN $2 IN ('retired', 'revoked') THEN $3 ELSE revoked_at END,
+			seed_enc = CASE WHEN $2 = 'pending' THEN seed_enc ELSE NULL END
+		WHERE id = $1`, id, state, dbTime(at))
+	if err != nil {
+		return mapErr(fmt.Errorf("set credential %d %s: %w", id, state, err))
+	}
+	return nil
+}
+
+// OldestValidIssuedAt reports the earliest issued_at among the
+// account's credentials that nats-server must still accept (pending or
+// active); ok is false when there are none.
+func (s *Store) OldestValidIssuedAt(ctx context.Context, accountID int64) (t time.Time, ok bool, err error) {
+	var p *time.Time
+	err = s.q(ctx).QueryRow(ctx, `SELECT min(c.issued_at) FROM credentials c JOIN agents g ON g.id = c.agent_id
+		WHERE g.account_id = $1 AND c.state IN ('pending', 'active')`, accountID).Scan(&p)
+	if err != nil {
+		return time.Time{}, false, mapErr(fmt.Errorf("oldest valid credential: %w", err))
+	}
+	if p == nil {
+		return time.Time{}, false, nil
+	}
+	return *p, true, nil
+}

@@ -1,0 +1,182 @@
+// Package registry is rotatord's PostgreSQL store (pgx/v5): the operator,
+// accounts and their signing keys, agents, credentials, revocations,
+// rotations, the audit trail and API tokens. It maps PostgreSQL errors to
+// the domain errors of package rotatord.
+//
+// Methods run in the transaction carried by ctx when InTx started one, and
+// on the pool otherwise, so callers compose several calls into one commit.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/migrations"
+)
+
+// AccountsChannel is the LISTEN/NOTIFY channel on which every change of an
+// account JWT is announced; the payload is the account public key.
+const AccountsChannel = "rotatord_accounts"
+
+// Store is the PostgreSQL registry. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Open connects to the database at url. It does not migrate.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's message can echo the URL with its password; keep only the gist.
+		return nil, fmt.Errorf("parse database url: %w", errors.New(redact(err.Error(), url)))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Pool returns the underlying pool, for LISTEN and tests.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}
+
+// Migrate applies the embedded migrations and returns how many ran.
+func (s *Store) Migrate(ctx context.Context) (int, error) {
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	return migrations.Up(ctx, db)
+}
+
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+type txKey struct{}
+
+func (s *Store) q(ctx context.Context) querier {
+	if tx, ok := ctx.Value(txKey{}).(pgx.Tx); ok {
+		return tx
+	}
+	return s.pool
+}
+
+// InTx runs fn in one transaction, committed when fn returns nil and rolled
+// back otherwise. Inside fn, pass the ctx it receives to the Store's methods.
+// A nested InTx joins the outer transaction.
+func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	if _, ok := ctx.Value(txKey{}).(pgx.Tx); ok {
+		return fn(ctx)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return mapErr(fmt.Errorf("begin transaction: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	if err := fn(context.WithValue(ctx, txKey{}, tx)); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return mapErr(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// mapErr turns PostgreSQL errors into domain errors where the caller can act
+// on them; the original stays in the chain for logs.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "23505": // unique_violation
+			return &wrapped{code: rotatord.ECONFLICT, msg: conflictMessage(pgErr), err: err}
+		case "23503": // foreign_key_violation
+			return &wrapped{code: rotatord.ECONFLICT, msg: "still referenced by other records", err: err}
+		}
+	}
+	if pgconn.SafeToRetry(err) || isConnErr(err) {
+		return &wrapped{code: rotatord.EUNAVAILABLE, msg: "database unavailable", err: err}
+	}
+	return err
+}
+
+func isConnErr(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce) || pgconn.Timeout(err)
+}
+
+func conflictMessage(e *pgconn.PgError) string {
+	switch e.ConstraintName {
+	case "accounts_name_key":
+		return "an account with this name exists"
+	case "agents_name_key":
+		return "an agent with this name exists"
+	case "api_tokens_name_key":
+		return "a token with this name exists"
+	case "rotations_one_in_flight":
+		return "a rotation of this agent is in flight"
+	case "credentials_public_key_key":
+		return "this public key is already in use"
+	}
+	return "conflicts with an existing record"
+}
+
+// wrapped carries a domain error code and message while keeping the
+// PostgreSQL error in the chain for logs.
+type wrapped struct {
+	code, msg string
+	err       error
+}
+
+func (w *wrapped) Error() string { return w.msg + ": " + w.err.Error() }
+func (w *wrapped) Unwrap() []error {
+	return []error{&rotatord.Error{Code: w.code, Message: w.msg}, w.err}
+}
+
+func notFound(kind, name string) error {
+	return rotatord.Errorf(rotatord.ENOTFOUND, "%s %q not found", kind, name)
+}
+
+func redact(msg, secret string) string {
+	if secret == "" {
+		return msg
+	}
+	out := []byte{}
+	for i := 0; i < len(msg); {
+		if len(msg)-i >= len(secret) && msg[i:i+len(secret)] == secret {
+			out = append(out, "<url>"...)
+			i += len(secret)
+			continue
+		}
+		out = append(out, msg[i])
+		i++
+	}
+	return string(out)
+}
+
+// dbTime truncates t to what PostgreSQL stores, so round trips compare
+// equal. Decisions use the callers' injected clock, never the database's.
+func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }

@@ -1,0 +1,102 @@
+// Package resolver is nats-server's account resolver: an HTTP handler that
+// answers `resolver: URL(...)` lookups from memory, and a Pusher that sends
+// changed account JWTs to the servers on $SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE.
+//
+// The Cache is filled and kept current by the caller (from PostgreSQL with
+// LISTEN/NOTIFY); a lookup never waits for the database.
+package resolver
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Account is one account JWT as the resolver serves it.
+type Account struct {
+	PublicKey string
+	JWT       string
+	ID        string // the JWT's ID, used as ETag
+}
+
+type entry struct {
+	body []byte
+	etag string // quoted, ready for the header
+}
+
+// Cache holds the account JWTs served by the Handler. It is safe for
+// concurrent use; reads take a shared lock only.
+type Cache struct {
+	mu       sync.RWMutex
+	accounts map[string]*entry
+	operator atomic.Pointer[[]byte]
+	loaded   atomic.Bool
+}
+
+// NewCache returns an empty cache. Until Replace is first called the
+// Handler answers 503, so a server never mistakes "not loaded" for "unknown".
+func NewCache() *Cache {
+	return &Cache{accounts: make(map[string]*entry)}
+}
+
+func newEntry(a Account) *entry {
+	return &entry{body: []byte(a.JWT), etag: `"` + a.ID + `"`}
+}
+
+// Replace swaps in a complete set of accounts.
+func (c *Cache) Replace(all []Account) {
+	m := make(map[string]*entry, len(all))
+	for _, a := range all {
+		m[a.PublicKey] = newEntry(a)
+	}
+	c.mu.Lock()
+	c.accounts = m
+	c.mu.Unlock()
+	c.loaded.Store(true)
+}
+
+// Set adds or replaces one account.
+func (c *Cache) Set(a Account) {
+	e := newEntry(a)
+	c.mu.Lock()
+	c.accounts[a.PublicKey] = e
+	c.mu.Unlock()
+}
+
+// Delete removes one account.
+func (c *Cache) Delete(pub string) {
+	c.mu.Lock()
+	delete(c.accounts, pub)
+	c.mu.Unlock()
+}
+
+// SetOperator sets the operator JWT served at /jwt/v1/operator.
+func (c *Cache) SetOperator(jwt string) {
+	b := []byte(jwt)
+	c.operator.Store(&b)
+}
+
+// Len returns how many accounts are cached.
+func (c *Cache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.accounts)
+}
+
+// Loaded reports whether a complete set has been loaded.
+func (c *Cache) Loaded() bool { return c.loaded.Load() }
+
+func (c *Cache) get(pub string) *entry {
+	c.mu.RLock()
+	e := c.accounts[pub]
+	c.mu.RUnlock()
+	return e
+}
+
+// Lookup returns the cached JWT of an account.
+func (c *Cache) Lookup(pub string) (string, bool) {
+	e := c.get(pub)
+	if e == nil {
+		return "", false
+	}
+	return string(e.body), true
+}

@@ -1,0 +1,134 @@
+package resolver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNotConnected means there is no NATS connection to push over; the push
+// is owed and will be retried.
+var ErrNotConnected = errors.New("not connected to nats")
+
+// ErrNoAck means no server answered a push.
+var ErrNoAck = errors.New("no nats-server acknowledged the push")
+
+// PushResult counts the servers' replies to one push.
+type PushResult struct {
+	Updated int // "jwt updated": the server had the account loaded and applied it
+	Skipped int // "jwt update skipped": the server had not loaded the account
+	Failed  int // the server refused the JWT
+}
+
+// Acked reports whether any server answered.
+func (r PushResult) Acked() bool { return r.Updated+r.Skipped+r.Failed > 0 }
+
+// Pusher publishes account JWTs to every nats-server as a system-account
+// user and collects one reply per server.
+type Pusher struct {
+	conn    func() *nats.Conn
+	timeout time.Duration
+	quiet   time.Duration
+	log     *slog.Logger
+	pushes  *prometheus.CounterVec
+}
+
+// NewPusher returns a Pusher over the connection that conn returns (nil
+// while there is none). timeout bounds a push; after the first reply it
+// waits quiet for more servers before returning. reg may be nil.
+func NewPusher(conn func() *nats.Conn, timeout, quiet time.Duration, log *slog.Logger, reg prometheus.Registerer) *Pusher {
+	p := &Pusher{conn: conn, timeout: timeout, quiet: quiet, log: log,
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rotatord_pushes_total",
+			Help: "Account JWT pushes to NATS by outcome (acked, no_ack, not_connected, error).",
+		}, []string{"outcome"}),
+	}
+	if reg != nil {
+		reg.MustRegister(p.pushes)
+	}
+	return p
+}
+
+type claimUpdateReply struct {
+	Server struct {
+		Name string `json:"name"`
+	} `json:"server"`
+	Data *struct {
+		Message string `json:"message"`
+	} `json:"data"`
+	Error *struct {
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// Push sends an account JWT on $SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE and
+// gathers the servers' replies. It returns ErrNotConnected or ErrNoAck when
+// no server could be told; the caller keeps the push owed and retries.
+func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string) (PushResult, error) {
+	var res PushResult
+	nc := p.conn()
+	if nc == nil || !nc.IsConnected() {
+		p.pushes.WithLabelValues("not_connected").Inc()
+		return res, ErrNotConnected
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	inbox := nc.NewInbox()
+	replies := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		p.pushes.WithLabelValues("error").Inc()
+		return res, fmt.Errorf("push %s: subscribe: %w", accountPub, err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the inbox is unique
+	subject := "$SYS.REQ.ACCOUNT." + accountPub + ".CLAIMS.UPDATE"
+	if err := nc.PublishRequest(subject, inbox, []byte(accountJWT)); err != nil {
+		p.pushes.WithLabelValues("error").Inc()
+		return res, fmt.Errorf("push %s: publish: %w", accountPub, err)
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		// Flush is a round trip to the server; failing it means the
+		// connection is gone or too slow.
+		p.pushes.WithLabelValues("error").Inc()
+		return res, fmt.Errorf("push %s: flush: %w", accountPub, err)
+	}
+	var quiet <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return p.done(accountPub, res)
+		case <-quiet:
+			return p.done(accountPub, res)
+		case m := <-replies:
+			var r claimUpdateReply
+			if err := json.Unmarshal(m.Data, &r); err != nil {
+				res.Failed++
+				p.log.Warn("unreadable push reply", "account", accountPub, "err", err)
+			} else if r.Error != nil {
+				res.Failed++
+				p.log.Warn("nats-server refused account jwt", "account", accountPub, "server", r.Server.Name, "reason", r.Error.Description)
+			} else if r.Data != nil && r.Data.Message == "jwt update skipped" {
+				res.Skipped++
+			} else {
+				res.Updated++
+			}
+			quiet = time.After(p.quiet)
+		}
+	}
+}
+
+func (p *Pusher) done(accountPub string, res PushResult) (PushResult, error) {
+	if !res.Acked() {
+		p.pushes.WithLabelValues("no_ack").Inc()
+		return res, ErrNoAck
+	}
+	p.pushes.WithLabelValues("acked").Inc()
+	p.log.Debug("pushed account jwt", "account", accountPub, "updated", res.Updated, "skipped", res.Skipped, "failed", res.Failed)
+	return res, nil
+}

@@ -1,0 +1,231 @@
+package rotate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/jwtissue"
+)
+
+// AccountInput is what a caller gives to create an account.
+type AccountInput struct {
+	Name        string
+	Description string
+	Limits      *rotatord.Limits // nil: no limits
+}
+
+// AccountPatch changes an account; nil fields stay as they are.
+type AccountPatch struct {
+	Description *string
+	Limits      *rotatord.Limits
+}
+
+const maxDescription = 1024
+
+func validateDescription(d string) error {
+	if len(d) > maxDescription {
+		return rotatord.Errorf(rotatord.EINVALID, "description is longer than %d bytes", maxDescription)
+	}
+	return nil
+}
+
+func validateLimits(l rotatord.Limits) error {
+	for name, v := range map[string]int64{"conn": l.Conn, "subs": l.Subs, "payload": l.Payload, "data": l.Data} {
+		if v < -1 {
+			return rotatord.Errorf(rotatord.EINVALID, "limits.%s is %d: use -1 for unlimited or a count", name, v)
+		}
+	}
+	return nil
+}
+
+// CreateAccount creates an account with a new identity key and signing key,
+// signed by the operator. A taken name is ECONFLICT.
+func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInput) (*rotatord.Account, error) {
+	if err := rotatord.ValidateName("account", in.Name); err != nil {
+		return nil, err
+	}
+	if err := validateDescription(in.Description); err != nil {
+		return nil, err
+	}
+	if in.Limits != nil {
+		if err := validateLimits(*in.Limits); err != nil {
+			return nil, err
+		}
+	}
+	identity, err := jwtissue.NewKey(nkeys.PrefixByteAccount)
+	if err != nil {
+		return nil, err
+	}
+	var acc *rotatord.Account
+	err = s.store.InTx(ctx, func(ctx context.Context) error {
+		acc, err = s.createAccount(ctx, actor, in, identity, false)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create account %s: %w", in.Name, err)
+	}
+	return acc, nil
+}
+
+func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInput, identity nkeys.KeyPair, system bool) (*rotatord.Account, error) {
+	if _, err := s.store.Operator(ctx); err != nil {
+		return nil, err
+	}
+	signing, err := jwtissue.NewKey(nkeys.PrefixByteAccount)
+	if err != nil {
+		return nil, err
+	}
+	limits := rotatord.NoLimits
+	if in.Limits != nil {
+		limits = *in.Limits
+	}
+	acc := &rotatord.Account{
+		Name: in.Name, PublicKey: jwtissue.Public(identity), System: system, Description: in.Description,
+		Limits: limits, SigningKeys: []string{jwtissue.Public(signing)},
+	}
+	if err := s.signAccount(ctx, acc, nil); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateAccount(ctx, acc); err != nil {
+		return nil, err
+	}
+	if err := s.store.AddSigningKey(ctx, acc.ID, jwtissue.Public(signing), s.seal(signing)); err != nil {
+		return nil, err
+	}
+	err = s.audit(ctx, actor, "account.create", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
+		Details: map[string]any{"signing_key": jwtissue.Public(signing), "jwt_id": acc.JWTID}})
+	return acc, err
+}
+
+// signAccount encodes acc's JWT with the operator's signing key from its
+// fields, its signing keys and the given revocations.
+func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs []rotatord.Revocation) error {
+	opSigner, err := s.signer(ctx, 0)
+	if err != nil {
+		return err
+	}
+	acc.JWT, acc.JWTID, err = jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
+		Name: acc.Name, PublicKey: acc.PublicKey, Description: acc.Description,
+		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Revocations: revs,
+	})
+	return err
+}
+
+// resignAccount re-signs the locked account from what the store holds and
+// stores the new JWT with a bumped version. Run it inside InTx after
+// LockAccount; push after commit.
+func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) error {
+	keys, err := s.store.SigningKeys(ctx, acc.ID)
+	if err != nil {
+		return err
+	}
+	revs, err := s.store.Revocations(ctx, acc.ID)
+	if err != nil {
+		return err
+	}
+	acc.SigningKeys = keys
+	acc.Revocations = len(revs)
+	if err := s.signAccount(ctx, acc, revs); err != nil {
+		return err
+	}
+	return s.store.UpdateAccount(ctx, acc)
+}
+
+// Account returns the named account with its signing keys.
+func (s *Service) Account(ctx context.Context, name string) (*rotatord.Account, error) {
+	acc, err := s.store.FindAccountByName(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if acc.SigningKeys, err = s.store.SigningKeys(ctx, acc.ID); err != nil {
+		return nil, err
+	}
+	return acc, nil
+}
+
+// Accounts lists every account.
+func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
+	accs, err := s.store.ListAccounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range accs {
+		if a.SigningKeys, err = s.store.SigningKeys(ctx, a.ID); err != nil {
+			return nil, err
+		}
+	}
+	return accs, nil
+}
+
+// UpdateAccount changes an account's description or limits, re-signs its
+// JWT and pushes it.
+func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
+	if p.Description != nil {
+		if err := validateDescription(*p.Description); err != nil {
+			return nil, err
+		}
+	}
+	if p.Limits != nil {
+		if err := validateLimits(*p.Limits); err != nil {
+			return nil, err
+		}
+	}
+	var acc *rotatord.Account
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		found, err := s.store.FindAccountByName(ctx, name)
+		if err != nil {
+			return err
+		}
+		if acc, err = s.store.LockAccount(ctx, found.ID); err != nil {
+			return err
+		}
+		if p.Description != nil {
+			acc.Description = *p.Description
+		}
+		if p.Limits != nil {
+			acc.Limits = *p.Limits
+		}
+		if err := s.resignAccount(ctx, acc); err != nil {
+			return err
+		}
+		return s.audit(ctx, actor, "account.update", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
+			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits}})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update account %s: %w", name, err)
+	}
+	s.PushAccount(ctx, acc.ID)
+	return acc, nil
+}
+
+// DeleteAccount removes an account that has no agents (ECONFLICT
+// otherwise). The system account cannot be deleted.
+func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) error {
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		found, err := s.store.FindAccountByName(ctx, name)
+		if err != nil {
+			return err
+		}
+		acc, err := s.store.LockAccount(ctx, found.ID)
+		if err != nil {
+			return err
+		}
+		if acc.System {
+			return rotatord.Errorf(rotatord.ECONFLICT, "the system account cannot be deleted")
+		}
+		if acc.Agents > 0 {
+			return rotatord.Errorf(rotatord.ECONFLICT, "account %q still has %d agents: delete them first", name, acc.Agents)
+		}
+		if err := s.store.DeleteAccount(ctx, acc.ID); err != nil {
+			return err
+		}
+		return s.audit(ctx, actor, "account.delete", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey})
+	})
+	if err != nil {
+		return fmt.Errorf("delete account %s: %w", name, err)
+	}
+	return nil
+}

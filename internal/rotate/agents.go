@@ -1,0 +1,349 @@
+package rotate
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/jwtissue"
+)
+
+// AgentInput is what a caller gives to create an agent. Empty schedule,
+// zero grace and empty delivery take the defaults.
+type AgentInput struct {
+	Name        string
+	Account     string
+	Permissions rotatord.Permissions
+	Schedule    string
+	Grace       time.Duration
+	Delivery    rotatord.Delivery
+}
+
+// AgentPatch changes an agent; nil fields stay as they are. New permissions
+// take effect with the agent's next credentials (rotate to apply them now).
+type AgentPatch struct {
+	Permissions *rotatord.Permissions
+	Schedule    *string
+	Grace       *time.Duration
+	Delivery    *rotatord.Delivery
+}
+
+func (s *Service) checkDelivery(d rotatord.Delivery) error {
+	switch d {
+	case rotatord.DeliveryPoll:
+		return nil
+	case rotatord.DeliveryVault:
+		return rotatord.Errorf(rotatord.EUNSUPPORTED, "delivery %q is not configured on this server", d)
+	}
+	return rotatord.Errorf(rotatord.EINVALID, "delivery %q is not one of poll, vault", d)
+}
+
+func (s *Service) checkPolicy(p rotatord.RotationPolicy) error {
+	if _, err := ParseSchedule(p.Schedule); err != nil {
+		return err
+	}
+	return p.Validate()
+}
+
+// CreateAgent creates an agent in an existing account and issues its first
+// credentials. For poll delivery they are returned once, as a creds file,
+// and rotatord keeps no copy of the seed.
+func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (*rotatord.Agent, []byte, error) {
+	if err := rotatord.ValidateName("agent", in.Name); err != nil {
+		return nil, nil, err
+	}
+	if in.Account == "" {
+		return nil, nil, rotatord.Errorf(rotatord.EINVALID, "account is required")
+	}
+	if err := in.Permissions.Validate(); err != nil {
+		return nil, nil, err
+	}
+	g := &rotatord.Agent{
+		Name: in.Name, Permissions: in.Permissions.Normalize(), State: rotatord.AgentActive,
+		Rotation: rotatord.RotationPolicy{Schedule: in.Schedule, Grace: in.Grace}, Delivery: in.Delivery,
+	}
+	if g.Rotation.Schedule == "" {
+		g.Rotation.Schedule = rotatord.DefaultSchedule
+	}
+	if g.Rotation.Grace == 0 {
+		g.Rotation.Grace = rotatord.DefaultGrace
+	}
+	if g.Delivery == "" {
+		g.Delivery = rotatord.DeliveryPoll
+	}
+	if err := s.checkPolicy(g.Rotation); err != nil {
+		return nil, nil, err
+	}
+	if err := s.checkDelivery(g.Delivery); err != nil {
+		return nil, nil, err
+	}
+	var creds []byte
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		acc, err := s.store.FindAccountByName(ctx, in.Account)
+		if err != nil {
+			return rotatord.Errorf(rotatord.EINVALID, "account %q does not exist", in.Account)
+		}
+		if acc.System {
+			return rotatord.Errorf(rotatord.EINVALID, "agents cannot be created in the system account")
+		}
+		g.AccountID, g.Account, g.AccountKey = acc.ID, acc.Name, acc.PublicKey
+		now := s.now()
+		sched, _ := ParseSchedule(g.Rotation.Schedule)
+		next := sched.Next(now)
+		g.NextRotationAt = &next
+		if err := s.store.CreateAgent(ctx, g); err != nil {
+			return err
+		}
+		cred, kp, err := s.issue(ctx, g, now)
+		if err != nil {
+			return err
+		}
+		cred.State = rotatord.CredentialActive
+		if err := s.store.CreateCredential(ctx, cred); err != nil {
+			return err
+		}
+		g.Active = cred
+		if creds, err = jwtissue.Creds(cred.JWT, jwtissue.Seed(kp)); err != nil {
+			return err
+		}
+		if err := s.audit(ctx, actor, "agent.create", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name,
+			Details: map[string]any{"permissions": g.Permissions, "schedule": g.Rotation.Schedule,
+				"grace": g.Rotation.Grace.String(), "delivery": g.Delivery}}); err != nil {
+			return err
+		}
+		return s.audit(ctx, actor, "credential.issue", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name,
+			PublicKey: cred.PublicKey, Details: map[string]any{"jwt_id": cred.JWTID, "expires_at": cred.ExpiresAt}})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("create agent %s: %w", in.Name, err)
+	}
+	return g, creds, nil
+}
+
+// issue creates a new user key for g and a JWT for it signed by the
+// account's signing key. The credential is not stored.
+func (s *Service) issue(ctx context.Context, g *rotatord.Agent, now time.Time) (*rotatord.Credential, nkeys.KeyPair, error) {
+	kp, err := jwtissue.NewKey(nkeys.PrefixByteUser)
+	if err != nil {
+		return nil, nil, err
+	}
+	cred, err := s.issueFor(ctx, g, jwtissue.Public(kp), now)
+	return cred, kp, err
+}
+
+// issueFor signs a user JWT for pub, a user key of agent g.
+func (s *Service) issueFor(ctx context.Context, g *rotatord.Agent, pub string, now time.Time) (*rotatord.Credential, error) {
+	signer, err := s.signer(ctx, g.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	life, err := CredentialLifetime(g.Rotation, now)
+	if err != nil {
+		return nil, err
+	}
+	token, claims, err := jwtissue.EncodeUser(signer, jwtissue.UserSpec{
+		Name: g.Name, PublicKey: pub, AccountKey: g.AccountKey, Permissions: g.Permissions, Expires: now.Add(life),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issue user jwt for %s: %w", g.Name, err)
+	}
+	return &rotatord.Credential{
+		AgentID: g.ID, PublicKey: pub, JWT: token, JWTID: claims.ID,
+		IssuedAt: time.Unix(claims.IssuedAt, 0), ExpiresAt: time.Unix(claims.Expires, 0),
+	}, nil
+}
+
+// Agent returns the named agent.
+func (s *Service) Agent(ctx context.Context, name string) (*rotatord.Agent, error) {
+	return s.store.FindAgentByName(ctx, name)
+}
+
+// Agents lists agents matching f.
+func (s *Service) Agents(ctx context.Context, f rotatord.AgentFilter) ([]*rotatord.Agent, error) {
+	return s.store.ListAgents(ctx, f)
+}
+
+// UpdateAgent changes an agent's permissions, rotation policy or delivery.
+func (s *Service) UpdateAgent(ctx context.Context, actor Actor, name string, p AgentPatch) (*rotatord.Agent, error) {
+	if p.Permissions != nil {
+		if err := p.Permissions.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if p.Delivery != nil {
+		if err := s.checkDelivery(*p.Delivery); err != nil {
+			return nil, err
+		}
+	}
+	var g *rotatord.Agent
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		var err error
+		if g, err = s.store.LockAgent(ctx, name); err != nil {
+			return err
+		}
+		changed := map[string]any{}
+		if p.Permissions != nil {
+			g.Permissions = p.Permissions.Normalize()
+			changed["permissions"] = g.Permissions
+		}
+		if p.Schedule != nil {
+			g.Rotation.Schedule = *p.Schedule
+			changed["schedule"] = *p.Schedule
+		}
+		if p.Grace != nil {
+			g.Rotation.Grace = *p.Grace
+			changed["grace"] = p.Grace.String()
+		}
+		if p.Delivery != nil {
+			g.Delivery = *p.Delivery
+			changed["delivery"] = *p.Delivery
+		}
+		if err := s.checkPolicy(g.Rotation); err != nil {
+			return err
+		}
+		if p.Schedule != nil {
+			sched, _ := ParseSchedule(g.Rotation.Schedule)
+			next := sched.Next(s.now())
+			g.NextRotationAt = &next
+		}
+		if err := s.store.UpdateAgent(ctx, g); err != nil {
+			return err
+		}
+		return s.audit(ctx, actor, "agent.update", rotatord.AuditEvent{Account: g.Account, Agent: g.Name, Details: changed})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update agent %s: %w", name, err)
+	}
+	return g, nil
+}
+
+// RevokeResult says what a revocation did.
+type RevokeResult struct {
+	Agent       *rotatord.Agent
+	RevokedKeys []string
+	// Pushed is false when no nats-server acknowledged the new account JWT
+	// yet; the push is owed and retried, and servers that load the account
+	// from the resolver get the revocation anyway.
+	Pushed bool
+	// Servers counts the servers that applied the update.
+	Servers int
+}
+
+// RevokeAgent revokes every key of an agent now: each goes into the
+// account's revocations, the account JWT is re-signed, stored and pushed, so
+// servers drop the agent's connections. The agent is left revoked and is no
+// longer rotated. Revoking a revoked agent revokes nothing new.
+func (s *Service) RevokeAgent(ctx context.Context, actor Actor, name, reason string) (*RevokeResult, error) {
+	if len(reason) > maxDescription {
+		return nil, rotatord.Errorf(rotatord.EINVALID, "reason is longer than %d bytes", maxDescription)
+	}
+	res := &RevokeResult{}
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		g, keys, err := s.revokeKeys(ctx, actor, name, reason)
+		res.Agent, res.RevokedKeys = g, keys
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke agent %s: %w", name, err)
+	}
+	if len(res.RevokedKeys) > 0 {
+		pr, err := s.PushAccount(ctx, res.Agent.AccountID)
+		res.Pushed, res.Servers = err == nil, pr.Updated
+	}
+	return res, nil
+}
+
+// revokeKeys revokes every pending and active key of the named agent and
+// re-signs its account, inside the caller's transaction.
+func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason string) (*rotatord.Agent, []string, error) {
+	g, err := s.store.LockAgent(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	acc, err := s.store.LockAccount(ctx, g.AccountID)
+	if err != nil {
+		return nil, nil, err
+	}
+	creds, err := s.store.Credentials(ctx, g.ID, rotatord.CredentialPending, rotatord.CredentialActive)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := s.now()
+	var keys []string
+	var revs []rotatord.Revocation
+	for _, c := range creds {
+		if err := s.store.SetCredentialState(ctx, c.ID, rotatord.CredentialRevoked, now); err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, c.PublicKey)
+		revs = append(revs, rotatord.Revocation{PublicKey: c.PublicKey, RevokedAt: revocationTime(c, now),
+			ExpiresAt: c.ExpiresAt, Agent: g.Name, Reason: reason})
+	}
+	g.State = rotatord.AgentRevoked
+	g.NextRotationAt = nil
+	g.Active = nil
+	if err := s.store.UpdateAgent(ctx, g); err != nil {
+		return nil, nil, err
+	}
+	if len(revs) > 0 {
+		if err := s.store.AddRevocations(ctx, acc.ID, revs); err != nil {
+			return nil, nil, err
+		}
+		if err := s.resignAccount(ctx, acc); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, k := range keys {
+		if err := s.audit(ctx, actor, "credential.revoke", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: k, Details: map[string]any{"reason": reason, "account_jwt_id": acc.JWTID}}); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := s.audit(ctx, actor, "agent.revoke", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+		Details: map[string]any{"reason": reason, "keys": len(keys)}}); err != nil {
+		return nil, nil, err
+	}
+	return g, keys, nil
+}
+
+// revocationTime is the t of a revocation entry for c: nats-server refuses
+// JWTs with iat <= t, so t must not be before the JWT's iat even when this
+// replica's clock is behind the one that issued it.
+func revocationTime(c *rotatord.Credential, now time.Time) time.Time {
+	if c.IssuedAt.After(now) {
+		return c.IssuedAt
+	}
+	return now.Truncate(time.Second)
+}
+
+// DeleteAgent revokes every key of the agent, then removes it. The
+// revocation entries stay until the revoked JWTs expire.
+func (s *Service) DeleteAgent(ctx context.Context, actor Actor, name string) error {
+	var g *rotatord.Agent
+	var keys []string
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		var err error
+		if g, keys, err = s.revokeKeys(ctx, actor, name, "agent deleted"); err != nil {
+			return err
+		}
+		if err := s.store.DeleteAgent(ctx, g.ID); err != nil {
+			return err
+		}
+		return s.audit(ctx, actor, "agent.delete", rotatord.AuditEvent{Account: g.Account, Agent: g.Name})
+	})
+	if err != nil {
+		return fmt.Errorf("delete agent %s: %w", name, err)
+	}
+	if len(keys) > 0 {
+		s.PushAccount(ctx, g.AccountID) //nolint:errcheck // logged; the push stays owed
+	}
+	return nil
+}
+
+// Audit lists audit events.
+func (s *Service) Audit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error) {
+	return s.store.ListAudit(ctx, f)
+}

@@ -1,0 +1,110 @@
+// Package rotate is rotatord's core: it creates accounts and agents, issues
+// their credentials, revokes them, and keeps account JWTs in step between
+// PostgreSQL and the nats-servers. It declares the small interfaces it needs
+// (Store, Pusher) and is wired to PostgreSQL and NATS by cmd/rotatord.
+package rotate
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/resolver"
+	"github.com/rotatord/rotatord/internal/seal"
+)
+
+// Store is what the service needs from the registry. Methods take the
+// transaction from ctx when run inside InTx.
+type Store interface {
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+
+	Operator(ctx context.Context) (*rotatord.Operator, error)
+	CreateOperator(ctx context.Context, op *rotatord.Operator, seedEnc []byte) error
+	LockOperator(ctx context.Context) error
+	AddSigningKey(ctx context.Context, accountID int64, pub string, seedEnc []byte) error
+	SigningKey(ctx context.Context, accountID int64) (pub string, seedEnc []byte, err error)
+	SigningKeys(ctx context.Context, accountID int64) ([]string, error)
+
+	CreateAccount(ctx context.Context, a *rotatord.Account) error
+	FindAccountByName(ctx context.Context, name string) (*rotatord.Account, error)
+	FindAccountByPublicKey(ctx context.Context, pub string) (*rotatord.Account, error)
+	LockAccount(ctx context.Context, id int64) (*rotatord.Account, error)
+	ListAccounts(ctx context.Context) ([]*rotatord.Account, error)
+	UpdateAccount(ctx context.Context, a *rotatord.Account) error
+	DeleteAccount(ctx context.Context, id int64) error
+	MarkPushed(ctx context.Context, id, version int64) error
+	ListPushOwed(ctx context.Context) ([]int64, error)
+	Revocations(ctx context.Context, accountID int64) ([]rotatord.Revocation, error)
+	AddRevocations(ctx context.Context, accountID int64, rs []rotatord.Revocation) error
+	DeleteRevocationsExpiredBefore(ctx context.Context, accountID int64, t time.Time) (int64, error)
+
+	CreateAgent(ctx context.Context, g *rotatord.Agent) error
+	FindAgentByName(ctx context.Context, name string) (*rotatord.Agent, error)
+	LockAgent(ctx context.Context, name string) (*rotatord.Agent, error)
+	ListAgents(ctx context.Context, f rotatord.AgentFilter) ([]*rotatord.Agent, error)
+	UpdateAgent(ctx context.Context, g *rotatord.Agent) error
+	DeleteAgent(ctx context.Context, id int64) error
+	CreateCredential(ctx context.Context, c *rotatord.Credential) error
+	Credentials(ctx context.Context, agentID int64, states ...string) ([]*rotatord.Credential, error)
+	SetCredentialState(ctx context.Context, id int64, state string, at time.Time) error
+
+	Audit(ctx context.Context, e *rotatord.AuditEvent) error
+	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
+	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
+	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+}
+
+// Pusher sends an account JWT to the nats-servers.
+type Pusher interface {
+	Push(ctx context.Context, accountPub, accountJWT string) (resolver.PushResult, error)
+}
+
+// Config configures a Service.
+type Config struct {
+	Store  Store
+	Sealer *seal.Sealer
+	// Pusher may be nil when rotatord runs without NATS; account changes
+	// then reach servers only through the resolver.
+	Pusher Pusher
+	Log    *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// PublicURL is where nats-servers reach rotatord's resolver.
+	PublicURL string
+}
+
+// Service implements rotatord's operations. It is safe for concurrent use.
+type Service struct {
+	store  Store
+	sealer *seal.Sealer
+	pusher Pusher
+	log    *slog.Logger
+	now    func() time.Time
+	public string
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now, public: cfg.PublicURL}
+}
+
+// Actor names who asked for a change, for the audit trail.
+type Actor string
+
+// SystemActor is rotatord itself (the scheduler, the watcher).
+const SystemActor Actor = "system"
+
+func (s *Service) audit(ctx context.Context, actor Actor, action string, e rotatord.AuditEvent) error {
+	e.Actor = string(actor)
+	e.Action = action
+	return s.store.Audit(ctx, &e)
+}

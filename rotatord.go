@@ -1,0 +1,300 @@
+package rotatord
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Defaults for an agent's rotation policy.
+const (
+	DefaultSchedule = "@every 24h"
+	DefaultGrace    = 30 * time.Minute
+	// ExpiryMargin is added to a user JWT's lifetime beyond interval + grace,
+	// so that a rotation that runs a little late never finds the agent expired.
+	ExpiryMargin = time.Hour
+)
+
+// Delivery says how an agent receives new credentials.
+type Delivery string
+
+// Deliveries.
+const (
+	DeliveryPoll  Delivery = "poll"  // the agent fetches them with proof of possession
+	DeliveryVault Delivery = "vault" // rotatord writes them to Vault KV v2
+)
+
+// Agent states.
+const (
+	AgentActive  = "active"
+	AgentRevoked = "revoked"
+)
+
+// Credential states.
+const (
+	CredentialPending = "pending" // issued during a rotation, not yet confirmed
+	CredentialActive  = "active"  // the key the agent is known to use
+	CredentialRetired = "retired" // replaced by a newer key and revoked
+	CredentialRevoked = "revoked" // revoked by an operator
+)
+
+// Operator is the NATS operator rotatord signs for.
+type Operator struct {
+	Name          string
+	PublicKey     string
+	JWT           string
+	SystemAccount string // public key of the system account
+	CreatedAt     time.Time
+}
+
+// Limits are the account limits written into the account JWT; -1 is unlimited.
+type Limits struct {
+	Conn    int64 `json:"conn"`
+	Subs    int64 `json:"subs"`
+	Payload int64 `json:"payload"`
+	Data    int64 `json:"data"`
+}
+
+// NoLimits is every limit off.
+var NoLimits = Limits{Conn: -1, Subs: -1, Payload: -1, Data: -1}
+
+// Account is a NATS account that rotatord signs.
+type Account struct {
+	ID            int64
+	Name          string
+	PublicKey     string
+	System        bool
+	Description   string
+	Limits        Limits
+	JWT           string
+	JWTID         string
+	JWTVersion    int64
+	PushedVersion int64
+	SigningKeys   []string
+	Revocations   int
+	Agents        int
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// PermissionList is one direction's allow and deny subject lists.
+type PermissionList struct {
+	Allow []string `json:"allow"`
+	Deny  []string `json:"deny"`
+}
+
+// Permissions are an agent's publish and subscribe permissions.
+type Permissions struct {
+	Pub PermissionList `json:"pub"`
+	Sub PermissionList `json:"sub"`
+}
+
+// RotationPolicy says when an agent's key is rotated and how long the agent
+// has to reconnect with the new one.
+type RotationPolicy struct {
+	Schedule string
+	Grace    time.Duration
+}
+
+// Agent is one member of the fleet with its own NATS identity.
+type Agent struct {
+	ID             int64
+	AccountID      int64
+	Account        string // account name
+	AccountKey     string // account public key
+	Name           string
+	Permissions    Permissions
+	Rotation       RotationPolicy
+	Delivery       Delivery
+	State          string
+	NextRotationAt *time.Time
+	Failures       int
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	// Active is the credential the agent is known to use, if any.
+	Active *Credential
+}
+
+// Credential is a user key of an agent with the JWT issued for it.
+type Credential struct {
+	ID        int64
+	AgentID   int64
+	PublicKey string
+	JWT       string
+	JWTID     string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	State     string
+	// SeedEnc is the user seed encrypted under the master key, kept only
+	// until the agent is known to hold it.
+	SeedEnc   []byte
+	RevokedAt *time.Time
+}
+
+// Revocation is one entry of an account JWT's revocations: user JWTs of
+// PublicKey issued at or before RevokedAt are refused. ExpiresAt is when the
+// newest JWT of that key expires; after it the entry can be pruned.
+type Revocation struct {
+	PublicKey string
+	RevokedAt time.Time
+	ExpiresAt time.Time
+	Agent     string
+	Reason    string
+}
+
+// AuditEvent is one entry of the append-only audit trail. It never holds a
+// seed, token or creds file.
+type AuditEvent struct {
+	ID        int64
+	At        time.Time
+	Actor     string
+	Action    string
+	Account   string
+	Agent     string
+	PublicKey string
+	Rotation  string
+	Details   map[string]any
+}
+
+// AgentFilter selects agents; zero fields match everything.
+type AgentFilter struct {
+	Account string // account name
+	After   string // names after this one, for paging
+	Limit   int    // at most this many; 0 for all
+}
+
+// AuditFilter selects audit events; zero fields match everything.
+type AuditFilter struct {
+	Agent   string
+	Action  string
+	Since   time.Time
+	AfterID int64
+	Limit   int
+}
+
+// Scope is what an API token may do. Each scope includes the ones below it:
+// admin > rotate > read.
+type Scope string
+
+// Scopes.
+const (
+	ScopeRead   Scope = "read"
+	ScopeRotate Scope = "rotate"
+	ScopeAdmin  Scope = "admin"
+)
+
+func (s Scope) rank() int {
+	switch s {
+	case ScopeRead:
+		return 1
+	case ScopeRotate:
+		return 2
+	case ScopeAdmin:
+		return 3
+	}
+	return 0
+}
+
+// Valid reports whether s is a known scope.
+func (s Scope) Valid() bool { return s.rank() > 0 }
+
+// Allows reports whether a token of scope s may do what needs scope need.
+func (s Scope) Allows(need Scope) bool { return s.rank() > 0 && s.rank() >= need.rank() }
+
+// Token is an API token; its secret is never stored, only its hash.
+type Token struct {
+	ID        int64
+	Name      string
+	Scope     Scope
+	CreatedAt time.Time
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidateName checks an account, agent or token name: 1 to 64 letters,
+// digits, '.', '_' or '-', starting with a letter or digit.
+func ValidateName(kind, name string) error {
+	if !nameRE.MatchString(name) {
+		return Errorf(EINVALID, "%s name %q is invalid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name)
+	}
+	return nil
+}
+
+// ValidateSubject checks a NATS subject used in a permission: dot-separated
+// non-empty tokens without whitespace, '*' only as a whole token and '>' only
+// as the whole last token.
+func ValidateSubject(s string) error {
+	if s == "" {
+		return Errorf(EINVALID, "empty subject")
+	}
+	if len(s) > 512 {
+		return Errorf(EINVALID, "subject %.32q... is longer than 512 bytes", s)
+	}
+	tokens := strings.Split(s, ".")
+	for i, t := range tokens {
+		switch {
+		case t == "":
+			return Errorf(EINVALID, "subject %q has an empty token", s)
+		case strings.ContainsAny(t, " \t\r\n\x00"):
+			return Errorf(EINVALID, "subject %q contains whitespace", s)
+		case t == ">":
+			if i != len(tokens)-1 {
+				return Errorf(EINVALID, "subject %q: '>' must be the last token", s)
+			}
+		case strings.ContainsAny(t, "*>") && t != "*":
+			return Errorf(EINVALID, "subject %q: wildcards must be whole tokens", s)
+		}
+	}
+	return nil
+}
+
+// maxSubjects bounds each permission list so a user JWT stays small.
+const maxSubjects = 256
+
+// Validate checks every subject of p.
+func (p Permissions) Validate() error {
+	lists := []struct {
+		name string
+		subs []string
+	}{
+		{"pub.allow", p.Pub.Allow}, {"pub.deny", p.Pub.Deny},
+		{"sub.allow", p.Sub.Allow}, {"sub.deny", p.Sub.Deny},
+	}
+	for _, l := range lists {
+		if len(l.subs) > maxSubjects {
+			return Errorf(EINVALID, "permissions.%s has %d subjects, more than %d", l.name, len(l.subs), maxSubjects)
+		}
+		for _, s := range l.subs {
+			if err := ValidateSubject(s); err != nil {
+				return Errorf(EINVALID, "permissions.%s: %s", l.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Normalize returns p with nil lists replaced by empty ones, so that it
+// encodes as [] rather than null.
+func (p Permissions) Normalize() Permissions {
+	for _, l := range []*[]string{&p.Pub.Allow, &p.Pub.Deny, &p.Sub.Allow, &p.Sub.Deny} {
+		if *l == nil {
+			*l = []string{}
+		}
+	}
+	return p
+}
+
+// Validate checks the grace period; the schedule is checked by the scheduler
+// that parses it.
+func (r RotationPolicy) Validate() error {
+	if r.Grace < time.Minute || r.Grace > 7*24*time.Hour {
+		return Errorf(EINVALID, "rotation.grace %s is out of range: use 1m to 168h", r.Grace)
+	}
+	return nil
+}
+
+// String is for logs.
+func (r RotationPolicy) String() string {
+	return fmt.Sprintf("%s grace %s", r.Schedule, r.Grace)
+}
