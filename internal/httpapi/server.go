@@ -165,3 +165,6 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			"duration", time.Since(start), "actor", info.actor)
 	})
 }
+
+// Routes exposes the router for walking its routes (the spec test does).
+func (s *Server) Routes() chi.Routes { return s.router }
