@@ -153,6 +153,7 @@ func runMigrate(ctx context.Context, cfg Config, args []string, stdout, stderr i
 func runInit(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("init", stderr)
 	name := fs.String("operator", "", "operator name (required)")
+	outFile := fs.String("out", "", "also write the nats-server block to this file")
 	cfg.bind(fs, "database-url", "master-key-file", "public-url", "listen", "log-level", "log-format")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -174,9 +175,20 @@ func runInit(ctx context.Context, cfg Config, args []string, stdout, stderr io.W
 	} else {
 		fmt.Fprintf(stderr, "operator %s already initialized; nothing changed\n", op.Name)
 	}
+	return printNATSConfig(ctx, svc, *outFile, stdout)
+}
+
+// printNATSConfig prints the nats-server block, and writes it to file when given.
+func printNATSConfig(ctx context.Context, svc *rotate.Service, file string, stdout io.Writer) error {
 	block, err := svc.NATSConfig(ctx)
 	if err != nil {
 		return err
+	}
+	if file != "" {
+		// The block holds only public material (JWTs and public keys).
+		if err := os.WriteFile(file, []byte(block), 0o644); err != nil {
+			return fmt.Errorf("write nats-server block: %w", err)
+		}
 	}
 	fmt.Fprint(stdout, block)
 	return nil
@@ -184,6 +196,7 @@ func runInit(ctx context.Context, cfg Config, args []string, stdout, stderr io.W
 
 func runNATSConfig(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("nats-config", stderr)
+	outFile := fs.String("out", "", "also write the block to this file")
 	cfg.bind(fs, "database-url", "public-url", "listen")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -193,12 +206,7 @@ func runNATSConfig(ctx context.Context, cfg Config, args []string, stdout, stder
 		return err
 	}
 	defer store.Close()
-	block, err := svc.NATSConfig(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprint(stdout, block)
-	return nil
+	return printNATSConfig(ctx, svc, *outFile, stdout)
 }
 
 func runTokenCreate(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {

@@ -94,6 +94,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 
+	m.Cache = resolver.NewCache()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -103,6 +104,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.Service = rotate.New(rotate.Config{
 		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
+		AccountChanged: m.refreshAccount,
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -110,7 +112,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	// Fill the resolver cache before serving: nats-server must never get
 	// a 404 for an account that exists.
-	m.Cache = resolver.NewCache()
 	m.Cache.SetOperator(op.JWT)
 	if err := m.loadAccounts(ctx); err != nil {
 		return err

@@ -72,7 +72,7 @@ func checkKey(pub string, kind nkeys.PrefixByte) bool {
 
 // ValidateAccountKey returns an EINVALID error unless pub is an account public key.
 func ValidateAccountKey(pub string) error {
-	if !nkeys.IsValidPublicAccountKey(pub) {
+	if len(pub) != 56 || !nkeys.IsValidPublicAccountKey(pub) {
 		return rotatord.Errorf(rotatord.EINVALID, "%.60q is not an account public key", pub)
 	}
 	return nil
@@ -80,7 +80,7 @@ func ValidateAccountKey(pub string) error {
 
 // ValidateUserKey returns an EINVALID error unless pub is a user public key.
 func ValidateUserKey(pub string) error {
-	if !nkeys.IsValidPublicUserKey(pub) {
+	if len(pub) != 56 || !nkeys.IsValidPublicUserKey(pub) {
 		return rotatord.Errorf(rotatord.EINVALID, "%.60q is not a user public key", pub)
 	}
 	return nil

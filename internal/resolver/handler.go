@@ -88,7 +88,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	e := h.cache.get(key)
 	if e == nil {
-		if !nkeys.IsValidPublicAccountKey(key) {
+		if !validAccountKey(key) {
 			h.count(400)
 			http.Error(w, "not an account public key", http.StatusBadRequest)
 			return
@@ -115,6 +115,12 @@ var (
 	jwtType = []string{"application/jwt"}
 	noCache = []string{"no-cache"}
 )
+
+// validAccountKey reports whether key is an account public key, exactly as
+// nkeys encodes it (56 characters; nkeys alone accepts some trailing junk).
+func validAccountKey(key string) bool {
+	return len(key) == 56 && nkeys.IsValidPublicAccountKey(key)
+}
 
 func etagMatch(header, etag string) bool {
 	for _, t := range strings.Split(header, ",") {

@@ -67,6 +67,7 @@ func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInpu
 	if err != nil {
 		return nil, fmt.Errorf("create account %s: %w", in.Name, err)
 	}
+	s.changed(ctx, acc.PublicKey)
 	return acc, nil
 }
 
@@ -197,13 +198,15 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 	if err != nil {
 		return nil, fmt.Errorf("update account %s: %w", name, err)
 	}
-	s.PushAccount(ctx, acc.ID)
+	s.changed(ctx, acc.PublicKey)
+	s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
 	return acc, nil
 }
 
 // DeleteAccount removes an account that has no agents (ECONFLICT
 // otherwise). The system account cannot be deleted.
 func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) error {
+	var pub string
 	err := s.store.InTx(ctx, func(ctx context.Context) error {
 		found, err := s.store.FindAccountByName(ctx, name)
 		if err != nil {
@@ -222,10 +225,12 @@ func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) e
 		if err := s.store.DeleteAccount(ctx, acc.ID); err != nil {
 			return err
 		}
+		pub = acc.PublicKey
 		return s.audit(ctx, actor, "account.delete", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey})
 	})
 	if err != nil {
 		return fmt.Errorf("delete account %s: %w", name, err)
 	}
+	s.changed(ctx, pub)
 	return nil
 }

@@ -250,6 +250,7 @@ func (s *Service) RevokeAgent(ctx context.Context, actor Actor, name, reason str
 		return nil, fmt.Errorf("revoke agent %s: %w", name, err)
 	}
 	if len(res.RevokedKeys) > 0 {
+		s.changed(ctx, res.Agent.AccountKey)
 		pr, err := s.PushAccount(ctx, res.Agent.AccountID)
 		res.Pushed, res.Servers = err == nil, pr.Updated
 	}
@@ -338,6 +339,7 @@ func (s *Service) DeleteAgent(ctx context.Context, actor Actor, name string) err
 		return fmt.Errorf("delete agent %s: %w", name, err)
 	}
 	if len(keys) > 0 {
+		s.changed(ctx, g.AccountKey)
 		s.PushAccount(ctx, g.AccountID) //nolint:errcheck // logged; the push stays owed
 	}
 	return nil

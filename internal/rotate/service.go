@@ -72,6 +72,10 @@ type Config struct {
 	Now func() time.Time
 	// PublicURL is where nats-servers reach rotatord's resolver.
 	PublicURL string
+	// AccountChanged, when set, is called after a commit that changed an
+	// account's JWT, so this replica's resolver cache follows at once (other
+	// replicas learn of it through LISTEN/NOTIFY).
+	AccountChanged func(ctx context.Context, accountPub string)
 }
 
 // Service implements rotatord's operations. It is safe for concurrent use.
@@ -82,6 +86,7 @@ type Service struct {
 	log    *slog.Logger
 	now    func() time.Time
 	public string
+	changed func(ctx context.Context, accountPub string)
 }
 
 // New returns a Service.
@@ -94,7 +99,12 @@ func New(cfg Config) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now, public: cfg.PublicURL}
+	changed := cfg.AccountChanged
+	if changed == nil {
+		changed = func(context.Context, string) {}
+	}
+	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
+		public: cfg.PublicURL, changed: changed}
 }
 
 // Actor names who asked for a change, for the audit trail.

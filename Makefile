@@ -1,0 +1,30 @@
+# rotatord: `make run` for a local try, `make test` for every test.
+GO      ?= go
+PKGS    := ./...
+
+.PHONY: all build run test vet fmt-check bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/rotatord ./cmd/rotatord
+
+# Everything local, no Docker: PostgreSQL from the machine's binaries in
+# .rotatord-dev/, an in-process nats-server, rotatord and a demo agent.
+run:
+	$(GO) run ./cmd/rotatord dev
+
+# Formatting, vet, and every test with the race detector. Tests start their
+# own PostgreSQL (or use ROTATORD_TEST_DATABASE_URL) and nats-server.
+test: fmt-check vet
+	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf bin
