@@ -1,0 +1,93 @@
+package jwtissue
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+
+	"github.com/rotatord/rotatord"
+)
+
+func mustKey(t *testing.T, kind nkeys.PrefixByte) nkeys.KeyPair {
+	t.Helper()
+	kp, err := NewKey(kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+func TestChain(t *testing.T) {
+	op, opSigner := mustKey(t, nkeys.PrefixByteOperator), mustKey(t, nkeys.PrefixByteOperator)
+	acc, accSigner := mustKey(t, nkeys.PrefixByteAccount), mustKey(t, nkeys.PrefixByteAccount)
+	user := mustKey(t, nkeys.PrefixByteUser)
+
+	opJWT, err := EncodeOperator(op, OperatorSpec{Name: "acme", SigningKeys: []string{Public(opSigner)}, SystemAccount: Public(acc)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc, err := jwt.DecodeOperatorClaims(opJWT)
+	if err != nil || !oc.SigningKeys.Contains(Public(opSigner)) || oc.SystemAccount != Public(acc) {
+		t.Fatalf("operator claims %+v, %v", oc, err)
+	}
+	revokedAt := time.Unix(1_800_000_000, 0)
+	accJWT, id, err := EncodeAccount(opSigner, AccountSpec{Name: "fleet", PublicKey: Public(acc),
+		SigningKeys: []string{Public(accSigner)}, Limits: rotatord.Limits{Conn: 10, Subs: -1, Payload: -1, Data: -1},
+		Revocations: []rotatord.Revocation{{PublicKey: "UOLD", RevokedAt: revokedAt}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := jwt.DecodeAccountClaims(accJWT)
+	if err != nil || ac.ID != id || ac.Issuer != Public(opSigner) || ac.Limits.Conn != 10 || ac.Revocations["UOLD"] != revokedAt.Unix() {
+		t.Fatalf("account claims %+v, %v", ac, err)
+	}
+	if !oc.DidSign(ac) {
+		t.Fatal("operator does not vouch for the account jwt")
+	}
+	perms := rotatord.Permissions{Pub: rotatord.PermissionList{Allow: []string{"a.>"}, Deny: []string{"a.b"}}}
+	exp := time.Now().Add(time.Hour)
+	userJWT, uc, err := EncodeUser(accSigner, UserSpec{Name: "kate", PublicKey: Public(user), AccountKey: Public(acc), Permissions: perms, Expires: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := jwt.DecodeUserClaims(userJWT)
+	if err != nil || got.ID != uc.ID || got.IssuerAccount != Public(acc) || got.Expires != exp.Unix() || got.NotBefore != 0 ||
+		!got.Pub.Allow.Contains("a.>") || !got.Pub.Deny.Contains("a.b") || !ac.DidSign(got) {
+		t.Fatalf("user claims %+v, %v", got, err)
+	}
+	creds, err := Creds(userJWT, Seed(user))
+	if err != nil || !strings.Contains(string(creds), userJWT) {
+		t.Fatalf("creds: %v", err)
+	}
+	if j, err := jwt.ParseDecoratedJWT(creds); err != nil || j != userJWT {
+		t.Fatalf("creds jwt: %v", err)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	user := mustKey(t, nkeys.PrefixByteUser)
+	if _, err := FromSeed(Seed(user), nkeys.PrefixByteAccount); err == nil {
+		t.Fatal("a user seed was accepted as an account seed")
+	}
+	if _, err := FromSeed([]byte("SUAnot-a-seed"), nkeys.PrefixByteUser); err == nil {
+		t.Fatal("a malformed seed was accepted")
+	}
+	if kp, err := FromSeed(Seed(user), nkeys.PrefixByteUser); err != nil || Public(kp) != Public(user) {
+		t.Fatalf("FromSeed: %v", err)
+	}
+	acc := Public(mustKey(t, nkeys.PrefixByteAccount))
+	for _, bad := range []string{"", "x", Public(user), acc + "A", acc[:55], strings.ToLower(acc)} {
+		if err := ValidateAccountKey(bad); err == nil {
+			t.Errorf("ValidateAccountKey(%q) accepted", bad)
+		}
+	}
+	if err := ValidateAccountKey(acc); err != nil {
+		t.Error(err)
+	}
+	if err := ValidateUserKey(acc); err == nil {
+		t.Error("an account key passed as a user key")
+	}
+}
