@@ -80,12 +80,12 @@ type Config struct {
 
 // Service implements rotatord's operations. It is safe for concurrent use.
 type Service struct {
-	store  Store
-	sealer *seal.Sealer
-	pusher Pusher
-	log    *slog.Logger
-	now    func() time.Time
-	public string
+	store   Store
+	sealer  *seal.Sealer
+	pusher  Pusher
+	log     *slog.Logger
+	now     func() time.Time
+	public  string
 	changed func(ctx context.Context, accountPub string)
 }
 
