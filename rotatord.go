@@ -59,6 +59,27 @@ type Limits struct {
 // NoLimits is every limit off.
 var NoLimits = Limits{Conn: -1, Subs: -1, Payload: -1, Data: -1}
 
+// LimitsPatch changes some limits; nil fields stay as they are.
+type LimitsPatch struct {
+	Conn    *int64 `json:"conn"`
+	Subs    *int64 `json:"subs"`
+	Payload *int64 `json:"payload"`
+	Data    *int64 `json:"data"`
+}
+
+// Apply returns l with p's fields set.
+func (p LimitsPatch) Apply(l Limits) Limits {
+	for _, f := range []struct {
+		src *int64
+		dst *int64
+	}{{p.Conn, &l.Conn}, {p.Subs, &l.Subs}, {p.Payload, &l.Payload}, {p.Data, &l.Data}} {
+		if f.src != nil {
+			*f.dst = *f.src
+		}
+	}
+	return l
+}
+
 // Account is a NATS account that rotatord signs.
 type Account struct {
 	ID            int64
@@ -141,6 +162,8 @@ type Revocation struct {
 	ExpiresAt time.Time
 	Agent     string
 	Reason    string
+	// IssuedAt is the iat of the revoked JWT; zero when unknown.
+	IssuedAt time.Time
 }
 
 // AuditEvent is one entry of the append-only audit trail. It never holds a

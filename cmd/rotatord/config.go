@@ -27,6 +27,14 @@ type Config struct {
 	MaxBody       int64
 	PushTimeout   time.Duration
 	ShutdownWait  time.Duration
+	// TickSpec is the robfig/cron schedule of the rotation scheduler's tick;
+	// empty turns the scheduler off (tests drive Tick themselves).
+	TickSpec string
+	// NoJitter and ResignDelay are for tests.
+	NoJitter    bool
+	ResignDelay time.Duration
+	// Now is the clock of rotation decisions; time.Now when nil (tests move it).
+	Now func() time.Time
 }
 
 // DefaultConfig returns the defaults.
@@ -38,6 +46,7 @@ func DefaultConfig() Config {
 		MaxBody:      64 << 10,
 		PushTimeout:  2 * time.Second,
 		ShutdownWait: 10 * time.Second,
+		TickSpec:     "@every 1s",
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/apitest"
 	"github.com/rotatord/rotatord/internal/natsrun"
 	"github.com/rotatord/rotatord/internal/pgtest"
 	"github.com/rotatord/rotatord/internal/seal"
@@ -70,7 +71,7 @@ func newEnv(t *testing.T) *env {
 // newEnvOn is newEnv on a given (empty) database.
 func newEnvOn(t *testing.T, dbURL string) *env {
 	t.Helper()
-	e := &env{t: t, dbURL: dbURL, http: &http.Client{Timeout: 10 * time.Second}}
+	e := &env{t: t, dbURL: dbURL, http: apitest.Client(t)}
 	e.keyFile = filepath.Join(t.TempDir(), "master.key")
 	if _, err := seal.WriteNewKeyFile(e.keyFile); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/alert"
 	"github.com/rotatord/rotatord/internal/httpapi"
 	"github.com/rotatord/rotatord/internal/registry"
 	"github.com/rotatord/rotatord/internal/resolver"
@@ -36,11 +37,18 @@ type Main struct {
 	Cache   *resolver.Cache
 	NATS    *sysconn.Conn
 
-	listener net.Listener
-	http     *http.Server
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	kick     chan struct{}
+	Alerts *alert.Dispatcher
+	// Distributors, when set before Run, deliver credentials for
+	// deliveries other than poll (tests inject them).
+	Distributors map[rotatord.Delivery]rotate.Distributor
+
+	listener  net.Listener
+	http      *http.Server
+	scheduler *rotate.Scheduler
+	stopWatch func()
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	kick      chan struct{}
 }
 
 // NewMain returns a Main with the default configuration.
@@ -104,7 +112,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.Service = rotate.New(rotate.Config{
 		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
-		AccountChanged: m.refreshAccount,
+		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
+		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -126,13 +135,29 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Config.NATSURL != "" {
 		m.NATS, err = sysconn.Connect(ctx, sysconn.Config{
 			URL: m.Config.NATSURL, Name: "rotatord", Log: m.Log,
-			Mint:      m.Service.MintSystemUser,
-			OnConnect: func(*nats.Conn) { m.kickPush() },
+			Mint: m.Service.MintSystemUser,
+			OnConnect: func(*nats.Conn) {
+				// Connect events may have been missed while disconnected.
+				m.Service.MarkEventsMissed()
+				m.kickPush()
+			},
 		})
 		if err != nil {
 			return err
 		}
+		if m.stopWatch, err = m.Service.Watch(m.NATS.NC()); err != nil {
+			return err
+		}
+		m.Service.SetConnChecker(rotate.NATSChecker{Conn: m.natsConn})
 		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
+	}
+	m.Alerts = alert.New(alert.Dispatcher{Store: m.Store, Webhook: m.Config.AlertWebhook, Conn: m.natsConn, Log: m.Log}, reg)
+	m.goBackground(func() { m.Alerts.Run(bg, 2*time.Second, m.Service.AlertKicks()) })
+	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
+	if m.Config.TickSpec != "" {
+		if m.scheduler, err = m.Service.StartScheduler(bg, m.Config.TickSpec); err != nil {
+			return err
+		}
 	}
 
 	api := httpapi.New(httpapi.Config{
@@ -229,6 +254,9 @@ func (m *Main) ready(ctx context.Context) error {
 // Close stops the background work, then the HTTP server (waiting for
 // requests in flight up to the shutdown timeout), then NATS and the pool.
 func (m *Main) Close() error {
+	if m.scheduler != nil {
+		m.scheduler.Stop()
+	}
 	if m.cancel != nil {
 		m.cancel()
 	}
@@ -237,6 +265,9 @@ func (m *Main) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownWait)
 		err = m.http.Shutdown(ctx)
 		cancel()
+	}
+	if m.stopWatch != nil {
+		m.stopWatch()
 	}
 	if m.NATS != nil {
 		m.NATS.Close()

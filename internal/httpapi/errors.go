@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 
 	"github.com/rotatord/rotatord"
 )
@@ -50,7 +51,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="rotatord"`)
+		scheme := "Bearer"
+		if strings.HasSuffix(r.URL.Path, "/creds") {
+			scheme = rotatord.ProofScheme
+		}
+		w.Header().Set("WWW-Authenticate", scheme+` realm="rotatord"`)
 	}
 	writeJSON(w, status, errorBody{Error: msg, Code: code})
 }

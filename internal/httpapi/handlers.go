@@ -13,9 +13,9 @@ import (
 
 func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
 	var in struct {
-		Name        string           `json:"name"`
-		Description string           `json:"description"`
-		Limits      *rotatord.Limits `json:"limits"`
+		Name        string                `json:"name"`
+		Description string                `json:"description"`
+		Limits      *rotatord.LimitsPatch `json:"limits"`
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
@@ -54,8 +54,8 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
 	var in struct {
-		Description *string          `json:"description"`
-		Limits      *rotatord.Limits `json:"limits"`
+		Description *string               `json:"description"`
+		Limits      *rotatord.LimitsPatch `json:"limits"`
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"strings"
 	"time"
 
 	"github.com/rotatord/rotatord"
@@ -65,7 +66,7 @@ type agentJSON struct {
 func toAgentJSON(g *rotatord.Agent) agentJSON {
 	out := agentJSON{
 		Name: g.Name, Account: g.Account, State: g.State, Permissions: g.Permissions.Normalize(),
-		Rotation: rotationJSON{Schedule: g.Rotation.Schedule, Grace: g.Rotation.Grace.String()},
+		Rotation: rotationJSON{Schedule: g.Rotation.Schedule, Grace: formatDuration(g.Rotation.Grace)},
 		Delivery: g.Delivery, NextRotationAt: g.NextRotationAt, CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt,
 	}
 	if c := g.Active; c != nil {
@@ -93,4 +94,16 @@ func toAuditJSON(e *rotatord.AuditEvent) auditJSON {
 	}
 	return auditJSON{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Account: e.Account, Agent: e.Agent,
 		PublicKey: e.PublicKey, Rotation: e.Rotation, Details: d}
+}
+
+// formatDuration writes d the way operators write it: 30m, not 30m0s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

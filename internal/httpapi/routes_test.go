@@ -285,7 +285,11 @@ func TestContractWithoutDatabase(t *testing.T) {
 				continue
 			}
 			h, _ := expect(401, m, path)
-			if got := h.Get("WWW-Authenticate"); got != `Bearer realm="rotatord"` {
+			want := `Bearer realm="rotatord"`
+			if strings.HasSuffix(path, "/creds") {
+				want = `NKey realm="rotatord"` // agents prove possession of their key
+			}
+			if got := h.Get("WWW-Authenticate"); got != want {
 				t.Errorf("%s %s: WWW-Authenticate = %q", m, path, got)
 			}
 			expect(401, m, path, "Authorization", "Basic Zm9vOmJhcg==")

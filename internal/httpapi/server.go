@@ -2,8 +2,10 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -48,7 +50,7 @@ func New(cfg Config) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	r := chi.NewRouter()
-	r.Use(middleware.Recoverer)
+	r.Use(s.recoverer)
 	// The resolver is on the hot path of every nats-server: no logging or
 	// other middleware in front of it.
 	if cfg.Resolver != nil {
@@ -63,8 +65,12 @@ func New(cfg Config) *Server {
 	}
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.logRequests)
+		// Agents authenticate with a proof of possession of their key.
+		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireScope(rotatord.ScopeRead))
+			r.Get("/rotations/{id}", s.getRotation)
+			r.Get("/agents/{name}/rotations", s.listRotations)
 			r.Get("/accounts", s.listAccounts)
 			r.Get("/accounts/{name}", s.getAccount)
 			r.Get("/agents", s.listAgents)
@@ -74,6 +80,7 @@ func New(cfg Config) *Server {
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireScope(rotatord.ScopeRotate))
 			r.Post("/agents/{name}/revoke", s.revokeAgent)
+			r.Post("/agents/{name}/rotate", s.rotateAgent)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireScope(rotatord.ScopeAdmin))
@@ -132,8 +139,8 @@ func (s *Server) requireScope(need rotatord.Scope) func(http.Handler) http.Handl
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := r.Header.Get("Authorization")
-			secret, ok := strings.CutPrefix(h, "Bearer ")
-			if !ok || secret == "" {
+			scheme, secret, _ := strings.Cut(h, " ")
+			if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
 				s.writeError(w, r, rotatord.Errorf(rotatord.EUNAUTHORIZED, "missing bearer token"))
 				return
 			}
@@ -152,6 +159,21 @@ func (s *Server) requireScope(need rotatord.Scope) func(http.Handler) http.Handl
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey, t)))
 		})
 	}
+}
+
+// recoverer turns a panic into a logged 500 with the JSON error body.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.writeError(w, r, fmt.Errorf("panic: %v\n%s", v, debug.Stack()))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
 }
 
 // logRequests logs each API request once, without headers or bodies.

@@ -191,7 +191,8 @@ func (s *Store) ListPushOwed(ctx context.Context) ([]int64, error) {
 
 // Revocations returns an account's revocation entries.
 func (s *Store) Revocations(ctx context.Context, accountID int64) ([]rotatord.Revocation, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, revoked_at, expires_at, coalesce(agent_name, ''), reason
+	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, revoked_at, expires_at, coalesce(agent_name, ''), reason,
+			coalesce(jwt_issued_at, 'epoch'::timestamptz)
 		FROM revocations WHERE account_id = $1 ORDER BY public_key`, accountID)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list revocations: %w", err))
@@ -207,17 +208,25 @@ func (s *Store) Revocations(ctx context.Context, accountID int64) ([]rotatord.Re
 func (s *Store) AddRevocations(ctx context.Context, accountID int64, rs []rotatord.Revocation) error {
 	for _, r := range rs {
 		_, err := s.q(ctx).Exec(ctx, `
-			INSERT INTO revocations (account_id, public_key, revoked_at, expires_at, agent_name, reason)
-			VALUES ($1, $2, $3, $4, nullif($5, ''), $6)
+			INSERT INTO revocations (account_id, public_key, revoked_at, expires_at, agent_name, reason, jwt_issued_at)
+			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7)
 			ON CONFLICT (account_id, public_key) DO UPDATE SET
 				revoked_at = greatest(revocations.revoked_at, excluded.revoked_at),
-				expires_at = greatest(revocations.expires_at, excluded.expires_at)`,
-			accountID, r.PublicKey, dbTime(r.RevokedAt), dbTime(r.ExpiresAt), r.Agent, r.Reason)
+				expires_at = greatest(revocations.expires_at, excluded.expires_at),
+				jwt_issued_at = greatest(revocations.jwt_issued_at, excluded.jwt_issued_at)`,
+			accountID, r.PublicKey, dbTime(r.RevokedAt), dbTime(r.ExpiresAt), r.Agent, r.Reason, nullTime(r.IssuedAt))
 		if err != nil {
 			return mapErr(fmt.Errorf("add revocation of %s: %w", r.PublicKey, err))
 		}
 	}
 	return nil
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return dbTime(t)
 }
 
 // DeleteRevocationsExpiredBefore removes entries whose revoked JWTs have all

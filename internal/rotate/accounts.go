@@ -14,13 +14,13 @@ import (
 type AccountInput struct {
 	Name        string
 	Description string
-	Limits      *rotatord.Limits // nil: no limits
+	Limits      *rotatord.LimitsPatch // fields left nil are unlimited
 }
 
 // AccountPatch changes an account; nil fields stay as they are.
 type AccountPatch struct {
 	Description *string
-	Limits      *rotatord.Limits
+	Limits      *rotatord.LimitsPatch
 }
 
 const maxDescription = 1024
@@ -51,7 +51,7 @@ func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInpu
 		return nil, err
 	}
 	if in.Limits != nil {
-		if err := validateLimits(*in.Limits); err != nil {
+		if err := validateLimits(in.Limits.Apply(rotatord.NoLimits)); err != nil {
 			return nil, err
 		}
 	}
@@ -81,7 +81,7 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 	}
 	limits := rotatord.NoLimits
 	if in.Limits != nil {
-		limits = *in.Limits
+		limits = in.Limits.Apply(limits)
 	}
 	acc := &rotatord.Account{
 		Name: in.Name, PublicKey: jwtissue.Public(identity), System: system, Description: in.Description,
@@ -170,7 +170,7 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		}
 	}
 	if p.Limits != nil {
-		if err := validateLimits(*p.Limits); err != nil {
+		if err := validateLimits(p.Limits.Apply(rotatord.NoLimits)); err != nil {
 			return nil, err
 		}
 	}
@@ -187,7 +187,7 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 			acc.Description = *p.Description
 		}
 		if p.Limits != nil {
-			acc.Limits = *p.Limits
+			acc.Limits = p.Limits.Apply(acc.Limits)
 		}
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return err

@@ -283,6 +283,14 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 		revs = append(revs, rotatord.Revocation{PublicKey: c.PublicKey, RevokedAt: revocationTime(c, now),
 			ExpiresAt: c.ExpiresAt, Agent: g.Name, Reason: reason})
 	}
+	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
+		return nil, nil, err
+	} else if r != nil {
+		r.State, r.Reason, r.FinishedAt = rotatord.RotationRolledBack, "agent revoked: "+reason, &now
+		if err := s.store.UpdateRotation(ctx, r); err != nil {
+			return nil, nil, err
+		}
+	}
 	g.State = rotatord.AgentRevoked
 	g.NextRotationAt = nil
 	g.Active = nil

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/resolver"
 	"github.com/rotatord/rotatord/internal/seal"
@@ -49,6 +51,26 @@ type Store interface {
 	Credentials(ctx context.Context, agentID int64, states ...string) ([]*rotatord.Credential, error)
 	SetCredentialState(ctx context.Context, id int64, state string, at time.Time) error
 
+	CreateRotation(ctx context.Context, r *rotatord.Rotation) error
+	UpdateRotation(ctx context.Context, r *rotatord.Rotation) error
+	FindRotation(ctx context.Context, id string) (*rotatord.Rotation, error)
+	LockRotation(ctx context.Context, id string) (*rotatord.Rotation, bool, error)
+	InFlightRotation(ctx context.Context, agentID int64) (*rotatord.Rotation, error)
+	ListRotations(ctx context.Context, agentID int64, limit int) ([]*rotatord.Rotation, error)
+	ListRotationsToAdvance(ctx context.Context, now time.Time, allDistributed bool, limit int) ([]string, error)
+	PendingRotationsByKey(ctx context.Context, keys []string) (map[string]*rotatord.Rotation, error)
+	DistributedAccounts(ctx context.Context) ([]string, error)
+	ClaimDueAgents(ctx context.Context, now time.Time, limit int) ([]string, error)
+	FindCredential(ctx context.Context, id int64) (*rotatord.Credential, error)
+	FindCredentialByPublicKey(ctx context.Context, pub string) (*rotatord.Credential, error)
+	QueueResign(ctx context.Context, accountID int64) error
+	ClaimResign(ctx context.Context) (int64, error)
+	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
+	OldestValidIssuedAt(ctx context.Context, accountID int64) (time.Time, bool, error)
+	UseProof(ctx context.Context, sig []byte, expires time.Time) error
+	PruneProofs(ctx context.Context, t time.Time) error
+	AddAlert(ctx context.Context, a *rotatord.Alert) error
+
 	Audit(ctx context.Context, e *rotatord.AuditEvent) error
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
@@ -72,6 +94,16 @@ type Config struct {
 	Now func() time.Time
 	// PublicURL is where nats-servers reach rotatord's resolver.
 	PublicURL string
+	// Distributors deliver credentials for deliveries other than poll,
+	// which is built in.
+	Distributors map[rotatord.Delivery]Distributor
+	// Metrics, when set, receives the rotation metrics.
+	Metrics prometheus.Registerer
+	// NoJitter schedules rotations exactly on the schedule (for tests).
+	NoJitter bool
+	// ResignDelay is how long the re-signer waits after a revocation to
+	// gather more of the same account into one re-sign (default 50ms).
+	ResignDelay time.Duration
 	// AccountChanged, when set, is called after a commit that changed an
 	// account's JWT, so this replica's resolver cache follows at once (other
 	// replicas learn of it through LISTEN/NOTIFY).
@@ -87,6 +119,15 @@ type Service struct {
 	now     func() time.Time
 	public  string
 	changed func(ctx context.Context, accountPub string)
+
+	distributors map[rotatord.Delivery]Distributor
+	metrics      *metrics
+	jitter       bool
+	resignDelay  time.Duration
+	resignKick   chan struct{}
+	alertKick    chan struct{}
+	watchKick    chan struct{}
+	checker      ConnChecker
 }
 
 // New returns a Service.
@@ -103,8 +144,14 @@ func New(cfg Config) *Service {
 	if changed == nil {
 		changed = func(context.Context, string) {}
 	}
+	delay := cfg.ResignDelay
+	if delay == 0 {
+		delay = 50 * time.Millisecond
+	}
 	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
-		public: cfg.PublicURL, changed: changed}
+		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
+		jitter: !cfg.NoJitter, resignDelay: delay,
+		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
 }
 
 // Actor names who asked for a change, for the audit trail.
@@ -112,6 +159,19 @@ type Actor string
 
 // SystemActor is rotatord itself (the scheduler, the watcher).
 const SystemActor Actor = "system"
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) kickResign() { kick(s.resignKick) }
+func (s *Service) kickAlerts() { kick(s.alertKick) }
+
+// AlertKicks receives when a new alert is waiting in the outbox.
+func (s *Service) AlertKicks() <-chan struct{} { return s.alertKick }
 
 func (s *Service) audit(ctx context.Context, actor Actor, action string, e rotatord.AuditEvent) error {
 	e.Actor = string(actor)

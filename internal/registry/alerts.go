@@ -1,0 +1,82 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rotatord/rotatord"
+)
+
+// AddAlert writes an alert to the outbox, in the caller's transaction.
+func (s *Store) AddAlert(ctx context.Context, a *rotatord.Alert) error {
+	var rot any
+	if a.Rotation != "" {
+		rot = a.Rotation
+	}
+	err := s.q(ctx).QueryRow(ctx, `INSERT INTO alerts (kind, severity, account, agent, rotation_id, reason)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at`,
+		a.Kind, a.Severity, a.Account, a.Agent, rot, a.Reason).Scan(&a.ID, &a.CreatedAt)
+	if err != nil {
+		return mapErr(fmt.Errorf("add alert %s: %w", a.Kind, err))
+	}
+	return nil
+}
+
+// ClaimAlerts locks up to limit alerts due for delivery at now, skipping
+// ones another replica holds. Call inside InTx.
+func (s *Store) ClaimAlerts(ctx context.Context, now time.Time, limit int) ([]*rotatord.OutboxAlert, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT id, kind, severity, account, agent, coalesce(rotation_id::text, ''), reason, created_at,
+			logged_at IS NOT NULL, webhook_done_at IS NOT NULL, nats_done_at IS NOT NULL, attempts
+		FROM alerts WHERE (logged_at IS NULL OR webhook_done_at IS NULL OR nats_done_at IS NULL) AND next_attempt_at <= $1
+		ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED`, dbTime(now), limit)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("claim alerts: %w", err))
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*rotatord.OutboxAlert, error) {
+		var p rotatord.OutboxAlert
+		err := row.Scan(&p.ID, &p.Kind, &p.Severity, &p.Account, &p.Agent, &p.Rotation, &p.Reason, &p.CreatedAt,
+			&p.Logged, &p.WebhookDone, &p.NATSDone, &p.Attempts)
+		return &p, err
+	})
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("claim alerts: %w", err))
+	}
+	return out, nil
+}
+
+// UpdateAlert records which channels an alert reached and when to try the rest.
+func (s *Store) UpdateAlert(ctx context.Context, p *rotatord.OutboxAlert, next time.Time, lastErr string) error {
+	_, err := s.q(ctx).Exec(ctx, `UPDATE alerts SET
+			logged_at = CASE WHEN $2 THEN coalesce(logged_at, now()) END,
+			webhook_done_at = CASE WHEN $3 THEN coalesce(webhook_done_at, now()) END,
+			nats_done_at = CASE WHEN $4 THEN coalesce(nats_done_at, now()) END,
+			attempts = $5, next_attempt_at = $6, last_error = $7
+		WHERE id = $1`, p.ID, p.Logged, p.WebhookDone, p.NATSDone, p.Attempts, dbTime(next), lastErr)
+	if err != nil {
+		return mapErr(fmt.Errorf("update alert %d: %w", p.ID, err))
+	}
+	return nil
+}
+
+// ListAlerts returns the newest alerts, for tests and operators.
+func (s *Store) ListAlerts(ctx context.Context, limit int) ([]*rotatord.OutboxAlert, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT id, kind, severity, account, agent, coalesce(rotation_id::text, ''), reason, created_at,
+			logged_at IS NOT NULL, webhook_done_at IS NOT NULL, nats_done_at IS NOT NULL, attempts
+		FROM alerts ORDER BY id DESC LIMIT $1`, limit)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list alerts: %w", err))
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*rotatord.OutboxAlert, error) {
+		var p rotatord.OutboxAlert
+		err := row.Scan(&p.ID, &p.Kind, &p.Severity, &p.Account, &p.Agent, &p.Rotation, &p.Reason, &p.CreatedAt,
+			&p.Logged, &p.WebhookDone, &p.NATSDone, &p.Attempts)
+		return &p, err
+	})
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list alerts: %w", err))
+	}
+	return out, nil
+}

@@ -1,0 +1,290 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rotatord/rotatord"
+)
+
+const rotationCols = `r.id::text, r.agent_id, g.name, a.name, a.id, a.public_key, r.state, r.trigger,
+	coalesce(r.old_public_key, ''), r.new_public_key, coalesce(r.old_credential_id, 0), coalesce(r.new_credential_id, 0),
+	r.deadline, r.distributed_at, r.confirmed_at, r.confirmed_by, r.delivery_ref, r.reason,
+	r.created_at, r.updated_at, r.finished_at`
+
+const rotationFrom = ` FROM rotations r JOIN agents g ON g.id = r.agent_id JOIN accounts a ON a.id = g.account_id`
+
+func scanRotation(row pgx.Row) (*rotatord.Rotation, error) {
+	var r rotatord.Rotation
+	err := row.Scan(&r.ID, &r.AgentID, &r.Agent, &r.Account, &r.AccountID, &r.AccountKey, &r.State, &r.Trigger,
+		&r.OldKey, &r.NewKey, &r.OldCredentialID, &r.NewCredentialID,
+		&r.Deadline, &r.DistributedAt, &r.ConfirmedAt, &r.ConfirmedBy, &r.DeliveryRef, &r.Reason,
+		&r.CreatedAt, &r.UpdatedAt, &r.FinishedAt)
+	return &r, err
+}
+
+func nullID(id int64) any {
+	if id == 0 {
+		return nil
+	}
+	return id
+}
+
+// CreateRotation stores a new rotation and sets its ID. While another
+// rotation of the agent is in flight it fails with ECONFLICT: the database,
+// not memory, keeps one rotation per agent.
+func (s *Store) CreateRotation(ctx context.Context, r *rotatord.Rotation) error {
+	var old any
+	if r.OldKey != "" {
+		old = r.OldKey
+	}
+	err := s.q(ctx).QueryRow(ctx, `
+		INSERT INTO rotations (agent_id, state, trigger, old_public_key, new_public_key, old_credential_id, new_credential_id, reason)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id::text, created_at, updated_at`,
+		r.AgentID, r.State, r.Trigger, old, r.NewKey, nullID(r.OldCredentialID), nullID(r.NewCredentialID), r.Reason,
+	).Scan(&r.ID, &r.CreatedAt, &r.UpdatedAt)
+	if err != nil {
+		return mapErr(fmt.Errorf("create rotation for agent %d: %w", r.AgentID, err))
+	}
+	return nil
+}
+
+// UpdateRotation stores r's state and progress fields.
+func (s *Store) UpdateRotation(ctx context.Context, r *rotatord.Rotation) error {
+	err := s.q(ctx).QueryRow(ctx, `
+		UPDATE rotations SET state = $2, deadline = $3, distributed_at = $4, confirmed_at = $5, confirmed_by = $6,
+			delivery_ref = $7, reason = $8, finished_at = $9, new_credential_id = $10, updated_at = now()
+		WHERE id = $1 RETURNING updated_at`,
+		r.ID, r.State, r.Deadline, r.DistributedAt, r.ConfirmedAt, r.ConfirmedBy, r.DeliveryRef, r.Reason, r.FinishedAt,
+		nullID(r.NewCredentialID)).Scan(&r.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return notFound("rotation", r.ID)
+	}
+	if err != nil {
+		return mapErr(fmt.Errorf("update rotation %s: %w", r.ID, err))
+	}
+	return nil
+}
+
+// FindRotation returns a rotation by ID, or ENOTFOUND (also for an ID that
+// is not a UUID).
+func (s *Store) FindRotation(ctx context.Context, id string) (*rotatord.Rotation, error) {
+	r, err := scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.id::text = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("rotation", id)
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("find rotation %s: %w", id, err))
+	}
+	return r, nil
+}
+
+// LockRotation reads a rotation and locks it for the transaction in ctx;
+// when another transaction holds it, ok is false (SKIP LOCKED): someone else
+// is working on it.
+func (s *Store) LockRotation(ctx context.Context, id string) (r *rotatord.Rotation, ok bool, err error) {
+	if _, inTx := ctx.Value(txKey{}).(pgx.Tx); !inTx {
+		return nil, false, errors.New("lock rotation: not in a transaction")
+	}
+	r, err = scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.id::text = $1 FOR UPDATE OF r SKIP LOCKED`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, mapErr(fmt.Errorf("lock rotation %s: %w", id, err))
+	}
+	return r, true, nil
+}
+
+// InFlightRotation returns the agent's rotation in flight, if any.
+func (s *Store) InFlightRotation(ctx context.Context, agentID int64) (*rotatord.Rotation, error) {
+	r, err := scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+`
+		WHERE r.agent_id = $1 AND r.state IN ('issued', 'distributed', 'confirmed')`, agentID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("find rotation in flight: %w", err))
+	}
+	return r, nil
+}
+
+// ListRotations returns an agent's rotations, newest first.
+func (s *Store) ListRotations(ctx context.Context, agentID int64, limit int) ([]*rotatord.Rotation, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.agent_id = $1 ORDER BY r.created_at DESC LIMIT $2`, agentID, limit)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list rotations: %w", err))
+	}
+	return collectRotations(rows)
+}
+
+func collectRotations(rows pgx.Rows) ([]*rotatord.Rotation, error) {
+	defer rows.Close()
+	var out []*rotatord.Rotation
+	for rows.Next() {
+		r, err := scanRotation(rows)
+		if err != nil {
+			return nil, mapErr(fmt.Errorf("read rotations: %w", err))
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(fmt.Errorf("read rotations: %w", err))
+	}
+	return out, nil
+}
+
+// ListRotationsToAdvance returns the IDs of rotations in flight that need
+// work: issued ones, confirmed ones, and distributed ones whose deadline is
+// before now. Include all distributed ones with allDistributed.
+func (s *Store) ListRotationsToAdvance(ctx context.Context, now time.Time, allDistributed bool, limit int) ([]string, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT id::text FROM rotations
+		WHERE state IN ('issued', 'confirmed') OR (state = 'distributed' AND ($2 OR deadline <= $1))
+		ORDER BY updated_at LIMIT $3`, dbTime(now), allDistributed, limit)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list rotations to advance: %w", err))
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list rotations to advance: %w", err))
+	}
+	return ids, nil
+}
+
+// PendingRotationsByKey returns the rotations in flight whose new key is one
+// of keys, keyed by that key.
+func (s *Store) PendingRotationsByKey(ctx context.Context, keys []string) (map[string]*rotatord.Rotation, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+`
+		WHERE r.new_public_key = ANY($1) AND r.state IN ('issued', 'distributed')`, keys)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("find rotations by key: %w", err))
+	}
+	list, err := collectRotations(rows)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*rotatord.Rotation, len(list))
+	for _, r := range list {
+		out[r.NewKey] = r
+	}
+	return out, nil
+}
+
+// DistributedAccounts returns the public keys of accounts with rotations
+// waiting for a reconnect.
+func (s *Store) DistributedAccounts(ctx context.Context) ([]string, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT DISTINCT a.public_key`+rotationFrom+` WHERE r.state IN ('issued', 'distributed')`)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list accounts waiting: %w", err))
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list accounts waiting: %w", err))
+	}
+	return keys, nil
+}
+
+// ClaimDueAgents locks up to limit active agents whose next rotation is due
+// at now and that have no rotation in flight, skipping agents another
+// replica holds; it returns their names. Call inside InTx.
+func (s *Store) ClaimDueAgents(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT g.name FROM agents g
+		WHERE g.state = 'active' AND g.next_rotation_at <= $1
+		  AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.agent_id = g.id AND r.state IN ('issued', 'distributed', 'confirmed'))
+		ORDER BY g.next_rotation_at LIMIT $2 FOR UPDATE OF g SKIP LOCKED`, dbTime(now), limit)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("claim due agents: %w", err))
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("claim due agents: %w", err))
+	}
+	return names, nil
+}
+
+// FindCredential returns a credential by ID.
+func (s *Store) FindCredential(ctx context.Context, id int64) (*rotatord.Credential, error) {
+	c, err := scanCredential(s.q(ctx).QueryRow(ctx, `SELECT `+credentialCols+` FROM credentials WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("credential", fmt.Sprint(id))
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("find credential %d: %w", id, err))
+	}
+	return c, nil
+}
+
+// QueueResign asks for the account's JWT to be re-signed.
+func (s *Store) QueueResign(ctx context.Context, accountID int64) error {
+	_, err := s.q(ctx).Exec(ctx, `INSERT INTO account_resign (account_id) VALUES ($1) ON CONFLICT DO NOTHING`, accountID)
+	if err != nil {
+		return mapErr(fmt.Errorf("queue re-sign of account %d: %w", accountID, err))
+	}
+	return nil
+}
+
+// ClaimResign takes one queued account off the queue, skipping ones another
+// replica holds, and returns its ID (0 when the queue is empty). Call inside
+// InTx: the claim is undone if the transaction fails.
+func (s *Store) ClaimResign(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.q(ctx).QueryRow(ctx, `DELETE FROM account_resign WHERE account_id = (
+			SELECT account_id FROM account_resign ORDER BY wanted_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+		RETURNING account_id`).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, mapErr(fmt.Errorf("claim re-sign: %w", err))
+	}
+	return id, nil
+}
+
+// CompactRevocations folds every entry whose revoked JWT was issued at or
+// before t into one '*' entry at t, and returns how many entries went.
+func (s *Store) CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error) {
+	tag, err := s.q(ctx).Exec(ctx, `DELETE FROM revocations WHERE account_id = $1 AND public_key <> '*'
+		AND jwt_issued_at IS NOT NULL AND jwt_issued_at <= $2`, accountID, dbTime(t))
+	if err != nil {
+		return 0, mapErr(fmt.Errorf("compact revocations: %w", err))
+	}
+	if tag.RowsAffected() == 0 {
+		return 0, nil
+	}
+	_, err = s.q(ctx).Exec(ctx, `
+		INSERT INTO revocations (account_id, public_key, revoked_at, expires_at, reason)
+		VALUES ($1, '*', $2, $3, 'compacted')
+		ON CONFLICT (account_id, public_key) DO UPDATE SET
+			revoked_at = greatest(revocations.revoked_at, excluded.revoked_at),
+			expires_at = greatest(revocations.expires_at, excluded.expires_at)`,
+		accountID, dbTime(t), dbTime(expires))
+	if err != nil {
+		return 0, mapErr(fmt.Errorf("compact revocations: %w", err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// UseProof records a proof-of-possession signature; a second use of the
+// same signature is ECONFLICT. Expired records are cleaned up on the way.
+func (s *Store) UseProof(ctx context.Context, sig []byte, expires time.Time) error {
+	tag, err := s.q(ctx).Exec(ctx, `INSERT INTO proof_replays (signature, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING`, sig, dbTime(expires))
+	if err != nil {
+		return mapErr(fmt.Errorf("record proof: %w", err))
+	}
+	if tag.RowsAffected() == 0 {
+		return rotatord.Errorf(rotatord.ECONFLICT, "proof already used")
+	}
+	return nil
+}
+
+// PruneProofs removes proof records that expired before t.
+func (s *Store) PruneProofs(ctx context.Context, t time.Time) error {
+	if _, err := s.q(ctx).Exec(ctx, `DELETE FROM proof_replays WHERE expires_at < $1`, dbTime(t)); err != nil {
+		return mapErr(fmt.Errorf("prune proofs: %w", err))
+	}
+	return nil
+}

@@ -1,0 +1,47 @@
+package rotate
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	startedVec  *prometheus.CounterVec
+	finishedVec *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	resigns     prometheus.Counter
+	jwtBytes    *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		startedVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rotatord_rotations_started_total", Help: "Rotations started, by trigger.",
+		}, []string{"trigger"}),
+		finishedVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rotatord_rotations_total", Help: "Rotations finished, by outcome (completed, rolled_back).",
+		}, []string{"outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rotatord_rotation_duration_seconds", Help: "Time from a rotation's start to its end, by outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 18),
+		}, []string{"outcome"}),
+		resigns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rotatord_account_resigns_total", Help: "Account JWTs re-signed for revocations.",
+		}),
+		jwtBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rotatord_account_jwt_bytes", Help: "Size of each account's current JWT.",
+		}, []string{"account"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.startedVec, m.finishedVec, m.duration, m.resigns, m.jwtBytes)
+	}
+	return m
+}
+
+func (m *metrics) started(trigger string) { m.startedVec.WithLabelValues(trigger).Inc() }
+
+func (m *metrics) finished(outcome string, d time.Duration) {
+	m.finishedVec.WithLabelValues(outcome).Inc()
+	m.duration.WithLabelValues(outcome).Observe(d.Seconds())
+}

@@ -1,0 +1,100 @@
+package rotate
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rotatord/rotatord"
+)
+
+// compactionMargin keeps the '*' entry clear of credentials being issued
+// right now by another replica, possibly with a clock somewhat behind.
+const compactionMargin = 5 * time.Minute
+
+// ResignQueued re-signs every account whose revocations changed, each once
+// however many revocations queued it, and pushes the result. It returns how
+// many accounts it re-signed.
+func (s *Service) ResignQueued(ctx context.Context) (int, error) {
+	n := 0
+	for ctx.Err() == nil {
+		var acc *rotatord.Account
+		err := s.store.InTx(ctx, func(ctx context.Context) error {
+			id, err := s.store.ClaimResign(ctx)
+			if err != nil || id == 0 {
+				return err
+			}
+			if acc, err = s.store.LockAccount(ctx, id); err != nil {
+				return err
+			}
+			if err := s.pruneRevocations(ctx, acc); err != nil {
+				return err
+			}
+			return s.resignAccount(ctx, acc)
+		})
+		if err != nil {
+			return n, fmt.Errorf("re-sign queued account: %w", err)
+		}
+		if acc == nil {
+			return n, nil
+		}
+		n++
+		s.metrics.resigns.Inc()
+		s.metrics.jwtBytes.WithLabelValues(acc.Name).Set(float64(len(acc.JWT)))
+		s.changed(ctx, acc.PublicKey)
+		s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+	}
+	return n, ctx.Err()
+}
+
+// pruneRevocations keeps an account JWT small: entries whose revoked JWT
+// has expired go, and entries whose revoked JWT was issued before every
+// credential still valid in the account fold into one '*' entry, which
+// revokes nothing in use.
+func (s *Service) pruneRevocations(ctx context.Context, acc *rotatord.Account) error {
+	now := s.now()
+	if _, err := s.store.DeleteRevocationsExpiredBefore(ctx, acc.ID, now); err != nil {
+		return err
+	}
+	cutoff := now.Add(-compactionMargin)
+	if oldest, ok, err := s.store.OldestValidIssuedAt(ctx, acc.ID); err != nil {
+		return err
+	} else if ok && oldest.Before(cutoff) {
+		cutoff = oldest
+	}
+	// nats-server refuses JWTs with iat <= t, at one-second granularity.
+	t := cutoff.Truncate(time.Second).Add(-time.Second)
+	// The '*' entry must outlive every JWT it replaces; no user JWT rotatord
+	// issues lives longer than this.
+	expires := now.Add(maxCredentialLifetime)
+	_, err := s.store.CompactRevocations(ctx, acc.ID, t, expires)
+	return err
+}
+
+// maxCredentialLifetime bounds any user JWT: the longest schedule interval
+// rotatord accepts is far below it.
+const maxCredentialLifetime = 400 * 24 * time.Hour
+
+// RunResigner re-signs queued accounts whenever a revocation is recorded on
+// this replica (after a short delay that gathers more), and every interval
+// for those queued by other replicas, until ctx ends.
+func (s *Service) RunResigner(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.resignKick:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(s.resignDelay):
+			}
+		}
+		if _, err := s.ResignQueued(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("re-sign accounts", "err", err)
+		}
+	}
+}

@@ -1,0 +1,175 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/rotatord/rotatord"
+)
+
+// TickResult says what one Tick did.
+type TickResult struct {
+	Started   int // scheduled rotations started
+	Advanced  int // rotations moved along (distributed, completed, rolled back)
+	Resigned  int // accounts re-signed
+	Confirmed int // rotations confirmed by asking the servers (CONNZ)
+}
+
+// Tick does the scheduler's work once: it confirms rotations through the
+// servers' connection lists when events may have been missed, starts the
+// rotations that are due, moves rotations in flight along (including those a
+// dead replica left), and re-signs accounts with new revocations. Every
+// decision uses the injected clock, so tests call Tick after moving time.
+func (s *Service) Tick(ctx context.Context) (TickResult, error) {
+	var res TickResult
+	var errs []error
+	now := s.now()
+
+	// Before deadlines roll anything back, ask the servers who is connected.
+	if s.checker != nil {
+		n, err := s.checkConnected(ctx)
+		res.Confirmed = n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	ids, err := s.store.ListRotationsToAdvance(ctx, now, false, 1000)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	res.Advanced += s.forEach(ctx, ids, func(ctx context.Context, id string) error {
+		_, err := s.advance(ctx, id, false)
+		return err
+	})
+
+	for ctx.Err() == nil {
+		var due []string
+		err := s.store.InTx(ctx, func(ctx context.Context) error {
+			var err error
+			due, err = s.store.ClaimDueAgents(ctx, now, 500)
+			return err
+		})
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		started := s.forEach(ctx, due, func(ctx context.Context, name string) error {
+			_, err := s.StartRotation(ctx, SystemActor, name, rotatord.TriggerSchedule)
+			if errors.Is(err, errNotDue) || errors.Is(err, errInFlight) || errors.Is(err, errAgentRevoked) {
+				return errSkip // another replica got there first
+			}
+			return err
+		})
+		res.Started += started
+		if len(due) < 500 || started == 0 {
+			break
+		}
+	}
+
+	n, err := s.ResignQueued(ctx)
+	res.Resigned = n
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.store.PruneProofs(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	return res, errors.Join(errs...)
+}
+
+var errSkip = errors.New("skip")
+
+// workers bounds how many rotations one replica works on at once.
+const workers = 8
+
+// forEach runs fn for every item with a few workers; it logs failures and
+// returns how many succeeded.
+func (s *Service) forEach(ctx context.Context, items []string, fn func(context.Context, string) error) int {
+	var (
+		mu sync.Mutex
+		ok int
+		wg sync.WaitGroup
+	)
+	ch := make(chan string)
+	for range min(workers, len(items)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for item := range ch {
+				err := fn(ctx, item)
+				switch {
+				case err == nil:
+					mu.Lock()
+					ok++
+					mu.Unlock()
+				case errors.Is(err, errSkip), ctx.Err() != nil:
+				default:
+					s.log.Warn("rotation step failed; will retry", "item", item, "err", err)
+				}
+			}
+		}()
+	}
+	for _, it := range items {
+		select {
+		case ch <- it:
+		case <-ctx.Done():
+		}
+	}
+	close(ch)
+	wg.Wait()
+	return ok
+}
+
+// Scheduler runs Tick on a robfig/cron schedule.
+type Scheduler struct {
+	cron *cron.Cron
+}
+
+// StartScheduler runs s.Tick on spec (for example "@every 1s"), never two at
+// once, until Stop.
+func (s *Service) StartScheduler(ctx context.Context, spec string) (*Scheduler, error) {
+	c := cron.New(cron.WithChain(cron.SkipIfStillRunning(cronLogger{s.log})), cron.WithLogger(cronLogger{s.log}))
+	_, err := c.AddFunc(spec, func() {
+		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("scheduler tick", "err", err)
+		}
+	})
+	if err != nil {
+		return nil, rotatord.Errorf(rotatord.EINVALID, "scheduler spec %q: %v", spec, err)
+	}
+	c.Start()
+	return &Scheduler{cron: c}, nil
+}
+
+// Stop stops the schedule and waits for a running tick to end.
+func (sc *Scheduler) Stop() {
+	<-sc.cron.Stop().Done()
+}
+
+// cronLogger adapts slog to cron's logger; cron's info lines are debug here.
+type cronLogger struct{ log *slog.Logger }
+
+func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug("cron: "+msg, kv...) }
+func (l cronLogger) Error(err error, msg string, kv ...any) {
+	l.log.Error("cron: "+msg, append(kv, "err", err)...)
+}
+
+// Rotation returns a rotation by ID.
+func (s *Service) Rotation(ctx context.Context, id string) (*rotatord.Rotation, error) {
+	return s.store.FindRotation(ctx, id)
+}
+
+// Rotations returns an agent's newest rotations.
+func (s *Service) Rotations(ctx context.Context, agent string, limit int) ([]*rotatord.Rotation, error) {
+	g, err := s.store.FindAgentByName(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.ListRotations(ctx, g.ID, limit)
+}
+

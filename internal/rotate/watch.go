@@ -1,0 +1,244 @@
+package rotate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+)
+
+// ConnChecker asks the servers who is connected to an account: user public
+// key to the ID of the JWT it connected with.
+type ConnChecker interface {
+	Connected(ctx context.Context, accountPub string) (map[string]string, error)
+}
+
+// SetConnChecker sets the CONNZ checker used by Tick.
+func (s *Service) SetConnChecker(c ConnChecker) { s.checker = c }
+
+// MarkEventsMissed makes the next Tick ask the servers who is connected:
+// call it after the watcher (re)connects.
+func (s *Service) MarkEventsMissed() { kick(s.watchKick) }
+
+// checkConnected confirms rotations waiting for a reconnect by listing the
+// servers' connections: always for rotations past their deadline (before
+// rolling them back), and for all of them after events may have been missed.
+func (s *Service) checkConnected(ctx context.Context) (int, error) {
+	all := false
+	select {
+	case <-s.watchKick:
+		all = true
+	default:
+	}
+	ids, err := s.store.ListRotationsToAdvance(ctx, s.now(), all, 10000)
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	accounts := map[string]bool{}
+	for _, id := range ids {
+		r, err := s.store.FindRotation(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		if r.State == "distributed" || r.State == "issued" {
+			accounts[r.AccountKey] = true
+		}
+	}
+	n := 0
+	for acc := range accounts {
+		conns, err := s.checker.Connected(ctx, acc)
+		if err != nil {
+			return n, fmt.Errorf("list connections of %s: %w", acc, err)
+		}
+		keys := make([]string, 0, len(conns))
+		for k := range conns {
+			keys = append(keys, k)
+		}
+		waiting, err := s.store.PendingRotationsByKey(ctx, keys)
+		if err != nil {
+			return n, err
+		}
+		for key := range waiting {
+			if _, err := s.Confirm(ctx, key, conns[key], "connz"); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// connectEvent is the part of $SYS.ACCOUNT.<acc>.CONNECT that matters.
+type connectEvent struct {
+	Client struct {
+		User    string `json:"user"`
+		Account string `json:"acc"`
+		JWT     string `json:"jwt"`
+	} `json:"client"`
+}
+
+// Watch subscribes nc to connect events of every account and confirms
+// rotations whose new key connects. Replicas share the events through a
+// queue group. The returned function stops watching.
+func (s *Service) Watch(nc *nats.Conn) (stop func(), err error) {
+	events := make(chan *nats.Msg, 4096)
+	sub, err := nc.ChanQueueSubscribe("$SYS.ACCOUNT.*.CONNECT", "rotatord-watch", events)
+	if err != nil {
+		return nil, fmt.Errorf("watch connect events: %w", err)
+	}
+	sub.SetPendingLimits(-1, -1) //nolint:errcheck // only fails on a closed subscription
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.handleEvents(ctx, events)
+	}()
+	return func() {
+		sub.Unsubscribe() //nolint:errcheck // closing anyway
+		cancel()
+		<-done
+	}, nil
+}
+
+// handleEvents confirms in batches: one query finds which of many
+// connecting keys a rotation waits for.
+func (s *Service) handleEvents(ctx context.Context, events <-chan *nats.Msg) {
+	for {
+		var batch []*nats.Msg
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-events:
+			batch = append(batch, m)
+		}
+	drain:
+		for len(batch) < 512 {
+			select {
+			case m := <-events:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		jwtIDs := map[string]string{}
+		for _, m := range batch {
+			var ev connectEvent
+			if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Client.User == "" {
+				continue
+			}
+			id := ""
+			if ev.Client.JWT != "" {
+				if uc, err := jwt.DecodeUserClaims(ev.Client.JWT); err == nil {
+					id = uc.ID
+				}
+			}
+			jwtIDs[ev.Client.User] = id
+		}
+		if len(jwtIDs) == 0 {
+			continue
+		}
+		keys := make([]string, 0, len(jwtIDs))
+		for k := range jwtIDs {
+			keys = append(keys, k)
+		}
+		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		waiting, err := s.store.PendingRotationsByKey(qctx, keys)
+		if err != nil {
+			s.log.Warn("look up connecting keys; the scheduler will ask the servers", "err", err)
+			s.MarkEventsMissed()
+			cancel()
+			continue
+		}
+		confirm := make([]string, 0, len(waiting))
+		for k := range waiting {
+			confirm = append(confirm, k)
+		}
+		s.forEach(qctx, confirm, func(ctx context.Context, key string) error {
+			_, err := s.Confirm(ctx, key, jwtIDs[key], "event")
+			return err
+		})
+		cancel()
+	}
+}
+
+// NATSChecker lists connections with $SYS.REQ.ACCOUNT.<acc>.CONNZ.
+type NATSChecker struct {
+	Conn    func() *nats.Conn
+	Timeout time.Duration // per request; default 2s
+}
+
+type connzReply struct {
+	Data *struct {
+		Conns []struct {
+			AuthorizedUser string `json:"authorized_user"`
+			JWT            string `json:"jwt"`
+		} `json:"connections"`
+	} `json:"data"`
+}
+
+// Connected implements ConnChecker. Every server answers; pages of 1024
+// connections are fetched until no server has more.
+func (c NATSChecker) Connected(ctx context.Context, accountPub string) (map[string]string, error) {
+	nc := c.Conn()
+	if nc == nil || !nc.IsConnected() {
+		return nil, fmt.Errorf("not connected to nats")
+	}
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	const limit = 1024
+	out := map[string]string{}
+	for offset := 0; ; offset += limit {
+		req, _ := json.Marshal(map[string]any{"auth": true, "limit": limit, "offset": offset})
+		inbox := nc.NewInbox()
+		replies := make(chan *nats.Msg, 64)
+		sub, err := nc.ChanSubscribe(inbox, replies)
+		if err != nil {
+			return nil, fmt.Errorf("connz: %w", err)
+		}
+		if err := nc.PublishRequest("$SYS.REQ.ACCOUNT."+accountPub+".CONNZ", inbox, req); err != nil {
+			sub.Unsubscribe() //nolint:errcheck // unique inbox
+			return nil, fmt.Errorf("connz: %w", err)
+		}
+		more, answered := false, 0
+		deadline := time.After(timeout)
+		quiet := (<-chan time.Time)(nil)
+	collect:
+		for {
+			select {
+			case <-ctx.Done():
+				sub.Unsubscribe() //nolint:errcheck // unique inbox
+				return nil, ctx.Err()
+			case <-deadline:
+				break collect
+			case <-quiet:
+				break collect
+			case m := <-replies:
+				answered++
+				var r connzReply
+				if json.Unmarshal(m.Data, &r) == nil && r.Data != nil {
+					for _, ci := range r.Data.Conns {
+						id := ""
+						if uc, err := jwt.DecodeUserClaims(ci.JWT); err == nil {
+							id = uc.ID
+						}
+						out[ci.AuthorizedUser] = id
+					}
+					more = more || len(r.Data.Conns) == limit
+				}
+				quiet = time.After(100 * time.Millisecond)
+			}
+		}
+		sub.Unsubscribe() //nolint:errcheck // unique inbox
+		if answered == 0 {
+			return nil, fmt.Errorf("connz of %s: no server answered", accountPub)
+		}
+		if !more {
+			return out, nil
+		}
+	}
+}
