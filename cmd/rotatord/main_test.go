@@ -58,6 +58,7 @@ type env struct {
 	logs     *logBuffer
 	ns       *server.Server
 	admin    string // admin token
+	mod      func(*Config)
 	http     *http.Client
 }
 
@@ -70,6 +71,17 @@ func newEnv(t *testing.T) *env {
 
 // newEnvOn is newEnv on a given (empty) database.
 func newEnvOn(t *testing.T, dbURL string) *env {
+	t.Helper()
+	return newEnvFull(t, dbURL, nil)
+}
+
+// newEnvWith is newEnv with a changed configuration.
+func newEnvWith(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	return newEnvFull(t, pgtest.New(t), mod)
+}
+
+func newEnvFull(t *testing.T, dbURL string, mod func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, dbURL: dbURL, http: apitest.Client(t)}
 	e.keyFile = filepath.Join(t.TempDir(), "master.key")
@@ -94,6 +106,10 @@ func newEnvOn(t *testing.T, dbURL string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e.mod = mod
 	e.main = e.startMain(cfg)
 	return e
 }
@@ -105,6 +121,10 @@ func (e *env) config() Config {
 	cfg.MasterKeyFile = e.keyFile
 	cfg.NATSURL = fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort)
 	cfg.ShutdownWait = 2 * time.Second
+	cfg.NoJitter = true
+	if e.mod != nil {
+		e.mod(&cfg)
+	}
 	return cfg
 }
 

@@ -151,7 +151,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.Service.SetConnChecker(rotate.NATSChecker{Conn: m.natsConn})
 		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
 	}
-	m.Alerts = alert.New(alert.Dispatcher{Store: m.Store, Webhook: m.Config.AlertWebhook, Conn: m.natsConn, Log: m.Log}, reg)
+	m.Alerts = alert.New(alert.Dispatcher{Store: m.Store, Webhook: m.Config.AlertWebhook, Conn: m.natsConn, Log: m.Log, Now: m.Config.Now}, reg)
 	m.goBackground(func() { m.Alerts.Run(bg, 2*time.Second, m.Service.AlertKicks()) })
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
 	if m.Config.TickSpec != "" {
