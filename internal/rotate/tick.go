@@ -172,4 +172,3 @@ func (s *Service) Rotations(ctx context.Context, agent string, limit int) ([]*ro
 	}
 	return s.store.ListRotations(ctx, g.ID, limit)
 }
-
