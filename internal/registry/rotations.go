@@ -244,6 +244,19 @@ func (s *Store) ClaimResign(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
+// QueueCompactable queues for a re-sign the accounts with revocation
+// entries that expired by now or whose revoked JWT was issued before cutoff.
+func (s *Store) QueueCompactable(ctx context.Context, now, cutoff time.Time) error {
+	_, err := s.q(ctx).Exec(ctx, `INSERT INTO account_resign (account_id)
+		SELECT DISTINCT account_id FROM revocations
+		WHERE public_key <> '*' AND (expires_at < $1 OR jwt_issued_at <= $2)
+		ON CONFLICT DO NOTHING`, dbTime(now), dbTime(cutoff))
+	if err != nil {
+		return mapErr(fmt.Errorf("queue compactable accounts: %w", err))
+	}
+	return nil
+}
+
 // CompactRevocations folds every entry whose revoked JWT was issued at or
 // before t into one '*' entry at t, and returns how many entries went.
 func (s *Store) CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error) {

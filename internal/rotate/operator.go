@@ -64,12 +64,11 @@ func (s *Service) createOperator(ctx context.Context, actor Actor, name string) 
 		return nil, err
 	}
 	op := &rotatord.Operator{Name: name, PublicKey: jwtissue.Public(identity), SystemAccount: jwtissue.Public(sysKey)}
-	op.JWT, err = jwtissue.EncodeOperator(identity, jwtissue.OperatorSpec{
-		Name:             name,
-		SigningKeys:      []string{jwtissue.Public(signer)},
-		SystemAccount:    op.SystemAccount,
-		AccountServerURL: strings.TrimSuffix(s.public, "/") + "/jwt/v1",
-	})
+	spec := jwtissue.OperatorSpec{Name: name, SigningKeys: []string{jwtissue.Public(signer)}, SystemAccount: op.SystemAccount}
+	if s.public != "" {
+		spec.AccountServerURL = strings.TrimSuffix(s.public, "/") + "/jwt/v1"
+	}
+	op.JWT, err = jwtissue.EncodeOperator(identity, spec)
 	if err != nil {
 		return nil, err
 	}

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
+
 	"github.com/rotatord/rotatord"
 )
 
 // compactionMargin keeps the '*' entry clear of credentials being issued
-// right now by another replica, possibly with a clock somewhat behind.
-const compactionMargin = 5 * time.Minute
+// right now by another replica (not committed yet, so not seen as valid),
+// whose clock may be somewhat behind this one's.
+const compactionMargin = 30 * time.Second
 
 // ResignQueued re-signs every account whose revocations changed, each once
 // however many revocations queued it, and pushes the result. It returns how
@@ -18,7 +21,10 @@ const compactionMargin = 5 * time.Minute
 func (s *Service) ResignQueued(ctx context.Context) (int, error) {
 	n := 0
 	for ctx.Err() == nil {
-		var acc *rotatord.Account
+		var (
+			acc       *rotatord.Account
+			unchanged bool
+		)
 		err := s.store.InTx(ctx, func(ctx context.Context) error {
 			id, err := s.store.ClaimResign(ctx)
 			if err != nil || id == 0 {
@@ -30,13 +36,24 @@ func (s *Service) ResignQueued(ctx context.Context) (int, error) {
 			if err := s.pruneRevocations(ctx, acc); err != nil {
 				return err
 			}
+			revs, err := s.store.Revocations(ctx, acc.ID)
+			if err != nil {
+				return err
+			}
+			if jwtHasRevocations(acc.JWT, revs) {
+				unchanged = true // a sweep found nothing to fold: keep the JWT
+				return nil
+			}
 			return s.resignAccount(ctx, acc)
 		})
 		if err != nil {
 			return n, fmt.Errorf("re-sign queued account: %w", err)
 		}
+		if unchanged {
+			continue
+		}
 		if acc == nil {
-			return n, nil
+			return n, nil // the queue is empty, or other replicas hold the rest
 		}
 		n++
 		s.metrics.resigns.Inc()
@@ -97,4 +114,37 @@ func (s *Service) RunResigner(ctx context.Context, interval time.Duration) {
 			s.log.Warn("re-sign accounts", "err", err)
 		}
 	}
+}
+
+// jwtHasRevocations reports whether an account JWT already carries exactly
+// the given revocation entries.
+func jwtHasRevocations(token string, revs []rotatord.Revocation) bool {
+	ac, err := jwt.DecodeAccountClaims(token)
+	if err != nil || len(ac.Revocations) != len(revs) {
+		return false
+	}
+	for _, r := range revs {
+		if t, ok := ac.Revocations[r.PublicKey]; !ok || t != r.RevokedAt.Unix() {
+			return false
+		}
+	}
+	return true
+}
+
+// sweepEvery is how often Tick looks for accounts whose revocations can be
+// pruned or folded although no new revocation queued them.
+const sweepEvery = time.Minute
+
+// sweepRevocations queues the accounts that have entries to prune or fold.
+func (s *Service) sweepRevocations(ctx context.Context, now time.Time) error {
+	s.mu.Lock()
+	due := now.Sub(s.lastSweep) >= sweepEvery
+	if due {
+		s.lastSweep = now
+	}
+	s.mu.Unlock()
+	if !due {
+		return nil
+	}
+	return s.store.QueueCompactable(ctx, now, now.Add(-compactionMargin))
 }

@@ -7,6 +7,7 @@ package rotate
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,6 +66,7 @@ type Store interface {
 	FindCredentialByPublicKey(ctx context.Context, pub string) (*rotatord.Credential, error)
 	QueueResign(ctx context.Context, accountID int64) error
 	ClaimResign(ctx context.Context) (int64, error)
+	QueueCompactable(ctx context.Context, now, cutoff time.Time) error
 	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
 	OldestValidIssuedAt(ctx context.Context, accountID int64) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
@@ -128,6 +130,9 @@ type Service struct {
 	alertKick    chan struct{}
 	watchKick    chan struct{}
 	checker      ConnChecker
+
+	mu        sync.Mutex
+	lastSweep time.Time
 }
 
 // New returns a Service.

@@ -71,6 +71,9 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 		}
 	}
 
+	if err := s.sweepRevocations(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
 	n, err := s.ResignQueued(ctx)
 	res.Resigned = n
 	if err != nil {
