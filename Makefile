@@ -2,7 +2,7 @@
 GO      ?= go
 PKGS    := ./...
 
-.PHONY: all build run test vet fmt-check bench clean
+.PHONY: all build run test vet fmt-check bench bench-rotation clean
 
 all: build
 
@@ -25,6 +25,12 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# Resolver lookups: Go benchmarks of the handler, then a loopback load run
+# side by side with a bare net/http handler (docs/benchmarks.md).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/resolver/
+	$(GO) run ./cmd/resolverbench $(BENCHFLAGS)
 
 clean:
 	rm -rf bin
