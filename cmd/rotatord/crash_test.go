@@ -14,7 +14,7 @@ import (
 )
 
 // mustConnect asserts that creds are accepted by the server now.
-func mustConnect(t *testing.T, e *env, creds, when string) {
+func mustConnect(t testing.TB, e *env, creds, when string) {
 	t.Helper()
 	c, err := connectCreds(e, creds)
 	if err != nil {

@@ -50,7 +50,7 @@ func (l *logBuffer) String() string {
 
 // env is a running rotatord with its database, and optionally a nats-server.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dbURL    string
 	keyFile  string
 	natsPort int
@@ -64,24 +64,24 @@ type env struct {
 
 // newEnv starts rotatord (init done) on a fresh database, with a NATS URL
 // on a free port where nothing listens until startNATS.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	return newEnvOn(t, pgtest.New(t))
 }
 
 // newEnvOn is newEnv on a given (empty) database.
-func newEnvOn(t *testing.T, dbURL string) *env {
+func newEnvOn(t testing.TB, dbURL string) *env {
 	t.Helper()
 	return newEnvFull(t, dbURL, nil)
 }
 
 // newEnvWith is newEnv with a changed configuration.
-func newEnvWith(t *testing.T, mod func(*Config)) *env {
+func newEnvWith(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	return newEnvFull(t, pgtest.New(t), mod)
 }
 
-func newEnvFull(t *testing.T, dbURL string, mod func(*Config)) *env {
+func newEnvFull(t testing.TB, dbURL string, mod func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, dbURL: dbURL, http: apitest.Client(t)}
 	e.keyFile = filepath.Join(t.TempDir(), "master.key")
@@ -173,7 +173,7 @@ func (e *env) waitNATS() {
 	eventually(e.t, 10*time.Second, "rotatord connected to nats", func() bool { return e.main.NATS.Connected() })
 }
 
-func eventually(t *testing.T, d time.Duration, what string, ok func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
@@ -264,7 +264,7 @@ func (e *env) must(want int, method, path string, body any) map[string]any {
 }
 
 // writeCreds writes a creds file to a temp dir and returns its path.
-func writeCreds(t *testing.T, creds string) string {
+func writeCreds(t testing.TB, creds string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "agent.creds")
 	if err := os.WriteFile(p, []byte(creds), 0o600); err != nil {
@@ -394,7 +394,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-func newPublicKey(t *testing.T, kind nkeys.PrefixByte) string {
+func newPublicKey(t testing.TB, kind nkeys.PrefixByte) string {
 	t.Helper()
 	kp, err := nkeys.CreatePair(kind)
 	if err != nil {

@@ -320,7 +320,7 @@ func TestRollbackAndAlert(t *testing.T) {
 }
 
 // fetchCreds polls rotatord for the agent's new creds without using them.
-func fetchCreds(t *testing.T, e *env, a *agent.Client) string {
+func fetchCreds(t testing.TB, e *env, a *agent.Client) string {
 	t.Helper()
 	req, _ := http.NewRequest("GET", e.main.URL()+"/v1/agents/kate/creds", nil)
 	kp, _ := jwt.ParseDecoratedUserNKey(a.CredsFile())

@@ -64,14 +64,16 @@ func (s *Store) FindAccountByPublicKey(ctx context.Context, pub string) (*rotato
 }
 
 // LockAccount reads an account and locks its row until the transaction in
-// ctx ends. Every write of an account's JWT holds this lock, which
+// ctx ends. The lock is FOR NO KEY UPDATE: rows that reference the account
+// (revocations, the re-sign queue) take KEY SHARE locks on it, which must
+// not wait for, or be waited on by, a writer of its JWT. Every write of an account's JWT holds this lock, which
 // serializes them across replicas; so does every push, so an older JWT is
 // never pushed after a newer one was stored.
 func (s *Store) LockAccount(ctx context.Context, id int64) (*rotatord.Account, error) {
 	if _, ok := ctx.Value(txKey{}).(pgx.Tx); !ok {
 		return nil, errors.New("lock account: not in a transaction")
 	}
-	a, err := scanAccount(s.q(ctx).QueryRow(ctx, `SELECT `+accountCols+` FROM accounts a WHERE a.id = $1 FOR UPDATE OF a`, id))
+	a, err := scanAccount(s.q(ctx).QueryRow(ctx, `SELECT `+accountCols+` FROM accounts a WHERE a.id = $1 FOR NO KEY UPDATE OF a`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("account", fmt.Sprint(id))
 	}

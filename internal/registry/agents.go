@@ -74,7 +74,7 @@ func (s *Store) LockAgent(ctx context.Context, name string) (*rotatord.Agent, er
 	if _, ok := ctx.Value(txKey{}).(pgx.Tx); !ok {
 		return nil, errors.New("lock agent: not in a transaction")
 	}
-	g, err := scanAgent(s.q(ctx).QueryRow(ctx, `SELECT `+agentCols+agentFrom+` WHERE g.name = $1 FOR UPDATE OF g`, name))
+	g, err := scanAgent(s.q(ctx).QueryRow(ctx, `SELECT `+agentCols+agentFrom+` WHERE g.name = $1 FOR NO KEY UPDATE OF g`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("agent", name)
 	}

@@ -90,7 +90,7 @@ func (s *Store) LockRotation(ctx context.Context, id string) (r *rotatord.Rotati
 	if _, inTx := ctx.Value(txKey{}).(pgx.Tx); !inTx {
 		return nil, false, errors.New("lock rotation: not in a transaction")
 	}
-	r, err = scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.id::text = $1 FOR UPDATE OF r SKIP LOCKED`, id))
+	r, err = scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.id::text = $1 FOR NO KEY UPDATE OF r SKIP LOCKED`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -195,7 +195,7 @@ func (s *Store) ClaimDueAgents(ctx context.Context, now time.Time, limit int) ([
 	rows, err := s.q(ctx).Query(ctx, `SELECT g.name FROM agents g
 		WHERE g.state = 'active' AND g.next_rotation_at <= $1
 		  AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.agent_id = g.id AND r.state IN ('issued', 'distributed', 'confirmed'))
-		ORDER BY g.next_rotation_at LIMIT $2 FOR UPDATE OF g SKIP LOCKED`, dbTime(now), limit)
+		ORDER BY g.next_rotation_at LIMIT $2 FOR NO KEY UPDATE OF g SKIP LOCKED`, dbTime(now), limit)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("claim due agents: %w", err))
 	}

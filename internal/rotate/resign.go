@@ -93,23 +93,30 @@ func (s *Service) pruneRevocations(ctx context.Context, acc *rotatord.Account) e
 const maxCredentialLifetime = 400 * 24 * time.Hour
 
 // RunResigner re-signs queued accounts whenever a revocation is recorded on
-// this replica (after a short delay that gathers more), and every interval
-// for those queued by other replicas, until ctx ends.
+// this replica, and every interval for those queued by other replicas,
+// until ctx ends. Re-signs are at least the resign interval apart (1s by
+// default): every push of an account JWT makes each nats-server re-check
+// every connected user of the account, so a burst of rotations must cost
+// one push a second, not one per rotation. Operator revocations
+// (RevokeAgent) do not wait for this: they re-sign and push at once.
 func (s *Service) RunResigner(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-s.resignKick:
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(s.resignDelay):
-			}
 		}
+		wait := max(s.resignDelay, time.Until(last.Add(s.resignEvery)))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		last = time.Now()
 		if _, err := s.ResignQueued(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("re-sign accounts", "err", err)
 		}

@@ -104,8 +104,10 @@ type Config struct {
 	// NoJitter schedules rotations exactly on the schedule (for tests).
 	NoJitter bool
 	// ResignDelay is how long the re-signer waits after a revocation to
-	// gather more of the same account into one re-sign (default 50ms).
+	// gather more of the same account into one re-sign (default 50ms), and
+	// ResignEvery the least time between two re-signs (default 1s).
 	ResignDelay time.Duration
+	ResignEvery time.Duration
 	// AccountChanged, when set, is called after a commit that changed an
 	// account's JWT, so this replica's resolver cache follows at once (other
 	// replicas learn of it through LISTEN/NOTIFY).
@@ -126,6 +128,7 @@ type Service struct {
 	metrics      *metrics
 	jitter       bool
 	resignDelay  time.Duration
+	resignEvery  time.Duration
 	resignKick   chan struct{}
 	alertKick    chan struct{}
 	watchKick    chan struct{}
@@ -153,9 +156,13 @@ func New(cfg Config) *Service {
 	if delay == 0 {
 		delay = 50 * time.Millisecond
 	}
+	every := cfg.ResignEvery
+	if every == 0 {
+		every = time.Second
+	}
 	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
-		jitter: !cfg.NoJitter, resignDelay: delay,
+		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
 }
 

@@ -165,10 +165,13 @@ func (s *Service) handleEvents(ctx context.Context, events <-chan *nats.Msg) {
 		for k := range waiting {
 			confirm = append(confirm, k)
 		}
-		s.forEach(qctx, confirm, func(ctx context.Context, key string) error {
+		if ok := s.forEach(qctx, confirm, func(ctx context.Context, key string) error {
 			_, err := s.Confirm(ctx, key, jwtIDs[key], "event")
 			return err
-		})
+		}); ok < len(confirm) {
+			// The events are gone; the next tick asks the servers instead.
+			s.MarkEventsMissed()
+		}
 		cancel()
 	}
 }

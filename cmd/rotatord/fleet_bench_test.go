@@ -1,0 +1,329 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/pkg/agent"
+)
+
+// raiseFileLimit makes room for one socket per simulated agent on both
+// ends (the nats-server runs in this process).
+func raiseFileLimit(b *testing.B, need uint64) {
+	b.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	if lim.Cur >= need {
+		return
+	}
+	lim.Cur = need
+	if lim.Max < need {
+		lim.Max = need
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatalf("need %d open files for the simulated agents (run as root or raise ulimit -n): %v", need, err)
+	}
+}
+
+// BenchmarkFleetRotation rotates every agent of one account end to end:
+// the scheduler starts the rotations, each simulated agent (a real nats.go
+// connection on pkg/agent) fetches its creds with a proof of possession and
+// reconnects, the watcher confirms from $SYS connect events, and the old
+// keys are revoked in coalesced re-signs pushed to the server.
+//
+//	go test -run '^$' -bench FleetRotation -benchtime 1x -timeout 30m ./cmd/rotatord
+func BenchmarkFleetRotation(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
+			raiseFileLimit(b, uint64(3*n+4096))
+			for range b.N {
+				fleetRotation(b, n)
+			}
+		})
+	}
+}
+
+func fleetRotation(b *testing.B, n int) {
+	b.StopTimer()
+	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" }) // the benchmark ticks as fast as it can
+	e.startNATS()
+	e.waitNATS()
+	ctx := context.Background()
+	svc := e.main.Service
+	if _, err := svc.CreateAccount(ctx, "bench", rotate.AccountInput{Name: "fleet"}); err != nil {
+		b.Fatal(err)
+	}
+	// Create the agents and connect them (not timed).
+	start := time.Now()
+	clients := make([]*agent.Client, n)
+	conns := make([]*nats.Conn, n)
+	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	work := make(chan int)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := fmt.Sprintf("agent-%05d", i)
+				_, creds, err := svc.CreateAgent(ctx, "bench", rotate.AgentInput{Name: name, Account: "fleet"})
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc})
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				nc, err := a.Connect(e.ns.ClientURL(), nats.ReconnectBufSize(-1))
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				clients[i], conns[i] = a, nc
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatalf("set up agents: %v", err)
+	}
+	b.Cleanup(func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	})
+	b.Logf("created and connected %d agents in %s", n, time.Since(start).Round(time.Millisecond))
+	// The old credentials must be older than the compaction margin for the
+	// folded '*' entry to cover them, as they would be after a day.
+	time.Sleep(31*time.Second - time.Since(start))
+	oldKeys := make([]string, n)
+	for i, a := range clients {
+		oldKeys[i] = a.PublicKey()
+	}
+	// Every agent is due now, in creation order.
+	if _, err := e.main.Store.Pool().Exec(ctx, `UPDATE agents SET next_rotation_at = created_at - interval '1 day'`); err != nil {
+		b.Fatal(err)
+	}
+
+	var remaining atomic.Int64
+	remaining.Store(int64(n))
+	b.StartTimer()
+	t0 := time.Now()
+	tctx, stop := context.WithCancel(ctx)
+	var tickWG sync.WaitGroup
+	b.Cleanup(func() { stop(); tickWG.Wait() })
+	tickWG.Add(1)
+	var firstStarted atomic.Int64
+	go func() {
+		defer tickWG.Done()
+		for tctx.Err() == nil {
+			res, err := svc.Tick(tctx)
+			if err != nil && tctx.Err() == nil {
+				b.Logf("tick: %v", err)
+			}
+			if res.Started > 0 && firstStarted.Load() == 0 {
+				firstStarted.Store(int64(time.Since(t0)))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	// Progress on stderr, for whoever watches a long run.
+	go func() {
+		for tctx.Err() == nil {
+			time.Sleep(5 * time.Second)
+			var states string
+			e.main.Store.Pool().QueryRow(tctx, `SELECT coalesce(string_agg(state || '=' || c, ' '), '') FROM (SELECT state, count(*) c FROM rotations GROUP BY state) x`).Scan(&states)
+			fmt.Fprintf(os.Stderr, "fleet %d: %s: %s; agents left to refresh %d\n", n, time.Since(t0).Round(time.Second), states, remaining.Load())
+		}
+	}()
+	// Each agent fetches its new creds once its rotation is out, as if its
+	// poll came right then (a real fleet adds up to one poll interval), and
+	// moves its connection over.
+	index := make(map[string]int, n)
+	for i := range n {
+		index[fmt.Sprintf("agent-%05d", i)] = i
+	}
+	refreshed := make([]time.Duration, n)
+	queue := make(chan int, n)
+	var agentsWG sync.WaitGroup
+	agentsWG.Add(1)
+	go func() { // feeds the agents whose rotation was distributed
+		defer agentsWG.Done()
+		defer close(queue)
+		fed := make([]bool, n)
+		for left := n; left > 0 && tctx.Err() == nil; {
+			rows, err := e.main.Store.Pool().Query(tctx, `SELECT g.name FROM rotations r JOIN agents g ON g.id = r.agent_id WHERE r.state = 'distributed'`)
+			if err != nil {
+				b.Logf("feed: %v", err)
+				return
+			}
+			for rows.Next() {
+				var name string
+				rows.Scan(&name)
+				if i := index[name]; !fed[i] {
+					fed[i] = true
+					left--
+					queue <- i
+				}
+			}
+			rows.Close()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	for range 16 {
+		agentsWG.Add(1)
+		go func() {
+			defer agentsWG.Done()
+			for i := range queue {
+				for {
+					got, err := clients[i].Refresh(tctx)
+					if err == nil && got {
+						break
+					}
+					if tctx.Err() != nil {
+						return
+					}
+					b.Logf("agent %d refresh: %v, %v", i, got, err)
+					time.Sleep(100 * time.Millisecond)
+				}
+				refreshed[i] = time.Since(t0)
+				remaining.Add(-1)
+			}
+		}()
+	}
+	agentsWG.Wait()
+	tAgents := time.Since(t0)
+	var done int
+	for {
+		err := e.main.Store.Pool().QueryRow(ctx, `SELECT count(*) FROM rotations WHERE state = 'completed'`).Scan(&done)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if done == n {
+			break
+		}
+		if time.Since(t0) > 5*time.Minute {
+			var states string
+			e.main.Store.Pool().QueryRow(ctx, `SELECT string_agg(state || '=' || c, ' ') FROM (SELECT state, count(*) c FROM rotations GROUP BY state) x`).Scan(&states)
+			b.Fatalf("only %d of %d rotations completed after 5m (%s); agents refreshed by %s", done, n, states, tAgents)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tCompleted := time.Since(t0)
+	// Revoked means: the stored account JWT revokes every old key and a
+	// server acknowledged it.
+	for {
+		var queued, owed int
+		e.main.Store.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM account_resign), (SELECT count(*) FROM accounts WHERE pushed_version < jwt_version)`).Scan(&queued, &owed)
+		if queued == 0 && owed == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tRevoked := time.Since(t0)
+	b.StopTimer()
+	stop()
+	tickWG.Wait()
+
+	acc, err := svc.Account(ctx, "fleet")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ac, err := jwt.DecodeAccountClaims(acc.JWT)
+	if err != nil {
+		b.Fatal(err)
+	}
+	revoked := 0
+	for _, k := range oldKeys {
+		uc := jwt.NewUserClaims(k)
+		uc.IssuedAt = time.Now().Add(-time.Minute).Unix() // older than the rotation
+		if ac.IsClaimRevoked(uc) {
+			revoked++
+		}
+	}
+	if revoked != n {
+		b.Fatalf("the account jwt revokes %d of %d old keys", revoked, n)
+	}
+	connected := 0
+	for _, nc := range conns {
+		if nc.IsConnected() {
+			connected++
+		}
+	}
+	sort.Slice(refreshed, func(i, j int) bool { return refreshed[i] < refreshed[j] })
+	b.ReportMetric(tRevoked.Seconds(), "s_total")
+	b.ReportMetric(float64(n)/tRevoked.Seconds(), "rotations/s")
+	b.ReportMetric(float64(len(acc.JWT)), "account_jwt_bytes")
+	b.ReportMetric(float64(len(ac.Revocations)), "revocation_entries")
+	b.Logf("%d agents: first rotation started %s; agents had fetched their creds %s (median agent %s); all completed %s; old keys revoked and pushed %s",
+		n, time.Duration(firstStarted.Load()).Round(time.Millisecond), tAgents.Round(time.Millisecond),
+		refreshed[n/2].Round(time.Millisecond), tCompleted.Round(time.Millisecond), tRevoked.Round(time.Millisecond))
+	b.Logf("account jwt: %d bytes, %d revocation entries; %d of %d agents connected at the end", len(acc.JWT), len(ac.Revocations), connected, n)
+}
+
+// BenchmarkRevokeToDrop measures the time from sending
+// POST /v1/agents/{name}/revoke to the agent's connection being dropped by
+// the server.
+//
+//	go test -run '^$' -bench RevokeToDrop -benchtime 200x ./cmd/rotatord
+func BenchmarkRevokeToDrop(b *testing.B) {
+	b.StopTimer()
+	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" })
+	e.startNATS()
+	e.waitNATS()
+	e.http = &http.Client{Timeout: 10 * time.Second}
+	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
+	lat := make([]time.Duration, 0, b.N)
+	for i := range b.N {
+		name := fmt.Sprintf("agent-%05d", i)
+		_, creds := createAgent(e, name, "fleet")
+		dropped := make(chan time.Time, 1)
+		nc, err := nats.Connect(e.ns.ClientURL(), nats.UserCredentials(writeCreds(b, creds)), nats.NoReconnect(),
+			nats.DisconnectErrHandler(func(*nats.Conn, error) {
+				select {
+				case dropped <- time.Now():
+				default:
+				}
+			}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		sent := time.Now()
+		go e.do("POST", "/v1/agents/"+name+"/revoke", e.admin, nil)
+		select {
+		case at := <-dropped:
+			lat = append(lat, at.Sub(sent))
+		case <-time.After(10 * time.Second):
+			b.Fatalf("agent %s not dropped", name)
+		}
+		b.StopTimer()
+		nc.Close()
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99_ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max_ms")
+}
