@@ -54,6 +54,20 @@ func (r *Rotation) InFlight() bool {
 	return r.State == RotationIssued || r.State == RotationDistributed || r.State == RotationConfirmed
 }
 
+// Handoff is what a distributor hands to an agent: its new credentials.
+// Seed and Creds are secret; a Handoff is never logged.
+type Handoff struct {
+	Account    string
+	Agent      string
+	RotationID string
+	PublicKey  string
+	JWT        string
+	Seed       []byte // nil when the agent generated its own key
+	Creds      []byte // creds file; nil without a seed
+	IssuedAt   time.Time
+	ExpiresAt  time.Time
+}
+
 // Alert severities.
 const (
 	SeverityInfo     = "info"

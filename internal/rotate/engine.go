@@ -13,34 +13,22 @@ import (
 	"github.com/rotatord/rotatord/internal/jwtissue"
 )
 
-// Delivery is what a Distributor hands to an agent.
-type Delivery struct {
-	Account    string
-	Agent      string
-	RotationID string
-	PublicKey  string
-	JWT        string
-	Seed       []byte // nil when the agent generated its own key
-	Creds      []byte // creds file; nil without a seed
-	IssuedAt   time.Time
-}
-
 // Distributor hands new credentials to agents of one delivery kind.
 type Distributor interface {
 	// Deliver makes the credentials available to the agent and returns a
 	// reference to what it wrote (such as a Vault version) for Restore.
-	Deliver(ctx context.Context, d Delivery) (ref string, err error)
+	Deliver(ctx context.Context, h rotatord.Handoff) (ref string, err error)
 	// Restore puts back what the agent had before a delivery that is being
 	// rolled back, so that the agent finds working credentials.
-	Restore(ctx context.Context, d Delivery, ref string) error
+	Restore(ctx context.Context, h rotatord.Handoff, ref string) error
 }
 
 // pollDelivery keeps the new credentials in the registry (the seed sealed
 // under the master key) until the agent fetches them.
 type pollDelivery struct{}
 
-func (pollDelivery) Deliver(context.Context, Delivery) (string, error) { return "", nil }
-func (pollDelivery) Restore(context.Context, Delivery, string) error   { return nil }
+func (pollDelivery) Deliver(context.Context, rotatord.Handoff) (string, error) { return "", nil }
+func (pollDelivery) Restore(context.Context, rotatord.Handoff, string) error   { return nil }
 
 // Rotation errors callers can test for.
 var (
@@ -188,21 +176,22 @@ func (s *Service) distributor(d rotatord.Delivery) (Distributor, error) {
 }
 
 // delivery rebuilds what a distributor hands out for the rotation's new key.
-func (s *Service) delivery(ctx context.Context, g *rotatord.Agent, r *rotatord.Rotation) (Delivery, error) {
+func (s *Service) delivery(ctx context.Context, g *rotatord.Agent, r *rotatord.Rotation) (rotatord.Handoff, error) {
 	cred, err := s.store.FindCredential(ctx, r.NewCredentialID)
 	if err != nil {
-		return Delivery{}, err
+		return rotatord.Handoff{}, err
 	}
-	d := Delivery{Account: g.Account, Agent: g.Name, RotationID: r.ID, PublicKey: cred.PublicKey, JWT: cred.JWT, IssuedAt: cred.IssuedAt}
+	h := rotatord.Handoff{Account: g.Account, Agent: g.Name, RotationID: r.ID, PublicKey: cred.PublicKey, JWT: cred.JWT,
+		IssuedAt: cred.IssuedAt, ExpiresAt: cred.ExpiresAt}
 	if cred.SeedEnc != nil {
-		if d.Seed, err = s.sealer.Open(cred.SeedEnc, []byte(cred.PublicKey)); err != nil {
-			return Delivery{}, fmt.Errorf("open seed of %s: %w", cred.PublicKey, err)
+		if h.Seed, err = s.sealer.Open(cred.SeedEnc, []byte(cred.PublicKey)); err != nil {
+			return rotatord.Handoff{}, fmt.Errorf("open seed of %s: %w", cred.PublicKey, err)
 		}
-		if d.Creds, err = jwtissue.Creds(cred.JWT, d.Seed); err != nil {
-			return Delivery{}, err
+		if h.Creds, err = jwtissue.Creds(cred.JWT, h.Seed); err != nil {
+			return rotatord.Handoff{}, err
 		}
 	}
-	return d, nil
+	return h, nil
 }
 
 // distribute hands the new credentials out; a failure rolls back before
@@ -211,7 +200,7 @@ func (s *Service) distribute(ctx context.Context, g *rotatord.Agent, r *rotatord
 	dist, err := s.distributor(g.Delivery)
 	var ref string
 	if err == nil {
-		var d Delivery
+		var d rotatord.Handoff
 		if d, err = s.delivery(ctx, g, r); err == nil {
 			ref, err = dist.Deliver(ctx, d)
 		}
