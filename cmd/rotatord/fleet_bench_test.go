@@ -49,7 +49,7 @@ func raiseFileLimit(b *testing.B, need uint64) {
 func BenchmarkFleetRotation(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
-			raiseFileLimit(b, uint64(3*n+4096))
+			raiseFileLimit(b, uint64(n+4096))
 			for range b.N {
 				fleetRotation(b, n)
 			}
@@ -59,8 +59,8 @@ func BenchmarkFleetRotation(b *testing.B) {
 
 func fleetRotation(b *testing.B, n int) {
 	b.StopTimer()
-	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" }) // the benchmark ticks as fast as it can
-	e.startNATS()
+	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" }) // the benchmark ticks itself
+	natsURL := e.startNATSProcess()
 	e.waitNATS()
 	ctx := context.Background()
 	svc := e.main.Service
@@ -91,7 +91,7 @@ func fleetRotation(b *testing.B, n int) {
 					failed.Store(err)
 					continue
 				}
-				nc, err := a.Connect(e.ns.ClientURL(), nats.ReconnectBufSize(-1))
+				nc, err := a.Connect(natsURL, nats.ReconnectBufSize(-1))
 				if err != nil {
 					failed.Store(err)
 					continue

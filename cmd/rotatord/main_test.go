@@ -28,7 +28,13 @@ import (
 	"github.com/rotatord/rotatord/internal/seal"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(natsChildEnv) != "" {
+		runNATSChild()
+		return
+	}
+	pgtest.Main(m)
+}
 
 // logBuffer collects a Main's logs and prints them if the test fails.
 type logBuffer struct {

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/natsrun"
+)
+
+// natsChildEnv makes the test binary run only a nats-server: benchmarks
+// with thousands of agents put the server's sockets in another process
+// than the agents' (one process may not hold both ends).
+const natsChildEnv = "ROTATORD_TEST_NATS_CHILD"
+
+func runNATSChild() {
+	port, _ := strconv.Atoi(os.Getenv("NATS_PORT"))
+	ns, err := natsrun.Start(natsrun.Options{OperatorJWT: os.Getenv("NATS_OPERATOR_JWT"), SystemAccount: os.Getenv("NATS_SYSTEM_ACCOUNT"),
+		ResolverURL: os.Getenv("NATS_RESOLVER_URL"), Port: port})
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin) //nolint:errcheck // returns when the parent closes stdin or dies
+	ns.Shutdown()
+	os.Exit(0)
+}
+
+// startNATSProcess starts a nats-server in a child process, using the
+// resolver of e.main, and returns its client URL.
+func (e *env) startNATSProcess() string {
+	e.t.Helper()
+	op, err := e.main.Store.Operator(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), natsChildEnv+"=1", "NATS_OPERATOR_JWT="+op.JWT, "NATS_SYSTEM_ACCOUNT="+op.SystemAccount,
+		"NATS_RESOLVER_URL="+e.main.URL()+"/jwt/v1/accounts/", fmt.Sprintf("NATS_PORT=%d", e.natsPort))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		e.t.Fatalf("nats child: %q, %v", line, err)
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort)
+}
+
