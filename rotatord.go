@@ -23,6 +23,7 @@ type Delivery string
 const (
 	DeliveryPoll  Delivery = "poll"  // the agent fetches them with proof of possession
 	DeliveryVault Delivery = "vault" // rotatord writes them to Vault KV v2
+	DeliveryFile  Delivery = "file"  // rotatord writes creds files into a folder (development, mounted secrets)
 )
 
 // Agent states.

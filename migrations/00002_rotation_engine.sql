@@ -3,12 +3,15 @@
 -- credential still valid in the account can be folded into one '*' entry.
 ALTER TABLE revocations ADD COLUMN jwt_issued_at timestamptz;
 
--- Accounts whose JWT must be re-signed (revocations were recorded). Many
--- completions queue one re-sign: the re-signer takes them all at once.
+-- Requests to re-sign an account's JWT (revocations were recorded). It is
+-- append-only, so concurrent completions never wait on each other; the
+-- re-signer takes all requests of an account at once.
 CREATE TABLE account_resign (
-    account_id  bigint      PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
+    id          bigserial   PRIMARY KEY,
+    account_id  bigint      NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
     wanted_at   timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX account_resign_account ON account_resign (account_id);
 
 ALTER TABLE rotations
     ADD COLUMN old_credential_id bigint REFERENCES credentials (id) ON DELETE SET NULL,

@@ -118,8 +118,15 @@ func fleetRotation(b *testing.B, n int) {
 	// folded '*' entry to cover them, as they would be after a day.
 	time.Sleep(31*time.Second - time.Since(start))
 	oldKeys := make([]string, n)
+	oldIAT := make([]int64, n)
 	for i, a := range clients {
 		oldKeys[i] = a.PublicKey()
+		token, _ := jwt.ParseDecoratedJWT(a.CredsFile())
+		uc, err := jwt.DecodeUserClaims(token)
+		if err != nil {
+			b.Fatal(err)
+		}
+		oldIAT[i] = uc.IssuedAt
 	}
 	// Every agent is due now, in creation order.
 	if _, err := e.main.Store.Pool().Exec(ctx, `UPDATE agents SET next_rotation_at = created_at - interval '1 day'`); err != nil {
@@ -255,9 +262,9 @@ func fleetRotation(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	revoked := 0
-	for _, k := range oldKeys {
+	for i, k := range oldKeys {
 		uc := jwt.NewUserClaims(k)
-		uc.IssuedAt = time.Now().Add(-time.Minute).Unix() // older than the rotation
+		uc.IssuedAt = oldIAT[i]
 		if ac.IsClaimRevoked(uc) {
 			revoked++
 		}

@@ -72,4 +72,3 @@ func (e *env) startNATSProcess() string {
 	}
 	return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort)
 }
-

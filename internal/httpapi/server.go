@@ -67,6 +67,7 @@ func New(cfg Config) *Server {
 		r.Use(s.logRequests)
 		// Agents authenticate with a proof of possession of their key.
 		r.Get("/agents/{name}/creds", s.agentCreds)
+		r.Post("/agents/{name}/creds", s.agentKey)
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireScope(rotatord.ScopeRead))
 			r.Get("/rotations/{id}", s.getRotation)

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,6 +27,9 @@ import (
 // account JWT is announced; the payload is the account public key.
 const AccountsChannel = "rotatord_accounts"
 
+// DefaultMaxConns is the pool size unless the URL sets pool_max_conns.
+const DefaultMaxConns = 32
+
 // Store is the PostgreSQL registry. It is safe for concurrent use.
 type Store struct {
 	pool *pgxpool.Pool
@@ -37,6 +41,11 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		// pgx's message can echo the URL with its password; keep only the gist.
 		return nil, fmt.Errorf("parse database url: %w", errors.New(redact(err.Error(), url)))
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgx defaults to max(4, CPUs): too few for the rotation workers,
+		// the watcher and the API at once.
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

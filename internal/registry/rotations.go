@@ -175,9 +175,15 @@ func (s *Store) PendingRotationsByKey(ctx context.Context, keys []string) (map[s
 }
 
 // DistributedAccounts returns the public keys of accounts with rotations
-// waiting for a reconnect.
-func (s *Store) DistributedAccounts(ctx context.Context) ([]string, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT DISTINCT a.public_key`+rotationFrom+` WHERE r.state IN ('issued', 'distributed')`)
+// waiting for a reconnect; with a non-zero deadlineBefore, only those with
+// a rotation whose deadline is not after it.
+func (s *Store) DistributedAccounts(ctx context.Context, deadlineBefore time.Time) ([]string, error) {
+	var before any
+	if !deadlineBefore.IsZero() {
+		before = dbTime(deadlineBefore)
+	}
+	rows, err := s.q(ctx).Query(ctx, `SELECT DISTINCT a.public_key`+rotationFrom+`
+		WHERE r.state IN ('issued', 'distributed') AND ($1::timestamptz IS NULL OR r.deadline <= $1)`, before)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list accounts waiting: %w", err))
 	}
@@ -220,7 +226,7 @@ func (s *Store) FindCredential(ctx context.Context, id int64) (*rotatord.Credent
 
 // QueueResign asks for the account's JWT to be re-signed.
 func (s *Store) QueueResign(ctx context.Context, accountID int64) error {
-	_, err := s.q(ctx).Exec(ctx, `INSERT INTO account_resign (account_id) VALUES ($1) ON CONFLICT DO NOTHING`, accountID)
+	_, err := s.q(ctx).Exec(ctx, `INSERT INTO account_resign (account_id) VALUES ($1)`, accountID)
 	if err != nil {
 		return mapErr(fmt.Errorf("queue re-sign of account %d: %w", accountID, err))
 	}
@@ -232,14 +238,17 @@ func (s *Store) QueueResign(ctx context.Context, accountID int64) error {
 // InTx: the claim is undone if the transaction fails.
 func (s *Store) ClaimResign(ctx context.Context) (int64, error) {
 	var id int64
-	err := s.q(ctx).QueryRow(ctx, `DELETE FROM account_resign WHERE account_id = (
-			SELECT account_id FROM account_resign ORDER BY wanted_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-		RETURNING account_id`).Scan(&id)
+	err := s.q(ctx).QueryRow(ctx, `SELECT account_id FROM account_resign ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, mapErr(fmt.Errorf("claim re-sign: %w", err))
+	}
+	// Every request of the account committed so far is served by this
+	// re-sign; ones committed later stay for the next.
+	if _, err := s.q(ctx).Exec(ctx, `DELETE FROM account_resign WHERE account_id = $1`, id); err != nil {
+		return 0, mapErr(fmt.Errorf("claim re-sign of account %d: %w", id, err))
 	}
 	return id, nil
 }
@@ -249,8 +258,7 @@ func (s *Store) ClaimResign(ctx context.Context) (int64, error) {
 func (s *Store) QueueCompactable(ctx context.Context, now, cutoff time.Time) error {
 	_, err := s.q(ctx).Exec(ctx, `INSERT INTO account_resign (account_id)
 		SELECT DISTINCT account_id FROM revocations
-		WHERE public_key <> '*' AND (expires_at < $1 OR jwt_issued_at <= $2)
-		ON CONFLICT DO NOTHING`, dbTime(now), dbTime(cutoff))
+		WHERE public_key <> '*' AND (expires_at < $1 OR jwt_issued_at <= $2)`, dbTime(now), dbTime(cutoff))
 	if err != nil {
 		return mapErr(fmt.Errorf("queue compactable accounts: %w", err))
 	}

@@ -35,10 +35,11 @@ func (s *Service) checkDelivery(d rotatord.Delivery) error {
 	switch d {
 	case rotatord.DeliveryPoll:
 		return nil
-	case rotatord.DeliveryVault:
-		return rotatord.Errorf(rotatord.EUNSUPPORTED, "delivery %q is not configured on this server", d)
+	case rotatord.DeliveryVault, rotatord.DeliveryFile:
+		_, err := s.distributor(d)
+		return err
 	}
-	return rotatord.Errorf(rotatord.EINVALID, "delivery %q is not one of poll, vault", d)
+	return rotatord.Errorf(rotatord.EINVALID, "delivery %q is not one of poll, vault, file", d)
 }
 
 func (s *Service) checkPolicy(p rotatord.RotationPolicy) error {
@@ -50,7 +51,9 @@ func (s *Service) checkPolicy(p rotatord.RotationPolicy) error {
 
 // CreateAgent creates an agent in an existing account and issues its first
 // credentials. For poll delivery they are returned once, as a creds file,
-// and rotatord keeps no copy of the seed.
+// and rotatord keeps no copy of the seed; for vault and file delivery they
+// are written there (and nil is returned), and when that fails nothing is
+// created (EUNAVAILABLE).
 func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (*rotatord.Agent, []byte, error) {
 	if err := rotatord.ValidateName("agent", in.Name); err != nil {
 		return nil, nil, err
@@ -108,6 +111,21 @@ func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (
 		g.Active = cred
 		if creds, err = jwtissue.Creds(cred.JWT, jwtissue.Seed(kp)); err != nil {
 			return err
+		}
+		if g.Delivery != rotatord.DeliveryPoll {
+			// The first creds go where the agent reads them; if that fails,
+			// nothing is created.
+			dist, err := s.distributor(g.Delivery)
+			if err != nil {
+				return err
+			}
+			_, err = dist.Deliver(ctx, rotatord.Handoff{Account: acc.Name, Agent: g.Name, PublicKey: cred.PublicKey,
+				JWT: cred.JWT, Seed: jwtissue.Seed(kp), Creds: creds, IssuedAt: cred.IssuedAt, ExpiresAt: cred.ExpiresAt})
+			if err != nil {
+				s.log.Warn("deliver first creds", "agent", g.Name, "delivery", g.Delivery, "err", err)
+				return rotatord.Errorf(rotatord.EUNAVAILABLE, "could not deliver the first credentials by %s; nothing was created", g.Delivery)
+			}
+			creds = nil
 		}
 		if err := s.audit(ctx, actor, "agent.create", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name,
 			Details: map[string]any{"permissions": g.Permissions, "schedule": g.Rotation.Schedule,

@@ -114,3 +114,41 @@ func (s *Service) AgentCreds(ctx context.Context, name string, p Proof) ([]byte,
 	}
 	return creds, nil
 }
+
+// AgentKeyResult is what an agent gets back for a key it generated.
+type AgentKeyResult struct {
+	Rotation   *rotatord.Rotation
+	Credential *rotatord.Credential
+}
+
+// AgentKey starts a rotation from a key pair the agent generated itself:
+// rotatord issues a JWT for pub and the seed never leaves the agent. The
+// caller proves possession of its current key. A key that is not a user
+// key is EINVALID; one already used (by this agent or another) ECONFLICT.
+func (s *Service) AgentKey(ctx context.Context, name, pub string, p Proof) (*AgentKeyResult, error) {
+	g, presented, err := s.authenticateAgent(ctx, name, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := jwtissue.ValidateUserKey(pub); err != nil {
+		return nil, err
+	}
+	if _, err := s.store.FindCredentialByPublicKey(ctx, pub); err == nil {
+		return nil, rotatord.Errorf(rotatord.ECONFLICT, "public key was used before: generate a new key pair")
+	} else if !errors.Is(err, rotatord.ErrNotFound) {
+		return nil, err
+	}
+	r, err := s.startRotation(ctx, Actor("agent:"+name), g.Name, rotatord.TriggerAgent, pub)
+	if err != nil {
+		return nil, err
+	}
+	if r, err = s.advance(ctx, r.ID, false); err != nil {
+		return nil, err
+	}
+	cred, err := s.store.FindCredential(ctx, r.NewCredentialID)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("agent sent its own key", "agent", name, "key", pub, "rotation", r.ID, "proof_key", presented.PublicKey)
+	return &AgentKeyResult{Rotation: r, Credential: cred}, nil
+}

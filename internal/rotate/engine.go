@@ -116,7 +116,9 @@ var errNotDue = rotatord.Errorf(rotatord.ECONFLICT, "agent is not due")
 func (s *Service) advance(ctx context.Context, id string, expire bool) (*rotatord.Rotation, error) {
 	for {
 		r, moved, err := s.step(ctx, id, expire)
-		if err != nil || !moved || !r.InFlight() {
+		// A distributed rotation waits for the agent; stepping it again now
+		// would do nothing.
+		if err != nil || !moved || !r.InFlight() || (r.State == rotatord.RotationDistributed && !expire) {
 			return r, err
 		}
 	}
@@ -229,12 +231,13 @@ func deliveryDetail(err error) string {
 }
 
 // Confirm records that the agent connected with the rotation's new key
-// (and the JWT issued for it), then completes the rotation. how says what
-// showed it ("event" or "connz"). A key that no rotation waits for is
-// ignored.
+// (and the JWT issued for it) and completes the rotation in the same
+// transaction: completing touches only the database, so there is no step
+// between the two that a crash could interrupt. how says what showed it
+// ("event" or "connz"). A key that no rotation waits for is ignored.
 func (s *Service) Confirm(ctx context.Context, newKey, jwtID, how string) (*rotatord.Rotation, error) {
 	var r *rotatord.Rotation
-	var confirmed bool
+	var after func()
 	err := s.store.InTx(ctx, func(ctx context.Context) error {
 		byKey, err := s.store.PendingRotationsByKey(ctx, []string{newKey})
 		if err != nil || byKey[newKey] == nil {
@@ -261,20 +264,20 @@ func (s *Service) Confirm(ctx context.Context, newKey, jwtID, how string) (*rota
 		}
 		now := s.now()
 		r.State, r.ConfirmedAt, r.ConfirmedBy = rotatord.RotationConfirmed, &now, how
-		if err := s.store.UpdateRotation(ctx, r); err != nil {
+		if err := s.audit(ctx, SystemActor, "rotation.confirm", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"by": how, "jwt_id": cred.JWTID}}); err != nil {
 			return err
 		}
-		confirmed = true
-		return s.audit(ctx, SystemActor, "rotation.confirm", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-			PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"by": how, "jwt_id": cred.JWTID}})
+		after, err = s.complete(ctx, g, r, now)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("confirm %s: %w", newKey, err)
 	}
-	if !confirmed {
-		return r, nil
+	if after != nil {
+		after()
 	}
-	return s.advance(ctx, r.ID, false)
+	return r, nil
 }
 
 // complete retires the old key (a revocation entry, folded into the account

@@ -105,7 +105,16 @@ func (s *Service) seal(kp nkeys.KeyPair) []byte {
 
 // signer loads and decrypts the newest signing key of the operator
 // (accountID 0) or of an account.
+//
+// Account signers are kept in memory once opened (signing is rotatord's
+// job; their seeds stay sealed in the database). The operator's is loaded
+// each time: it signs rarely.
 func (s *Service) signer(ctx context.Context, accountID int64) (nkeys.KeyPair, error) {
+	if accountID != 0 {
+		if kp, ok := s.signers.Load(accountID); ok {
+			return kp.(nkeys.KeyPair), nil
+		}
+	}
 	pub, enc, err := s.store.SigningKey(ctx, accountID)
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
@@ -118,7 +127,11 @@ func (s *Service) signer(ctx context.Context, accountID int64) (nkeys.KeyPair, e
 	if accountID == 0 {
 		kind = nkeys.PrefixByteOperator
 	}
-	return jwtissue.FromSeed(seed, kind)
+	kp, err := jwtissue.FromSeed(seed, kind)
+	if err == nil && accountID != 0 {
+		s.signers.Store(accountID, kp)
+	}
+	return kp, err
 }
 
 // MintSystemUser returns a new user of the system account, for rotatord's

@@ -94,10 +94,11 @@ const maxCredentialLifetime = 400 * 24 * time.Hour
 
 // RunResigner re-signs queued accounts whenever a revocation is recorded on
 // this replica, and every interval for those queued by other replicas,
-// until ctx ends. Re-signs are at least the resign interval apart (1s by
-// default): every push of an account JWT makes each nats-server re-check
-// every connected user of the account, so a burst of rotations must cost
-// one push a second, not one per rotation. Operator revocations
+// until ctx ends. Re-signs are at least the resign interval apart (5s by
+// default): every push of an account JWT makes each nats-server re-verify
+// every connected user of the account (10,000 users cost about half a core
+// second), so a burst of rotations must cost one push every few seconds,
+// not one per rotation. A replaced key is revoked within that interval. Operator revocations
 // (RevokeAgent) do not wait for this: they re-sign and push at once.
 func (s *Service) RunResigner(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)

@@ -60,7 +60,7 @@ type Store interface {
 	ListRotations(ctx context.Context, agentID int64, limit int) ([]*rotatord.Rotation, error)
 	ListRotationsToAdvance(ctx context.Context, now time.Time, allDistributed bool, limit int) ([]string, error)
 	PendingRotationsByKey(ctx context.Context, keys []string) (map[string]*rotatord.Rotation, error)
-	DistributedAccounts(ctx context.Context) ([]string, error)
+	DistributedAccounts(ctx context.Context, deadlineBefore time.Time) ([]string, error)
 	ClaimDueAgents(ctx context.Context, now time.Time, limit int) ([]string, error)
 	FindCredential(ctx context.Context, id int64) (*rotatord.Credential, error)
 	FindCredentialByPublicKey(ctx context.Context, pub string) (*rotatord.Credential, error)
@@ -105,7 +105,7 @@ type Config struct {
 	NoJitter bool
 	// ResignDelay is how long the re-signer waits after a revocation to
 	// gather more of the same account into one re-sign (default 50ms), and
-	// ResignEvery the least time between two re-signs (default 1s).
+	// ResignEvery the least time between two re-signs (default 5s).
 	ResignDelay time.Duration
 	ResignEvery time.Duration
 	// AccountChanged, when set, is called after a commit that changed an
@@ -136,6 +136,8 @@ type Service struct {
 
 	mu        sync.Mutex
 	lastSweep time.Time
+	lastConnz time.Time
+	signers   sync.Map // account ID -> nkeys.KeyPair
 }
 
 // New returns a Service.
@@ -158,7 +160,7 @@ func New(cfg Config) *Service {
 	}
 	every := cfg.ResignEvery
 	if every == 0 {
-		every = time.Second
+		every = 5 * time.Second
 	}
 	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),

@@ -87,8 +87,9 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 
 var errSkip = errors.New("skip")
 
-// workers bounds how many rotations one replica works on at once.
-const workers = 8
+// workers bounds how many rotations one replica works on at once; the
+// database pool has room for them and for the API.
+const workers = 16
 
 // forEach runs fn for every item with a few workers; it logs failures and
 // returns how many succeeded.

@@ -11,6 +11,10 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// connzEvery is how often the servers are asked who is connected while
+// rotations wait for a reconnect, events or not.
+const connzEvery = 30 * time.Second
+
 // ErrNoNATS means there is no NATS connection to ask the servers over.
 var ErrNoNATS = errors.New("not connected to nats")
 
@@ -37,22 +41,34 @@ func (s *Service) checkConnected(ctx context.Context) (int, error) {
 		all = true
 	default:
 	}
-	ids, err := s.store.ListRotationsToAdvance(ctx, s.now(), all, 10000)
-	if err != nil || len(ids) == 0 {
-		return 0, err
+	// Events can be lost in ways no one notices (a server restart, a
+	// network blip): every so often, ask anyway while rotations wait.
+	now := s.now()
+	s.mu.Lock()
+	if now.Sub(s.lastConnz) >= connzEvery {
+		all = true
 	}
-	accounts := map[string]bool{}
-	for _, id := range ids {
-		r, err := s.store.FindRotation(ctx, id)
+	if all {
+		s.lastConnz = now
+	}
+	s.mu.Unlock()
+	var accounts []string
+	if all {
+		accs, err := s.store.DistributedAccounts(ctx, time.Time{})
 		if err != nil {
 			return 0, err
 		}
-		if r.State == "distributed" || r.State == "issued" {
-			accounts[r.AccountKey] = true
+		accounts = accs
+	} else {
+		// Only those whose deadline passed, before they are rolled back.
+		accs, err := s.store.DistributedAccounts(ctx, now)
+		if err != nil {
+			return 0, err
 		}
+		accounts = accs
 	}
 	n := 0
-	for acc := range accounts {
+	for _, acc := range accounts {
 		conns, err := s.checker.Connected(ctx, acc)
 		if errors.Is(err, ErrNoNATS) {
 			// Nothing to ask; deadlines roll back what cannot be confirmed.
@@ -93,13 +109,22 @@ type connectEvent struct {
 // rotations whose new key connects. Replicas share the events through a
 // queue group. The returned function stops watching.
 func (s *Service) Watch(nc *nats.Conn) (stop func(), err error) {
-	events := make(chan *nats.Msg, 4096)
-	sub, err := nc.ChanQueueSubscribe("$SYS.ACCOUNT.*.CONNECT", "rotatord-watch", events)
+	events := make(chan *nats.Msg, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	// nats.go buffers behind this callback without limit, so a burst of
+	// reconnects never drops events as a slow consumer; the callback hands
+	// them to the batching loop.
+	sub, err := nc.QueueSubscribe("$SYS.ACCOUNT.*.CONNECT", "rotatord-watch", func(m *nats.Msg) {
+		select {
+		case events <- m:
+		case <-ctx.Done():
+		}
+	})
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("watch connect events: %w", err)
 	}
 	sub.SetPendingLimits(-1, -1) //nolint:errcheck // only fails on a closed subscription
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -191,7 +216,7 @@ type connzReply struct {
 	} `json:"data"`
 }
 
-// Connected implements ConnChecker. Every server answers; pages of 1024
+// Connected implements ConnChecker. Every server answers; pages of 256
 // connections are fetched until no server has more.
 func (c NATSChecker) Connected(ctx context.Context, accountPub string) (map[string]string, error) {
 	nc := c.Conn()
@@ -202,7 +227,9 @@ func (c NATSChecker) Connected(ctx context.Context, accountPub string) (map[stri
 	if timeout == 0 {
 		timeout = 2 * time.Second
 	}
-	const limit = 1024
+	// Each connection carries its JWT (about 1 KB): 256 keep a reply far
+	// below the 1 MB max payload.
+	const limit = 256
 	out := map[string]string{}
 	for offset := 0; ; offset += limit {
 		req, _ := json.Marshal(map[string]any{"auth": true, "limit": limit, "offset": offset})
