@@ -95,8 +95,18 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 			PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"trigger": trigger, "old_key": r.OldKey}}); err != nil {
 			return err
 		}
-		return s.audit(ctx, actor, "credential.issue", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-			PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"jwt_id": cred.JWTID, "expires_at": cred.ExpiresAt}})
+		if err := s.audit(ctx, actor, "credential.issue", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"jwt_id": cred.JWTID, "expires_at": cred.ExpiresAt}}); err != nil {
+			return err
+		}
+		if g.Delivery == rotatord.DeliveryPoll {
+			// Handing out by poll only marks the creds ready: nothing
+			// outside the database happens between the two steps, so they
+			// commit together.
+			_, err := s.distribute(ctx, g, r, now)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start rotation of %s: %w", agent, err)

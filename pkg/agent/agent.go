@@ -1,9 +1,21 @@
-// Package agent keeps a NATS connection alive across rotatord's credential
-// rotations. It holds the agent's current creds, fetches newer ones from
-// rotatord with a proof of possession of the current key, and moves the
-// connection over to them with a forced reconnect; nats.go keeps the
-// subscriptions and buffers publishes meanwhile. If the servers refuse the
-// new creds, it falls back to the previous ones.
+// Package agent keeps an agent's NATS connection alive across rotatord's
+// credential rotations.
+//
+// A Client holds the agent's creds and hands them to nats.go through
+// callbacks (nats.UserJWT), so every connect attempt uses whatever creds are
+// current then. New creds come from rotatord (Refresh and Run poll with a
+// proof of possession of the current key), from a key pair the agent made
+// itself (RotateOwnKey: only the public key leaves the process), or from a
+// source the program already has: a mounted creds file (WatchFile), a Vault
+// KV v2 secret (WatchVault), or any bytes (Use). Switching forces a
+// reconnect; nats.go keeps the subscriptions and buffers publishes
+// meanwhile.
+//
+// The client never locks the agent out on its own: while the servers have
+// not accepted a new key, the previous one is kept, and if the servers
+// refuse the new key the connection goes back to the previous one. When the
+// servers refuse every key the client holds, the circuit is open
+// (StateRejected): see Status.
 //
 //	a, _ := agent.New(agent.Config{Server: "https://rotatord:8080", Name: "agent-kate", Creds: credsFile})
 //	nc, _ := a.Connect("tls://nats:4222")
@@ -11,34 +23,46 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
-	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
-
-	"github.com/rotatord/rotatord"
 )
 
 // State is the connection's health as the program sees it.
 type State string
 
-// States. Rejected is the open circuit: the servers refuse every key the
-// agent holds, and only an operator can help.
+// States. The zero State ("") means Connect has not been called yet.
 const (
-	StateConnected    State = "connected"
+	// StateConnected: the servers accepted the key in Status.PublicKey.
+	StateConnected State = "connected"
+	// StateReconnecting: the connection is down and nats.go is trying
+	// again, or is moving to new creds. Publishes are buffered.
 	StateReconnecting State = "reconnecting"
-	StateRejected     State = "rejected"
-	StateClosed       State = "closed"
+	// StateRejected is the open circuit: the servers refuse every key the
+	// client holds (revoked, expired, or unknown to them). Retrying alone
+	// will not help; new creds must come (Refresh, Use, a watched file or
+	// Vault secret) or an operator must act. The client keeps probing with
+	// a growing delay (up to 30 s) and leaves this state by itself when a
+	// key is accepted again or new creds arrive.
+	StateRejected State = "rejected"
+	// StateClosed: the connection was closed; the client will not
+	// reconnect.
+	StateClosed State = "closed"
 )
+
+// ErrRefused is returned by Use (and so by Refresh, RotateOwnKey and the
+// watchers) for creds whose key the servers refused a moment ago: the
+// client does not switch to it again until Config.RetryRefused has passed.
+var ErrRefused = errors.New("the servers refused this key")
 
 // Config configures a Client.
 type Config struct {
@@ -49,11 +73,48 @@ type Config struct {
 	HTTPClient *http.Client
 	// OnRotate is called after the connection moved to a new key.
 	OnRotate func(publicKey string)
-	// OnState is called when the state changes.
+	// OnState is called when the state changes, with the error that caused
+	// it when there is one. Callbacks run one at a time, in order, and
+	// never with the client's lock held: they may call the client's
+	// methods. They should return quickly.
 	OnState func(state State, err error)
 	Log     *slog.Logger
-	// Now is the clock for proofs; time.Now when nil.
+	// Now is the clock for proofs and Status; time.Now when nil.
 	Now func() time.Time
+	// RetryRefused is how long Use refuses creds whose key the servers
+	// refused (ErrRefused), so a poll that keeps offering the same refused
+	// key does not drop the connection every time; default 1 minute.
+	RetryRefused time.Duration
+}
+
+// Status is a snapshot of the client's circuit breaker.
+//
+// StateConnected is the closed circuit. StateReconnecting is a connection
+// that is down or moving to new creds; nats.go buffers publishes (up to its
+// reconnect buffer) and replays subscriptions when it is back.
+// StateRejected is the open circuit: the servers refuse every key the client
+// holds, nothing the program publishes will get through, and only new creds
+// or an operator can close it again. A program should then stop producing
+// or buffer on its side (nats.go's own buffer is bounded and publishes fail
+// once it is full), raise an alert with LastError, and keep the client
+// running: it probes with a growing delay and connects as soon as a key is
+// accepted or new creds arrive (Refresh, Use, WatchFile, WatchVault).
+type Status struct {
+	State State
+	// PublicKey is the key the client connects with now.
+	PublicKey string
+	// LastError is the most recent failure (a key the servers refused, a
+	// fallback, a lost connection); it stays after recovery, with
+	// LastErrorAt saying when it happened. "" when there was none.
+	LastError   string
+	LastErrorAt time.Time
+	// Since is when the client entered State.
+	Since time.Time
+	// Rotations counts the moves of the connection to a new key.
+	Rotations int
+	// Fallbacks counts the returns to a previous key after the servers
+	// refused a newer one.
+	Fallbacks int
 }
 
 type creds struct {
@@ -61,6 +122,9 @@ type creds struct {
 	jwt  string
 	kp   nkeys.KeyPair
 	pub  string
+	// The fields below are guarded by Client.mu.
+	accepted bool  // the servers accepted this key at least once
+	refused  error // the servers refused it on the latest try; nil otherwise
 }
 
 func parseCreds(file []byte) (*creds, error) {
@@ -86,25 +150,66 @@ func parseCreds(file []byte) (*creds, error) {
 	return &creds{file: file, jwt: token, kp: kp, pub: pub}, nil
 }
 
+// Reconnect pacing: quick while the servers accept us, backing off while
+// they refuse every key (each refused attempt is an auth failure that
+// rotatord counts and may alert on).
+const (
+	reconnectWait   = 100 * time.Millisecond
+	reconnectJitter = 100 * time.Millisecond
+	rejectedWait    = 250 * time.Millisecond
+	maxRejectedWait = 30 * time.Second
+	// attempts whose outcome nats.go never reports (a timeout after
+	// CONNECT) must not pile up.
+	maxAttemptLog = 16
+)
+
 // Client is an agent's credentials and connection. It is safe for
 // concurrent use.
+//
+// It holds at most two keys: cur, the newest one, which it wants to use, and
+// fb, the fallback: the key the servers accepted before cur (kept after cur
+// is accepted too, so that a rotation that rotatord rolls back finds it).
 type Client struct {
 	cfg Config
 
-	mu       sync.Mutex
-	cur      *creds
-	prev     *creds // the key before the last switch, until the new one works
-	nc       *nats.Conn
-	state    State
-	switched bool // a switch to cur is in progress
+	mu        sync.Mutex
+	cur       *creds
+	fb        *creds
+	presented *creds   // key of the latest connect attempt
+	seq       uint64   // connect attempts so far
+	attempts  []*creds // keys of attempts whose outcome is not known yet, oldest first
+	refusedAt map[string]time.Time
+	lastProof map[string]int64 // second of the latest proof per key, method and path
+	pending   nkeys.KeyPair    // RotateOwnKey's key pair, until its JWT arrives
+	nc        *nats.Conn
+
+	state          State
+	since          time.Time
+	lastErr        string
+	lastErrAt      time.Time
+	rotations      int
+	fallbacks      int
+	rejectedRounds int
+
+	events     []event // callbacks to make, in order
+	delivering bool    // a goroutine is making them
 }
 
-// New parses the current creds.
+type event struct {
+	state   State // "" for a rotation
+	err     error
+	rotated string
+}
+
+// New parses the current creds. It does not connect.
 func New(cfg Config) (*Client, error) {
 	c, err := parseCreds(cfg.Creds)
 	if err != nil {
 		return nil, err
 	}
+	// The program says these work; they are the fallback for the first
+	// new key.
+	c.accepted = true
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -114,21 +219,25 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Client{cfg: cfg, cur: c}, nil
+	if cfg.RetryRefused <= 0 {
+		cfg.RetryRefused = time.Minute
+	}
+	return &Client{cfg: cfg, cur: c, refusedAt: map[string]time.Time{}, lastProof: map[string]int64{}, since: cfg.Now()}, nil
 }
 
 // PublicKey returns the key the client uses now.
 func (c *Client) PublicKey() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.cur.pub
+	return c.inUseLocked().pub
 }
 
-// CredsFile returns the current creds file (for saving it).
+// CredsFile returns the creds file of the key the client uses now (for
+// saving it). It holds the seed: keep it secret.
 func (c *Client) CredsFile() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.cur.file
+	return c.inUseLocked().file
 }
 
 // State returns the current state.
@@ -138,179 +247,450 @@ func (c *Client) State() State {
 	return c.state
 }
 
-func (c *Client) setState(s State, err error) {
+// Status returns the circuit breaker's current status.
+func (c *Client) Status() Status {
 	c.mu.Lock()
-	changed := c.state != s
-	c.state = s
+	defer c.mu.Unlock()
+	return Status{
+		State:       c.state,
+		PublicKey:   c.inUseLocked().pub,
+		LastError:   c.lastErr,
+		LastErrorAt: c.lastErrAt,
+		Since:       c.since,
+		Rotations:   c.rotations,
+		Fallbacks:   c.fallbacks,
+	}
+}
+
+// inUseLocked is the key to connect and sign with: the newest one unless
+// the servers refused it and the fallback is not known to be refused.
+func (c *Client) inUseLocked() *creds {
+	if c.cur.refused != nil && c.fb != nil && c.fb.refused == nil {
+		return c.fb
+	}
+	return c.cur
+}
+
+func (c *Client) allRefusedLocked() bool {
+	return c.cur.refused != nil && (c.fb == nil || c.fb.refused != nil)
+}
+
+func (c *Client) setStateLocked(s State, err error) {
+	if c.state == s || c.state == StateClosed {
+		return
+	}
+	c.state, c.since = s, c.cfg.Now()
+	if s != StateRejected {
+		c.rejectedRounds = 0
+	}
+	c.events = append(c.events, event{state: s, err: err})
+}
+
+func (c *Client) recordErrLocked(err error) {
+	c.lastErr, c.lastErrAt = err.Error(), c.cfg.Now()
+}
+
+// flush makes the queued callbacks, in order, without the lock. If another
+// goroutine is making them already (perhaps this one, from inside a
+// callback), that one makes these too.
+func (c *Client) flush() {
+	c.mu.Lock()
+	if c.delivering || len(c.events) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.delivering = true
 	c.mu.Unlock()
-	if changed && c.cfg.OnState != nil {
-		c.cfg.OnState(s, err)
+	done := false
+	defer func() {
+		if !done { // a callback panicked: let the next flush deliver the rest
+			c.mu.Lock()
+			c.delivering = false
+			c.mu.Unlock()
+		}
+	}()
+	for {
+		c.mu.Lock()
+		if len(c.events) == 0 {
+			c.delivering = false
+			c.mu.Unlock()
+			done = true
+			return
+		}
+		ev := c.events[0]
+		c.events = c.events[1:]
+		c.mu.Unlock()
+		switch {
+		case ev.state != "" && c.cfg.OnState != nil:
+			c.cfg.OnState(ev.state, ev.err)
+		case ev.rotated != "" && c.cfg.OnRotate != nil:
+			c.cfg.OnRotate(ev.rotated)
+		}
 	}
 }
 
 // Connect connects to NATS with the current creds; later reconnects use
-// whatever creds are current then. opts may add anything but credentials.
+// whatever creds are current then. opts may add anything but credentials
+// and the reconnect delay, which is the client's own (quick, and backing
+// off while the servers refuse every key); handlers in opts (connect,
+// reconnect, disconnect, closed, error) are called after the client's own.
+// If the servers refuse the newest key at once and the client holds a
+// previous one, Connect tries that one. A Client makes one connection.
 func (c *Client) Connect(url string, opts ...nats.Option) (*nats.Conn, error) {
-	base := []nats.Option{
-		nats.Name(c.cfg.Name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(100 * time.Millisecond),
+	c.mu.Lock()
+	if c.nc != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("connect agent %s: already connected", c.cfg.Name)
+	}
+	c.mu.Unlock()
+	var user nats.Options
+	for _, opt := range opts {
+		if err := opt(&user); err != nil {
+			return nil, fmt.Errorf("connect agent %s: %w", c.cfg.Name, err)
+		}
+	}
+	all := []nats.Option{nats.Name(c.cfg.Name), nats.MaxReconnects(-1)}
+	all = append(all, opts...)
+	all = append(all,
+		nats.CustomReconnectDelay(c.reconnectDelay),
 		nats.UserJWT(c.userJWT, c.sign),
 		// Two refusals in a row of the same key must not end the
-		// connection: the fallback needs another try.
+		// connection: the fallback, or creds that arrive later, need
+		// another try.
 		nats.IgnoreAuthErrorAbort(),
-		nats.ConnectHandler(func(*nats.Conn) { c.connected() }),
-		nats.ReconnectHandler(func(*nats.Conn) { c.connected() }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.setState(StateReconnecting, err) }),
-		nats.ClosedHandler(func(*nats.Conn) { c.setState(StateClosed, nil) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { c.asyncError(err) }),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			c.connected(nc)
+			if user.ConnectedCB != nil {
+				user.ConnectedCB(nc)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.connected(nc)
+			if user.ReconnectedCB != nil {
+				user.ReconnectedCB(nc)
+			}
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			c.disconnected(nc, err)
+			if user.DisconnectedErrCB != nil {
+				user.DisconnectedErrCB(nc, err)
+			} else if user.DisconnectedCB != nil {
+				user.DisconnectedCB(nc)
+			}
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			c.closed(nc)
+			if user.ClosedCB != nil {
+				user.ClosedCB(nc)
+			}
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			c.asyncError(nc, sub, err)
+			if user.AsyncErrorCB != nil {
+				user.AsyncErrorCB(nc, sub, err)
+			}
+		}),
+	)
+	for {
+		nc, err := nats.Connect(url, all...)
+		if err == nil {
+			c.mu.Lock()
+			c.nc = nc
+			c.mu.Unlock()
+			c.connected(nc)
+			return nc, nil
+		}
+		c.mu.Lock()
+		// nats.go reports no refusal during the first connect but returns
+		// it: the key it refused is the last one presented.
+		retry := false
+		if isAuthError(err) && c.presented != nil {
+			c.refuseLocked(c.presented, err)
+			retry = !c.allRefusedLocked()
+		}
+		c.attempts = nil
+		c.mu.Unlock()
+		c.flush()
+		if !retry {
+			return nil, fmt.Errorf("connect agent %s: %w", c.cfg.Name, err)
+		}
 	}
-	nc, err := nats.Connect(url, append(base, opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("connect agent %s: %w", c.cfg.Name, err)
-	}
-	c.mu.Lock()
-	c.nc = nc
-	c.mu.Unlock()
-	return nc, nil
 }
 
+func isAuthError(err error) bool {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		return true
+	}
+	// The first connect returns the server's -ERR as a plain error.
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "authorization violation") || strings.Contains(s, "authentication expired") ||
+		strings.Contains(s, "authentication revoked")
+}
+
+// userJWT picks the key for a connect attempt; sign, called next in the
+// same attempt, signs with that same key even if creds change in between.
 func (c *Client) userJWT() (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.cur.jwt, nil
+	k := c.inUseLocked()
+	if c.allRefusedLocked() && c.fb != nil && c.presented == c.cur {
+		// Open circuit: probe the keys in turn; a refusal may have been
+		// temporary (an account the server had not loaded yet).
+		k = c.fb
+	}
+	c.presented = k
+	c.seq++
+	c.attempts = append(c.attempts, k)
+	if n := len(c.attempts); n > maxAttemptLog {
+		c.attempts = append([]*creds(nil), c.attempts[n-maxAttemptLog:]...)
+	}
+	return k.jwt, nil
 }
 
 func (c *Client) sign(nonce []byte) ([]byte, error) {
 	c.mu.Lock()
-	kp := c.cur.kp
+	k := c.presented
 	c.mu.Unlock()
-	return kp.Sign(nonce)
+	return k.kp.Sign(nonce)
 }
 
-func (c *Client) connected() {
+func (c *Client) reconnectDelay(int) time.Duration {
 	c.mu.Lock()
-	switched, pub := c.switched, c.cur.pub
-	c.switched, c.prev = false, nil
+	defer c.mu.Unlock()
+	if c.state != StateRejected {
+		return reconnectWait + rand.N(reconnectJitter)
+	}
+	d := rejectedWait << min(c.rejectedRounds, 10)
+	c.rejectedRounds++
+	return min(d, maxRejectedWait)
+}
+
+// connected runs after a connect or reconnect succeeded (nats.go calls it
+// later, from its callback goroutine).
+func (c *Client) connected(nc *nats.Conn) {
+	c.mu.Lock()
+	if c.nc == nil {
+		c.nc = nc
+	}
+	seq := c.seq
 	c.mu.Unlock()
-	c.setState(StateConnected, nil)
-	if switched && c.cfg.OnRotate != nil {
-		c.cfg.OnRotate(pub)
+	// Which key got in? The latest attempt's, if the connection is up and
+	// no attempt began since: attempts run only while it is down. If that
+	// cannot be told, a later callback will.
+	if !nc.IsConnected() {
+		return
+	}
+	c.mu.Lock()
+	if c.seq != seq {
+		c.mu.Unlock()
+		return
+	}
+	moveOn := c.acceptLocked(c.presented)
+	c.mu.Unlock()
+	c.flush()
+	if moveOn {
+		// A newer key arrived while this attempt ran: move to it now.
+		if err := nc.ForceReconnect(); err != nil {
+			c.cfg.Log.Warn("reconnect with newer creds", "agent", c.cfg.Name, "err", err)
+		}
 	}
 }
 
-// asyncError falls back to the previous key when the servers refuse the
-// new one, and opens the circuit when they refuse every key.
-func (c *Client) asyncError(err error) {
-	if !errors.Is(err, nats.ErrAuthorization) && !errors.Is(err, nats.ErrAuthExpired) && !errors.Is(err, nats.ErrAuthRevoked) {
+// acceptLocked records that the servers accepted k. It reports whether the
+// client holds a newer key not tried yet.
+func (c *Client) acceptLocked(k *creds) (moveOn bool) {
+	c.attempts = nil
+	k.refused = nil
+	delete(c.refusedAt, k.pub)
+	first := !k.accepted
+	k.accepted = true
+	switch k {
+	case c.cur:
+	case c.fb:
+		if c.cur.refused == nil {
+			moveOn = true
+			break
+		}
+		c.cfg.Log.Warn("connected with the previous key; dropping the refused one",
+			"agent", c.cfg.Name, "key", k.pub, "refused_key", c.cur.pub)
+		c.cur, c.fb = k, nil
+		c.fallbacks++
+	default:
+		// Replaced while its attempt ran, yet accepted: it is proven, so
+		// it becomes the fallback for the newer key.
+		c.fb = k
+		moveOn = c.cur.refused == nil
+	}
+	if first {
+		c.rotations++
+		c.events = append(c.events, event{rotated: k.pub})
+		c.cfg.Log.Info("connected with new credentials", "agent", c.cfg.Name, "key", k.pub)
+	}
+	c.setStateLocked(StateConnected, nil)
+	return moveOn
+}
+
+// refuseLocked records that the servers refused k, falling back to the
+// previous key or opening the circuit.
+func (c *Client) refuseLocked(k *creds, err error) {
+	now := c.cfg.Now()
+	for pub, at := range c.refusedAt {
+		if now.Sub(at) >= c.cfg.RetryRefused {
+			delete(c.refusedAt, pub)
+		}
+	}
+	c.refusedAt[k.pub] = now
+	if k != c.cur && k != c.fb {
+		c.recordErrLocked(fmt.Errorf("servers refused key %s, no longer in use: %w", k.pub, err))
+		return
+	}
+	k.refused = err
+	switch {
+	case c.allRefusedLocked():
+		c.recordErrLocked(fmt.Errorf("servers refuse every key held (last %s): %w", k.pub, err))
+		if c.state == StateRejected {
+			c.cfg.Log.Debug("servers refused a probe", "agent", c.cfg.Name, "key", k.pub, "err", err)
+			return
+		}
+		c.cfg.Log.Error("servers refuse every key held; waiting for new creds",
+			"agent", c.cfg.Name, "key", k.pub, "err", err)
+		c.setStateLocked(StateRejected, err)
+	case k == c.cur && c.fb != nil:
+		c.recordErrLocked(fmt.Errorf("servers refused key %s, falling back to %s: %w", k.pub, c.fb.pub, err))
+		c.cfg.Log.Warn("servers refused the key; falling back to the previous one",
+			"agent", c.cfg.Name, "key", k.pub, "fallback_key", c.fb.pub, "err", err)
+	default:
+		c.recordErrLocked(fmt.Errorf("servers refused fallback key %s: %w", k.pub, err))
+	}
+}
+
+func (c *Client) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
+	if !isAuthError(err) {
 		c.cfg.Log.Warn("nats error", "agent", c.cfg.Name, "err", err)
 		return
 	}
 	c.mu.Lock()
-	fallback := c.prev != nil
-	if fallback {
-		c.cfg.Log.Warn("servers refused the new key; falling back to the previous one", "agent", c.cfg.Name, "key", c.cur.pub, "err", err)
-		c.cur, c.prev, c.switched = c.prev, nil, false
+	// nats.go reports refusals in the order of the attempts; a refusal
+	// with no attempt pending is of the live connection (revoked, expired),
+	// which uses the key presented last.
+	k := c.presented
+	if len(c.attempts) > 0 {
+		k = c.attempts[0]
+		c.attempts = c.attempts[1:]
+	}
+	if k != nil {
+		c.refuseLocked(k, err)
 	}
 	c.mu.Unlock()
-	if !fallback {
-		c.setState(StateRejected, err)
-	}
+	c.flush()
 }
 
-// Refresh asks rotatord for newer creds once. When there are some, it moves
-// the connection over to them and reports true.
-func (c *Client) Refresh(ctx context.Context) (bool, error) {
+func (c *Client) disconnected(nc *nats.Conn, err error) {
+	if nc.IsClosed() {
+		return // closing, not reconnecting: the closed callback follows
+	}
 	c.mu.Lock()
-	cur := c.cur
+	// After refusing the connection's key the server hangs up: the
+	// refusal is the news.
+	if err != nil && (c.presented == nil || c.presented.refused == nil) {
+		c.recordErrLocked(fmt.Errorf("disconnected: %w", err))
+	}
+	if !c.allRefusedLocked() {
+		c.setStateLocked(StateReconnecting, err)
+	}
 	c.mu.Unlock()
-	u, err := url.JoinPath(c.cfg.Server, "/v1/agents", c.cfg.Name, "creds")
-	if err != nil {
-		return false, fmt.Errorf("creds url: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false, fmt.Errorf("creds request: %w", err)
-	}
-	if err := SignRequest(req, cur.kp, c.cfg.Now()); err != nil {
-		return false, err
-	}
-	resp, err := c.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return false, fmt.Errorf("fetch creds: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return false, fmt.Errorf("fetch creds: %w", err)
-	}
-	switch resp.StatusCode {
-	case http.StatusNotModified:
-		return false, nil
-	case http.StatusOK:
-	default:
-		return false, fmt.Errorf("fetch creds: %s: %s", resp.Status, body)
-	}
-	next, err := parseCreds(body)
-	if err != nil {
-		return false, fmt.Errorf("fetched creds: %w", err)
-	}
-	return true, c.Use(next.file)
+	c.flush()
+}
+
+func (c *Client) closed(*nats.Conn) {
+	c.mu.Lock()
+	c.setStateLocked(StateClosed, nil)
+	c.mu.Unlock()
+	c.flush()
 }
 
 // Use switches to a creds file obtained some other way (a file or Vault
-// secret that changed) and moves the connection over to it.
+// secret that changed) and moves the connection over to it. The key used
+// so far stays as the fallback until the servers accept the new one. Creds
+// for the key in use already only replace its JWT (used from the next
+// connect on). Errors: creds that do not parse; ErrRefused for a key the
+// servers refused less than Config.RetryRefused ago; a closed connection.
 func (c *Client) Use(file []byte) error {
+	_, err := c.use(file)
+	return err
+}
+
+func (c *Client) use(file []byte) (bool, error) {
 	next, err := parseCreds(file)
 	if err != nil {
-		return err
+		return false, err
 	}
 	c.mu.Lock()
 	if next.pub == c.cur.pub {
+		reconnect := false
+		if next.jwt != c.cur.jwt {
+			// Reissued JWT for the same key: it may be accepted where
+			// the old one was not.
+			c.cur.jwt, c.cur.file = next.jwt, next.file
+			if c.cur.refused != nil {
+				c.cur.refused = nil
+				delete(c.refusedAt, next.pub)
+				if c.state == StateRejected {
+					reconnect = true
+					c.setStateLocked(StateReconnecting, nil)
+				}
+			}
+		}
+		nc := c.nc
 		c.mu.Unlock()
-		return nil
+		c.flush()
+		if reconnect && nc != nil {
+			return false, c.forceReconnect(nc)
+		}
+		return false, nil
 	}
-	c.prev, c.cur, c.switched = c.cur, next, true
+	if at, ok := c.refusedAt[next.pub]; ok {
+		if c.cfg.Now().Sub(at) < c.cfg.RetryRefused {
+			c.mu.Unlock()
+			return false, fmt.Errorf("use creds for %s: %w at %s", next.pub, ErrRefused, at.UTC().Format(time.RFC3339))
+		}
+	}
+	if c.fb != nil && c.fb.pub == next.pub {
+		next.accepted = c.fb.accepted
+	}
+	// The fallback is the most recently accepted key, preferably one not
+	// refused; a key never accepted is dropped.
+	var fb *creds
+	for _, h := range []*creds{c.cur, c.fb} {
+		if h == nil || !h.accepted || h.pub == next.pub {
+			continue
+		}
+		if h.refused == nil {
+			fb = h
+			break
+		}
+		if fb == nil {
+			fb = h
+		}
+	}
+	c.cur, c.fb = next, fb
+	if c.state == StateRejected {
+		c.setStateLocked(StateReconnecting, nil)
+	}
 	nc := c.nc
 	c.mu.Unlock()
+	c.flush()
 	c.cfg.Log.Info("switching to new credentials", "agent", c.cfg.Name, "key", next.pub)
 	if nc == nil {
-		return nil
+		return true, nil
 	}
+	return true, c.forceReconnect(nc)
+}
+
+func (c *Client) forceReconnect(nc *nats.Conn) error {
 	if err := nc.ForceReconnect(); err != nil {
 		return fmt.Errorf("reconnect with new creds: %w", err)
 	}
-	return nil
-}
-
-// Run calls Refresh every interval until ctx ends. Failures are logged and
-// retried at the next interval.
-func (c *Client) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if _, err := c.Refresh(ctx); err != nil && ctx.Err() == nil {
-			c.cfg.Log.Warn("refresh creds", "agent", c.cfg.Name, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// SignRequest adds rotatord's proof of possession of kp to req.
-func SignRequest(req *http.Request, kp nkeys.KeyPair, now time.Time) error {
-	pub, err := kp.PublicKey()
-	if err != nil {
-		return fmt.Errorf("sign request: %w", err)
-	}
-	unix := now.Unix()
-	sig, err := kp.Sign(rotatord.ProofMessage(req.Method, req.URL.EscapedPath(), unix))
-	if err != nil {
-		return fmt.Errorf("sign request: %w", err)
-	}
-	req.Header.Set("Authorization", rotatord.FormatProof(pub, unix, sig))
 	return nil
 }
