@@ -32,5 +32,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/resolver/
 	$(GO) run ./cmd/resolverbench $(BENCHFLAGS)
 
+# Rotation end to end with 1,000 and 10,000 connected agents, and the time
+# from a revoke request to the agent being dropped (docs/benchmarks.md).
+bench-rotation:
+	$(GO) test -run '^$$' -bench 'FleetRotation' -benchtime 1x -timeout 30m ./cmd/rotatord
+	$(GO) test -run '^$$' -bench 'RevokeToDrop' -benchtime 300x ./cmd/rotatord
+
 clean:
 	rm -rf bin

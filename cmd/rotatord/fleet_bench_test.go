@@ -193,7 +193,8 @@ func fleetRotation(b *testing.B, n int) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	for range 16 {
+	// Agents are independent processes; 64 at a time fetch and reconnect.
+	for range 64 {
 		agentsWG.Add(1)
 		go func() {
 			defer agentsWG.Done()

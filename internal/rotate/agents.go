@@ -268,9 +268,10 @@ func (s *Service) RevokeAgent(ctx context.Context, actor Actor, name, reason str
 		return nil, fmt.Errorf("revoke agent %s: %w", name, err)
 	}
 	if len(res.RevokedKeys) > 0 {
-		s.changed(ctx, res.Agent.AccountKey)
+		// Push first: the servers drop the agent when they get it.
 		pr, err := s.PushAccount(ctx, res.Agent.AccountID)
 		res.Pushed, res.Servers = err == nil, pr.Updated
+		s.changed(ctx, res.Agent.AccountKey)
 	}
 	return res, nil
 }

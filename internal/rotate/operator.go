@@ -106,14 +106,12 @@ func (s *Service) seal(kp nkeys.KeyPair) []byte {
 // signer loads and decrypts the newest signing key of the operator
 // (accountID 0) or of an account.
 //
-// Account signers are kept in memory once opened (signing is rotatord's
-// job; their seeds stay sealed in the database). The operator's is loaded
-// each time: it signs rarely.
+// Signers are kept in memory once opened (signing is rotatord's job; their
+// seeds stay sealed in the database). rotatord does not rotate signing keys
+// yet; when it does, this cache must be dropped with them.
 func (s *Service) signer(ctx context.Context, accountID int64) (nkeys.KeyPair, error) {
-	if accountID != 0 {
-		if kp, ok := s.signers.Load(accountID); ok {
-			return kp.(nkeys.KeyPair), nil
-		}
+	if kp, ok := s.signers.Load(accountID); ok {
+		return kp.(nkeys.KeyPair), nil
 	}
 	pub, enc, err := s.store.SigningKey(ctx, accountID)
 	if err != nil {
@@ -128,7 +126,7 @@ func (s *Service) signer(ctx context.Context, accountID int64) (nkeys.KeyPair, e
 		kind = nkeys.PrefixByteOperator
 	}
 	kp, err := jwtissue.FromSeed(seed, kind)
-	if err == nil && accountID != 0 {
+	if err == nil {
 		s.signers.Store(accountID, kp)
 	}
 	return kp, err

@@ -103,7 +103,6 @@ const maxCredentialLifetime = 400 * 24 * time.Hour
 func (s *Service) RunResigner(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -111,17 +110,34 @@ func (s *Service) RunResigner(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		case <-s.resignKick:
 		}
-		wait := max(s.resignDelay, time.Until(last.Add(s.resignEvery)))
+		s.mu.Lock()
+		wait := max(s.resignDelay, s.lastResign.Add(s.resignEvery).Sub(s.now()))
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		last = time.Now()
-		if _, err := s.ResignQueued(ctx); err != nil && ctx.Err() == nil {
+		if _, err := s.resignIfDue(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("re-sign accounts", "err", err)
 		}
 	}
+}
+
+// resignIfDue runs ResignQueued unless this replica re-signed less than
+// the resign interval ago.
+func (s *Service) resignIfDue(ctx context.Context) (int, error) {
+	now := s.now()
+	s.mu.Lock()
+	due := !now.Before(s.lastResign.Add(s.resignEvery))
+	if due {
+		s.lastResign = now
+	}
+	s.mu.Unlock()
+	if !due {
+		return 0, nil
+	}
+	return s.ResignQueued(ctx)
 }
 
 // jwtHasRevocations reports whether an account JWT already carries exactly

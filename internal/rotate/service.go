@@ -134,10 +134,11 @@ type Service struct {
 	watchKick    chan struct{}
 	checker      ConnChecker
 
-	mu        sync.Mutex
-	lastSweep time.Time
-	lastConnz time.Time
-	signers   sync.Map // account ID -> nkeys.KeyPair
+	mu         sync.Mutex
+	lastSweep  time.Time
+	lastConnz  time.Time
+	lastResign time.Time
+	signers    sync.Map // account ID -> nkeys.KeyPair
 }
 
 // New returns a Service.

@@ -74,7 +74,7 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	if err := s.sweepRevocations(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
-	n, err := s.ResignQueued(ctx)
+	n, err := s.resignIfDue(ctx)
 	res.Resigned = n
 	if err != nil {
 		errs = append(errs, err)
