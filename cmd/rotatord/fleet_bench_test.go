@@ -60,7 +60,7 @@ func BenchmarkFleetRotation(b *testing.B) {
 func fleetRotation(b *testing.B, n int) {
 	b.StopTimer()
 	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" }) // the benchmark ticks itself
-	natsURL := e.startNATSProcess()
+	natsURL, natsPID := e.startNATSProcess()
 	e.waitNATS()
 	ctx := context.Background()
 	svc := e.main.Service
@@ -135,6 +135,8 @@ func fleetRotation(b *testing.B, n int) {
 
 	var remaining atomic.Int64
 	remaining.Store(int64(n))
+	pgPIDs := postgresPIDs()
+	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), cpuSeconds(pgPIDs...)}
 	b.StartTimer()
 	t0 := time.Now()
 	tctx, stop := context.WithCancel(ctx)
@@ -246,6 +248,7 @@ func fleetRotation(b *testing.B, n int) {
 	}
 	tRevoked := time.Since(t0)
 	b.StopTimer()
+	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), cpuSeconds(pgPIDs...)}
 	stop()
 	tickWG.Wait()
 
@@ -284,6 +287,8 @@ func fleetRotation(b *testing.B, n int) {
 	b.Logf("%d agents: all rotations started %s; agents had fetched their creds %s (median agent %s); all completed %s; old keys revoked and pushed %s",
 		n, lastStart.Sub(t0).Round(time.Millisecond), tAgents.Round(time.Millisecond),
 		refreshed[n/2].Round(time.Millisecond), tCompleted.Round(time.Millisecond), tRevoked.Round(time.Millisecond))
+	b.Logf("CPU seconds during the run (2 cores = %.0f available): rotatord and the simulated agents %.1f, nats-server %.1f, postgresql %.1f",
+		2*tRevoked.Seconds(), cpu1[0]-cpu0[0], cpu1[1]-cpu0[1], cpu1[2]-cpu0[2])
 	b.Logf("account jwt: %d bytes, %d revocation entries; %d of %d agents connected at the end", len(acc.JWT), len(ac.Revocations), connected, n)
 }
 

@@ -33,9 +33,45 @@ func runNATSChild() {
 	os.Exit(0)
 }
 
+// cpuSeconds returns the CPU time (user + system) used so far by the
+// processes with these PIDs, from /proc.
+func cpuSeconds(pids ...int) float64 {
+	var ticks float64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseFloat(f[11], 64)
+			s, _ := strconv.ParseFloat(f[12], 64)
+			ticks += u + s
+		}
+	}
+	return ticks / 100 // USER_HZ
+}
+
+// postgresPIDs lists the running postgres processes.
+func postgresPIDs() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(b)) == "postgres" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // startNATSProcess starts a nats-server in a child process, using the
-// resolver of e.main, and returns its client URL.
-func (e *env) startNATSProcess() string {
+// resolver of e.main, and returns its client URL and the child's PID.
+func (e *env) startNATSProcess() (string, int) {
 	e.t.Helper()
 	op, err := e.main.Store.Operator(context.Background())
 	if err != nil {
@@ -70,5 +106,5 @@ func (e *env) startNATSProcess() string {
 	if err != nil || strings.TrimSpace(line) != "ready" {
 		e.t.Fatalf("nats child: %q, %v", line, err)
 	}
-	return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort)
+	return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort), cmd.Process.Pid
 }
