@@ -22,11 +22,22 @@ type Config struct {
 	MasterKeyFile string
 	AlertWebhook  string
 	NoMigrate     bool
-	LogLevel      string
-	LogFormat     string
-	MaxBody       int64
-	PushTimeout   time.Duration
-	ShutdownWait  time.Duration
+	// Vault delivery: on when VAULT_ADDR is set (Vault's own variables,
+	// VAULT_TOKEN among them, are read by its client).
+	VaultAddr         string
+	VaultAuth         string // token (default), approle, kubernetes
+	VaultRoleID       string
+	VaultSecretIDFile string
+	VaultK8sRole      string
+	VaultMount        string
+	VaultPath         string
+	// FileDeliveryDir turns on file delivery into that folder.
+	FileDeliveryDir string
+	LogLevel        string
+	LogFormat       string
+	MaxBody         int64
+	PushTimeout     time.Duration
+	ShutdownWait    time.Duration
 	// TickSpec is the robfig/cron schedule of the rotation scheduler's tick;
 	// empty turns the scheduler off (tests drive Tick themselves).
 	TickSpec string
@@ -40,11 +51,13 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:       ":8080",
-		LogLevel:     "info",
-		LogFormat:    "json",
-		MaxBody:      64 << 10,
-		PushTimeout:  2 * time.Second,
+		Listen:    ":8080",
+		LogLevel:  "info",
+		LogFormat: "json",
+		MaxBody:   64 << 10,
+		// A server that has many users of the account re-verifies each before
+		// it answers a push (10,000 take about a second on a busy core).
+		PushTimeout:  5 * time.Second,
 		ShutdownWait: 10 * time.Second,
 		TickSpec:     "@every 1s",
 	}
@@ -52,14 +65,21 @@ func DefaultConfig() Config {
 
 // env variables, each mirrored by a flag.
 var envNames = map[string]string{
-	"database-url":    "ROTATORD_DATABASE_URL",
-	"listen":          "ROTATORD_LISTEN",
-	"public-url":      "ROTATORD_PUBLIC_URL",
-	"nats-url":        "ROTATORD_NATS_URL",
-	"master-key-file": "ROTATORD_MASTER_KEY_FILE",
-	"alert-webhook":   "ROTATORD_ALERT_WEBHOOK",
-	"log-level":       "ROTATORD_LOG_LEVEL",
-	"log-format":      "ROTATORD_LOG_FORMAT",
+	"database-url":         "ROTATORD_DATABASE_URL",
+	"listen":               "ROTATORD_LISTEN",
+	"public-url":           "ROTATORD_PUBLIC_URL",
+	"nats-url":             "ROTATORD_NATS_URL",
+	"master-key-file":      "ROTATORD_MASTER_KEY_FILE",
+	"alert-webhook":        "ROTATORD_ALERT_WEBHOOK",
+	"log-level":            "ROTATORD_LOG_LEVEL",
+	"log-format":           "ROTATORD_LOG_FORMAT",
+	"vault-auth":           "ROTATORD_VAULT_AUTH",
+	"vault-role-id":        "ROTATORD_VAULT_ROLE_ID",
+	"vault-secret-id-file": "ROTATORD_VAULT_SECRET_ID_FILE",
+	"vault-k8s-role":       "ROTATORD_VAULT_K8S_ROLE",
+	"vault-mount":          "ROTATORD_VAULT_MOUNT",
+	"vault-path":           "ROTATORD_VAULT_PATH",
+	"file-delivery-dir":    "ROTATORD_FILE_DELIVERY_DIR",
 }
 
 // fromEnv applies the environment to c.
@@ -77,6 +97,14 @@ func (c *Config) fromEnv(getenv func(string) string) {
 	set("alert-webhook", &c.AlertWebhook)
 	set("log-level", &c.LogLevel)
 	set("log-format", &c.LogFormat)
+	set("vault-auth", &c.VaultAuth)
+	set("vault-role-id", &c.VaultRoleID)
+	set("vault-secret-id-file", &c.VaultSecretIDFile)
+	set("vault-k8s-role", &c.VaultK8sRole)
+	set("vault-mount", &c.VaultMount)
+	set("vault-path", &c.VaultPath)
+	set("file-delivery-dir", &c.FileDeliveryDir)
+	c.VaultAddr = getenv("VAULT_ADDR")
 	if v := getenv("ROTATORD_NO_MIGRATE"); v == "1" || v == "true" {
 		c.NoMigrate = true
 	}
@@ -103,6 +131,20 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.StringVar(&c.LogLevel, n, c.LogLevel, "debug, info, warn or error "+help)
 		case "log-format":
 			fs.StringVar(&c.LogFormat, n, c.LogFormat, "json or text "+help)
+		case "vault-auth":
+			fs.StringVar(&c.VaultAuth, n, c.VaultAuth, "Vault auth method: token, approle or kubernetes "+help)
+		case "vault-role-id":
+			fs.StringVar(&c.VaultRoleID, n, c.VaultRoleID, "AppRole role ID "+help)
+		case "vault-secret-id-file":
+			fs.StringVar(&c.VaultSecretIDFile, n, c.VaultSecretIDFile, "file with the AppRole secret ID "+help)
+		case "vault-k8s-role":
+			fs.StringVar(&c.VaultK8sRole, n, c.VaultK8sRole, "Vault Kubernetes auth role "+help)
+		case "vault-mount":
+			fs.StringVar(&c.VaultMount, n, c.VaultMount, "KV v2 mount for agent creds (default secret) "+help)
+		case "vault-path":
+			fs.StringVar(&c.VaultPath, n, c.VaultPath, "path template with {account} and {agent} (default nats/{account}/{agent}) "+help)
+		case "file-delivery-dir":
+			fs.StringVar(&c.FileDeliveryDir, n, c.FileDeliveryDir, "folder for delivery \"file\" "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}

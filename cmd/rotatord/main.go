@@ -84,7 +84,8 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 
 func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
-	cfg.bind(fs, "database-url", "listen", "public-url", "nats-url", "master-key-file", "alert-webhook", "log-level", "log-format", "no-migrate")
+	cfg.bind(fs, "database-url", "listen", "public-url", "nats-url", "master-key-file", "alert-webhook", "log-level", "log-format", "no-migrate",
+		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -26,6 +26,11 @@ import (
 	"github.com/rotatord/rotatord/internal/sysconn"
 )
 
+// vaultChecker is the part of Vault delivery readiness needs.
+type vaultChecker interface {
+	Check(ctx context.Context) error
+}
+
 // Main is a running rotatord: the resolver, the API, and the background
 // work. Tests run the same Main on :0.
 type Main struct {
@@ -42,6 +47,8 @@ type Main struct {
 	// deliveries other than poll (tests inject them).
 	Distributors map[rotatord.Delivery]rotate.Distributor
 
+	vault     vaultChecker
+	vaultStop context.CancelFunc
 	listener  net.Listener
 	http      *http.Server
 	scheduler *rotate.Scheduler
@@ -106,6 +113,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	if err := m.setupDistributors(ctx); err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
 	var pusher rotate.Pusher
 	if m.Config.NATSURL != "" {
 		pusher = resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 50*time.Millisecond, m.Log, reg)
@@ -248,6 +258,11 @@ func (m *Main) ready(ctx context.Context) error {
 	if m.NATS != nil && !m.NATS.Connected() {
 		return rotatord.Errorf(rotatord.EUNAVAILABLE, "nats not connected")
 	}
+	if m.vault != nil {
+		if err := m.vault.Check(ctx); err != nil {
+			return rotatord.Errorf(rotatord.EUNAVAILABLE, "vault unavailable")
+		}
+	}
 	return nil
 }
 
@@ -271,6 +286,9 @@ func (m *Main) Close() error {
 	}
 	if m.NATS != nil {
 		m.NATS.Close()
+	}
+	if m.vaultStop != nil {
+		m.vaultStop()
 	}
 	m.wg.Wait()
 	if m.Store != nil {
