@@ -118,7 +118,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	var pusher rotate.Pusher
 	if m.Config.NATSURL != "" {
-		pusher = resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 50*time.Millisecond, m.Log, reg)
+		// After the first server's reply, wait 5 ms for the others: servers
+		// of a cluster answer within a few milliseconds of each other, and
+		// the account's row lock is held meanwhile, delaying the next write.
+		pusher = resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 5*time.Millisecond, m.Log, reg)
 	}
 	m.Service = rotate.New(rotate.Config{
 		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
