@@ -89,19 +89,7 @@ func (s *Store) ListAccounts(ctx context.Context) ([]*rotatord.Account, error) {
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list accounts: %w", err))
 	}
-	defer rows.Close()
-	var out []*rotatord.Account
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			return nil, mapErr(fmt.Errorf("list accounts: %w", err))
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, mapErr(fmt.Errorf("list accounts: %w", err))
-	}
-	return out, nil
+	return collect(rows, "accounts", scanAccount)
 }
 
 // UpdateAccount stores a's description, limits and newly signed JWT, and

@@ -95,19 +95,7 @@ func (s *Store) ListAgents(ctx context.Context, f rotatord.AgentFilter) ([]*rota
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list agents: %w", err))
 	}
-	defer rows.Close()
-	var out []*rotatord.Agent
-	for rows.Next() {
-		g, err := scanAgent(rows)
-		if err != nil {
-			return nil, mapErr(fmt.Errorf("list agents: %w", err))
-		}
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, mapErr(fmt.Errorf("list agents: %w", err))
-	}
-	return out, nil
+	return collect(rows, "agents", scanAgent)
 }
 
 // UpdateAgent stores g's permissions, rotation policy, delivery, state,
@@ -169,19 +157,7 @@ func (s *Store) Credentials(ctx context.Context, agentID int64, states ...string
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list credentials: %w", err))
 	}
-	defer rows.Close()
-	var out []*rotatord.Credential
-	for rows.Next() {
-		c, err := scanCredential(rows)
-		if err != nil {
-			return nil, mapErr(fmt.Errorf("list credentials: %w", err))
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, mapErr(fmt.Errorf("list credentials: %w", err))
-	}
-	return out, nil
+	return collect(rows, "credentials", scanCredential)
 }
 
 // FindCredentialByPublicKey returns the credential of a user key, or ENOTFOUND.

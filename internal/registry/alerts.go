@@ -35,16 +35,7 @@ func (s *Store) ClaimAlerts(ctx context.Context, now time.Time, limit int) ([]*r
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("claim alerts: %w", err))
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*rotatord.OutboxAlert, error) {
-		var p rotatord.OutboxAlert
-		err := row.Scan(&p.ID, &p.Kind, &p.Severity, &p.Account, &p.Agent, &p.Rotation, &p.Reason, &p.CreatedAt,
-			&p.Logged, &p.WebhookDone, &p.NATSDone, &p.Attempts)
-		return &p, err
-	})
-	if err != nil {
-		return nil, mapErr(fmt.Errorf("claim alerts: %w", err))
-	}
-	return out, nil
+	return collect(rows, "alerts", scanAlert)
 }
 
 // UpdateAlert records which channels an alert reached and when to try the rest.
@@ -69,14 +60,12 @@ func (s *Store) ListAlerts(ctx context.Context, limit int) ([]*rotatord.OutboxAl
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list alerts: %w", err))
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*rotatord.OutboxAlert, error) {
-		var p rotatord.OutboxAlert
-		err := row.Scan(&p.ID, &p.Kind, &p.Severity, &p.Account, &p.Agent, &p.Rotation, &p.Reason, &p.CreatedAt,
-			&p.Logged, &p.WebhookDone, &p.NATSDone, &p.Attempts)
-		return &p, err
-	})
-	if err != nil {
-		return nil, mapErr(fmt.Errorf("list alerts: %w", err))
-	}
-	return out, nil
+	return collect(rows, "alerts", scanAlert)
+}
+
+func scanAlert(row pgx.Row) (*rotatord.OutboxAlert, error) {
+	var p rotatord.OutboxAlert
+	err := row.Scan(&p.ID, &p.Kind, &p.Severity, &p.Account, &p.Agent, &p.Rotation, &p.Reason, &p.CreatedAt,
+		&p.Logged, &p.WebhookDone, &p.NATSDone, &p.Attempts)
+	return &p, err
 }

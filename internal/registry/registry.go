@@ -186,6 +186,15 @@ func redact(msg, secret string) string {
 	return string(out)
 }
 
+// collect scans every row with scan; what names the rows in errors.
+func collect[T any](rows pgx.Rows, what string, scan func(pgx.Row) (T, error)) ([]T, error) {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("read %s: %w", what, err))
+	}
+	return out, nil
+}
+
 // dbTime truncates t to what PostgreSQL stores, so round trips compare
 // equal. Decisions use the callers' injected clock, never the database's.
 func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }

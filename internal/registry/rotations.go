@@ -123,19 +123,7 @@ func (s *Store) ListRotations(ctx context.Context, agentID int64, limit int) ([]
 }
 
 func collectRotations(rows pgx.Rows) ([]*rotatord.Rotation, error) {
-	defer rows.Close()
-	var out []*rotatord.Rotation
-	for rows.Next() {
-		r, err := scanRotation(rows)
-		if err != nil {
-			return nil, mapErr(fmt.Errorf("read rotations: %w", err))
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, mapErr(fmt.Errorf("read rotations: %w", err))
-	}
-	return out, nil
+	return collect(rows, "rotations", scanRotation)
 }
 
 // ListRotationsToAdvance returns the IDs of rotations in flight that need
