@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,4 +249,53 @@ func TestNoLossThroughScheduledRotation(t *testing.T) {
 		return err != nil
 	})
 	t.Logf("%d messages published through the rotation, none lost", n)
+}
+
+// File delivery: the agent watches its creds file; after the rotation the
+// file holds the new creds and the old seed is gone from the folder.
+func TestFileDelivery(t *testing.T) {
+	dir := t.TempDir()
+	e := newEnvWith(t, func(c *Config) { c.FileDeliveryDir = dir; c.TickSpec = "" })
+	e.startNATS()
+	e.waitNATS()
+	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
+	e.must(201, "POST", "/v1/agents", map[string]any{"name": "kate", "account": "fleet", "delivery": "file",
+		"permissions": map[string]any{"pub": map[string]any{"allow": []string{"orders.>"}}}})
+	path := filepath.Join(dir, "fleet", "kate.creds")
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("first creds file: %v", err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("creds file mode %v, want 0600", fi.Mode().Perm())
+	}
+	a, err := agent.New(agent.Config{Server: e.main.URL(), Name: "kate", Creds: old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := a.Connect(e.ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.WatchFile(ctx, path, 50*time.Millisecond)
+
+	id := e.must(202, "POST", "/v1/agents/kate/rotate", nil)["id"].(string)
+	r := e.waitRotation(id, "completed")
+	if a.PublicKey() != r["new_public_key"] {
+		t.Fatalf("agent on %s, want %s", a.PublicKey(), r["new_public_key"])
+	}
+	eventually(t, 5*time.Second, "the old creds' copy to be removed", func() bool {
+		_, err := os.Stat(path + ".prev")
+		return os.IsNotExist(err)
+	})
+	entries, _ := os.ReadDir(filepath.Join(dir, "fleet"))
+	for _, en := range entries {
+		b, _ := os.ReadFile(filepath.Join(dir, "fleet", en.Name()))
+		if strings.Contains(string(b), string(old[strings.Index(string(old), "SU"):][:20])) {
+			t.Fatalf("%s still holds the old seed", en.Name())
+		}
+	}
 }

@@ -193,3 +193,20 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// Finish removes the kept <name>.prev once the rotation completed: the old
+// key is revoked, and its seed has no reason to stay on disk.
+// Both names are cleared: Finish is told only which agent, not whether its
+// file held creds or a JWT.
+func (f *File) Finish(ctx context.Context, h rotatord.Handoff) error {
+	if err := checkNames(h.Account, h.Agent); err != nil {
+		return err
+	}
+	for _, name := range []string{h.Agent + ".creds", h.Agent + ".jwt"} {
+		path := filepath.Join(f.dir, h.Account, name+".prev")
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", path, err)
+		}
+	}
+	return nil
+}

@@ -23,6 +23,13 @@ type Distributor interface {
 	Restore(ctx context.Context, h rotatord.Handoff, ref string) error
 }
 
+// Finisher is implemented by distributors that keep something of the
+// previous credentials for a rollback (a file's old copy): Finish is
+// called once the rotation completed and the old key is revoked.
+type Finisher interface {
+	Finish(ctx context.Context, h rotatord.Handoff) error
+}
+
 // pollDelivery keeps the new credentials in the registry (the seed sealed
 // under the master key) until the agent fetches them.
 type pollDelivery struct{}
@@ -336,9 +343,16 @@ func (s *Service) complete(ctx context.Context, g *rotatord.Agent, r *rotatord.R
 		return nil, err
 	}
 	created := r.CreatedAt
+	h := rotatord.Handoff{Account: g.Account, Agent: g.Name, RotationID: r.ID, PublicKey: r.NewKey}
+	fin, _ := s.distributors[g.Delivery].(Finisher)
 	return func() {
 		s.metrics.finished(rotatord.RotationCompleted, now.Sub(created))
 		s.kickResign()
+		if fin != nil {
+			if err := fin.Finish(context.WithoutCancel(ctx), h); err != nil {
+				s.log.Warn("clean up after delivery", "agent", h.Agent, "rotation", h.RotationID, "err", err)
+			}
+		}
 	}, nil
 }
 
