@@ -328,7 +328,7 @@ func (b *bench) loadCache(ctx context.Context) (*resolver.Cache, http.Handler, e
 	for i, a := range all {
 		out[i] = resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID}
 	}
-	cache.Replace(out)
+	cache.Replace(out, cache.Snapshot())
 	b.setup.loadTime = time.Since(start)
 	b.setup.cached = cache.Len()
 	b.logf("loaded %d account JWTs into the resolver cache in %s", cache.Len(), b.setup.loadTime.Round(time.Millisecond))

@@ -291,10 +291,11 @@ func TestFileDelivery(t *testing.T) {
 		_, err := os.Stat(path + ".prev")
 		return os.IsNotExist(err)
 	})
+	oldSeed := seedOf(t, string(old))
 	entries, _ := os.ReadDir(filepath.Join(dir, "fleet"))
 	for _, en := range entries {
 		b, _ := os.ReadFile(filepath.Join(dir, "fleet", en.Name()))
-		if strings.Contains(string(b), string(old[strings.Index(string(old), "SU"):][:20])) {
+		if strings.Contains(string(b), oldSeed) {
 			t.Fatalf("%s still holds the old seed", en.Name())
 		}
 	}

@@ -226,15 +226,16 @@ func (m *Main) kickPush() {
 
 // loadAccounts replaces the resolver cache with every account JWT.
 func (m *Main) loadAccounts(ctx context.Context) error {
+	mark := m.Cache.Snapshot()
 	all, err := m.Store.AccountJWTs(ctx)
 	if err != nil {
 		return err
 	}
 	out := make([]resolver.Account, len(all))
 	for i, a := range all {
-		out[i] = resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID}
+		out[i] = resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID, Version: a.Version}
 	}
-	m.Cache.Replace(out)
+	m.Cache.Replace(out, mark)
 	return nil
 }
 
@@ -249,7 +250,7 @@ func (m *Main) refreshAccount(ctx context.Context, pub string) {
 		// its connection comes back.
 		m.Log.Warn("reload account jwt", "account", pub, "err", err)
 	default:
-		m.Cache.Set(resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID})
+		m.Cache.Set(resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID, Version: a.Version})
 	}
 }
 

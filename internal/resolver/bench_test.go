@@ -129,7 +129,7 @@ func newCache(accs []benchAccount) *resolver.Cache {
 		all[i] = resolver.Account{PublicKey: a.pub, JWT: a.jwt, ID: a.id}
 	}
 	c := resolver.NewCache()
-	c.Replace(all)
+	c.Replace(all, 0)
 	return c
 }
 

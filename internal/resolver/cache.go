@@ -16,11 +16,14 @@ type Account struct {
 	PublicKey string
 	JWT       string
 	ID        string // the JWT's ID, used as ETag
+	Version   int64  // grows with every re-signed JWT of the account
 }
 
 type entry struct {
-	body []byte
-	etag string // quoted, ready for the header
+	body    []byte
+	etag    string // quoted, ready for the header
+	version int64
+	seq     uint64 // the cache's change counter when this entry was set
 }
 
 // Cache holds the account JWTs served by the Handler. It is safe for
@@ -28,6 +31,8 @@ type entry struct {
 type Cache struct {
 	mu       sync.RWMutex
 	accounts map[string]*entry
+	deleted  map[string]uint64 // tombstones: key -> seq of the deletion
+	seq      uint64            // counts Set and Delete calls
 	operator atomic.Pointer[[]byte]
 	loaded   atomic.Bool
 }
@@ -35,38 +40,70 @@ type Cache struct {
 // NewCache returns an empty cache. Until Replace is first called the
 // Handler answers 503, so a server never mistakes "not loaded" for "unknown".
 func NewCache() *Cache {
-	return &Cache{accounts: make(map[string]*entry)}
+	return &Cache{accounts: make(map[string]*entry), deleted: make(map[string]uint64)}
 }
 
 func newEntry(a Account) *entry {
-	return &entry{body: []byte(a.JWT), etag: `"` + a.ID + `"`}
+	return &entry{body: []byte(a.JWT), etag: `"` + a.ID + `"`, version: a.Version}
 }
 
-// Replace swaps in a complete set of accounts.
-func (c *Cache) Replace(all []Account) {
+// Snapshot returns a mark to pass to Replace: take it before reading the
+// complete set from the database.
+func (c *Cache) Snapshot() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.seq
+}
+
+// Replace swaps in a complete set of accounts read after mark was taken.
+// Changes made with Set and Delete since the mark win over the set, which
+// may have been read before them.
+func (c *Cache) Replace(all []Account, mark uint64) {
 	m := make(map[string]*entry, len(all))
 	for _, a := range all {
 		m[a.PublicKey] = newEntry(a)
 	}
 	c.mu.Lock()
+	for pub, e := range c.accounts {
+		if e.seq > mark {
+			if loaded, ok := m[pub]; !ok || loaded.version < e.version {
+				m[pub] = e
+			}
+		}
+	}
+	for pub, seq := range c.deleted {
+		if seq > mark {
+			delete(m, pub)
+		} else {
+			delete(c.deleted, pub)
+		}
+	}
 	c.accounts = m
 	c.mu.Unlock()
 	c.loaded.Store(true)
 }
 
-// Set adds or replaces one account.
+// Set adds or replaces one account, unless the cache has a newer version.
 func (c *Cache) Set(a Account) {
 	e := newEntry(a)
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.accounts[a.PublicKey]; ok && old.version > e.version {
+		return
+	}
+	c.seq++
+	e.seq = c.seq
 	c.accounts[a.PublicKey] = e
-	c.mu.Unlock()
+	delete(c.deleted, a.PublicKey)
 }
 
 // Delete removes one account.
 func (c *Cache) Delete(pub string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
 	delete(c.accounts, pub)
-	c.mu.Unlock()
+	c.deleted[pub] = c.seq
 }
 
 // SetOperator sets the operator JWT served at /jwt/v1/operator.

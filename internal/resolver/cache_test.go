@@ -1,0 +1,37 @@
+package resolver
+
+import "testing"
+
+// A complete set read before a change must not undo that change.
+func TestReplaceKeepsLaterChanges(t *testing.T) {
+	c := NewCache()
+	c.Replace([]Account{{PublicKey: "A1", JWT: "v1", Version: 1}, {PublicKey: "A2", JWT: "v1", Version: 1}}, 0)
+
+	mark := c.Snapshot()
+	// Meanwhile: A3 created, A1 re-signed, A2 deleted.
+	c.Set(Account{PublicKey: "A3", JWT: "new", Version: 1})
+	c.Set(Account{PublicKey: "A1", JWT: "v2", Version: 2})
+	c.Delete("A2")
+	// The set read before those changes arrives.
+	c.Replace([]Account{{PublicKey: "A1", JWT: "v1", Version: 1}, {PublicKey: "A2", JWT: "v1", Version: 1}}, mark)
+
+	if got, ok := c.Lookup("A3"); !ok || got != "new" {
+		t.Errorf("A3 = %q, %v; want the account created meanwhile", got, ok)
+	}
+	if got, _ := c.Lookup("A1"); got != "v2" {
+		t.Errorf("A1 = %q; want the newer v2", got)
+	}
+	if _, ok := c.Lookup("A2"); ok {
+		t.Error("A2 came back after its deletion")
+	}
+	// A later complete set is taken as it is.
+	c.Replace([]Account{{PublicKey: "A1", JWT: "v3", Version: 3}}, c.Snapshot())
+	if got, _ := c.Lookup("A1"); got != "v3" || c.Len() != 1 {
+		t.Errorf("after a fresh set: A1 = %q, %d accounts", got, c.Len())
+	}
+	// An older version never replaces a newer one.
+	c.Set(Account{PublicKey: "A1", JWT: "v2", Version: 2})
+	if got, _ := c.Lookup("A1"); got != "v3" {
+		t.Errorf("A1 = %q after a stale Set; want v3", got)
+	}
+}
