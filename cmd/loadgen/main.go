@@ -33,13 +33,14 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/rotatord/rotatord/internal/loadtest"
 )
 
 // Bounds on the flags.
@@ -146,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
 	}
-	fmt.Fprintf(stdout, "%s\n%s\n", line, res.human())
+	fmt.Fprintf(stdout, "%s\n%s\n", line, res.Human())
 	if res.Requests == 0 {
 		return fmt.Errorf("no request completed (errors %d, first: %s)", res.Errors, res.FirstError)
 	}
@@ -256,42 +257,7 @@ func dialLoopback(_, address string, _ syscall.RawConn) error {
 }
 
 // result is what loadgen prints, as JSON and as a line of text.
-type result struct {
-	URLs        int              `json:"urls"`
-	Concurrency int              `json:"concurrency"`
-	GOMAXPROCS  int              `json:"gomaxprocs"`
-	Warmup      float64          `json:"warmup_s"`
-	Duration    float64          `json:"duration_s"`
-	Requests    uint64           `json:"requests"`
-	RPS         float64          `json:"rps"`
-	Mean        float64          `json:"mean_ms"`
-	P50         float64          `json:"p50_ms"`
-	P90         float64          `json:"p90_ms"`
-	P99         float64          `json:"p99_ms"`
-	P999        float64          `json:"p999_ms"`
-	Max         float64          `json:"max_ms"`
-	Errors      uint64           `json:"errors"`
-	Non200      uint64           `json:"non_200"`
-	Status      map[string]int64 `json:"status"`
-	Bytes       int64            `json:"bytes"`
-	FirstError  string           `json:"first_error,omitempty"`
-}
-
-func (r *result) human() string {
-	s := fmt.Sprintf("%d requests in %.1fs: %.0f req/s, p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms, errors %d, non-200 %d (c=%d, %d URLs)",
-		r.Requests, r.Duration, r.RPS, r.P50, r.P90, r.P99, r.Max, r.Errors, r.Non200, r.Concurrency, r.URLs)
-	if r.Non200 > 0 {
-		var parts []string
-		for _, c := range r.statusCodes() {
-			parts = append(parts, fmt.Sprintf("%s: %d", c, r.Status[c]))
-		}
-		s += "; statuses " + strings.Join(parts, ", ")
-	}
-	if r.FirstError != "" {
-		s += "; first error: " + r.FirstError
-	}
-	return s
-}
+type result = loadtest.Result
 
 // worker is one closed-loop client; its fields are merged at the end.
 type worker struct {
@@ -430,13 +396,3 @@ func load(ctx context.Context, cfg config, urls []*url.URL) (*result, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// statusCodes lists the status codes of a result in order, for messages.
-func (r *result) statusCodes() []string {
-	codes := make([]string, 0, len(r.Status))
-	for c := range r.Status {
-		codes = append(codes, c)
-	}
-	slices.Sort(codes)
-	return codes
-}

@@ -13,27 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rotatord/rotatord/internal/loadtest"
 )
 
 // loadResult is the JSON line printed by cmd/loadgen.
-type loadResult struct {
-	URLs        int              `json:"urls"`
-	Concurrency int              `json:"concurrency"`
-	GOMAXPROCS  int              `json:"gomaxprocs"`
-	Duration    float64          `json:"duration_s"`
-	Requests    uint64           `json:"requests"`
-	RPS         float64          `json:"rps"`
-	Mean        float64          `json:"mean_ms"`
-	P50         float64          `json:"p50_ms"`
-	P90         float64          `json:"p90_ms"`
-	P99         float64          `json:"p99_ms"`
-	P999        float64          `json:"p999_ms"`
-	Max         float64          `json:"max_ms"`
-	Errors      uint64           `json:"errors"`
-	Non200      uint64           `json:"non_200"`
-	Status      map[string]int64 `json:"status"`
-	FirstError  string           `json:"first_error"`
-}
+type loadResult = loadtest.Result
 
 type runResult struct {
 	target *target
