@@ -173,17 +173,7 @@ func redact(msg, secret string) string {
 	if secret == "" {
 		return msg
 	}
-	out := []byte{}
-	for i := 0; i < len(msg); {
-		if len(msg)-i >= len(secret) && msg[i:i+len(secret)] == secret {
-			out = append(out, "<url>"...)
-			i += len(secret)
-			continue
-		}
-		out = append(out, msg[i])
-		i++
-	}
-	return string(out)
+	return strings.ReplaceAll(msg, secret, "<url>")
 }
 
 // collect scans every row with scan; what names the rows in errors.

@@ -128,11 +128,11 @@ func collectRotations(rows pgx.Rows) ([]*rotatord.Rotation, error) {
 
 // ListRotationsToAdvance returns the IDs of rotations in flight that need
 // work: issued ones, confirmed ones, and distributed ones whose deadline is
-// before now. Include all distributed ones with allDistributed.
-func (s *Store) ListRotationsToAdvance(ctx context.Context, now time.Time, allDistributed bool, limit int) ([]string, error) {
+// not after now.
+func (s *Store) ListRotationsToAdvance(ctx context.Context, now time.Time, limit int) ([]string, error) {
 	rows, err := s.q(ctx).Query(ctx, `SELECT id::text FROM rotations
-		WHERE state IN ('issued', 'confirmed') OR (state = 'distributed' AND ($2 OR deadline <= $1))
-		ORDER BY updated_at LIMIT $3`, dbTime(now), allDistributed, limit)
+		WHERE state IN ('issued', 'confirmed') OR (state = 'distributed' AND deadline <= $1)
+		ORDER BY updated_at LIMIT $2`, dbTime(now), limit)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list rotations to advance: %w", err))
 	}

@@ -38,7 +38,7 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 		}
 	}
 
-	ids, err := s.store.ListRotationsToAdvance(ctx, now, false, 1000)
+	ids, err := s.store.ListRotationsToAdvance(ctx, now, 1000)
 	if err != nil {
 		errs = append(errs, err)
 	}

@@ -52,20 +52,15 @@ func (s *Service) checkConnected(ctx context.Context) (int, error) {
 		s.lastConnz = now
 	}
 	s.mu.Unlock()
-	var accounts []string
+	// Otherwise only accounts whose rotations reached their deadline, before
+	// they are rolled back.
+	deadlineBefore := now
 	if all {
-		accs, err := s.store.DistributedAccounts(ctx, time.Time{})
-		if err != nil {
-			return 0, err
-		}
-		accounts = accs
-	} else {
-		// Only those whose deadline passed, before they are rolled back.
-		accs, err := s.store.DistributedAccounts(ctx, now)
-		if err != nil {
-			return 0, err
-		}
-		accounts = accs
+		deadlineBefore = time.Time{}
+	}
+	accounts, err := s.store.DistributedAccounts(ctx, deadlineBefore)
+	if err != nil {
+		return 0, err
 	}
 	n := 0
 	for _, acc := range accounts {
