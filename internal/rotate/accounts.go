@@ -219,8 +219,10 @@ func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) e
 		if acc.System {
 			return rotatord.Errorf(rotatord.ECONFLICT, "the system account cannot be deleted")
 		}
-		if acc.Agents > 0 {
-			return rotatord.Errorf(rotatord.ECONFLICT, "account %q still has %d agents: delete them first", name, acc.Agents)
+		// Counted before the lock; an agent created meanwhile makes the
+		// delete fail on its foreign key, which is a conflict too.
+		if found.Agents > 0 {
+			return rotatord.Errorf(rotatord.ECONFLICT, "account %q still has %d agents: delete them first", name, found.Agents)
 		}
 		if err := s.store.DeleteAccount(ctx, acc.ID); err != nil {
 			return err
