@@ -29,6 +29,13 @@ Usage:
   rotatord token create --name NAME --scope admin|rotate|read [flags]
                                            create an API token and print it once
   rotatord dev [--dir DIR]                 run everything locally: PostgreSQL, nats-server, rotatord
+  rotatord import [flags]                  import an nsc store or JWT/creds files (see rotatord import -h)
+
+Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
+  rotatord agents list|show|add|rotate|revoke
+  rotatord rotations list --agent NAME
+  rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]
+  rotatord audit verify [flags]            check the audit trail's hash chain in the database
 
 Every command takes -h for its flags. Flags mirror the ROTATORD_* environment variables.
 `
@@ -68,6 +75,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runTokenCreate(ctx, cfg, args[1:], stdout, stderr)
 	case "dev":
 		return runDev(ctx, cfg, args, stdout, stderr)
+	case "import":
+		return runImport(ctx, cfg, args, stdout, stderr)
+	case "agents":
+		return runAgents(ctx, args, stdout, stderr)
+	case "rotations":
+		return runRotations(ctx, args, stdout, stderr)
+	case "audit":
+		if len(args) > 0 && args[0] == "verify" {
+			return runAuditVerify(ctx, cfg, args[1:], stdout, stderr)
+		}
+		return runAudit(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
