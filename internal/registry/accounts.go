@@ -205,18 +205,30 @@ func (s *Store) Revocations(ctx context.Context, accountID int64) ([]rotatord.Re
 
 // AddRevocations upserts entries; an existing entry keeps the later time.
 func (s *Store) AddRevocations(ctx context.Context, accountID int64, rs []rotatord.Revocation) error {
-	for _, r := range rs {
-		_, err := s.q(ctx).Exec(ctx, `
-			INSERT INTO revocations (account_id, public_key, revoked_at, expires_at, agent_name, reason, jwt_issued_at)
-			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7)
-			ON CONFLICT (account_id, public_key) DO UPDATE SET
-				revoked_at = greatest(revocations.revoked_at, excluded.revoked_at),
-				expires_at = greatest(revocations.expires_at, excluded.expires_at),
-				jwt_issued_at = greatest(revocations.jwt_issued_at, excluded.jwt_issued_at)`,
-			accountID, r.PublicKey, dbTime(r.RevokedAt), dbTime(r.ExpiresAt), r.Agent, r.Reason, nullTime(r.IssuedAt))
-		if err != nil {
-			return mapErr(fmt.Errorf("add revocation of %s: %w", r.PublicKey, err))
+	n := len(rs)
+	keys, agents, reasons := make([]string, n), make([]string, n), make([]string, n)
+	revoked, expires, issued := make([]time.Time, n), make([]time.Time, n), make([]*time.Time, n)
+	for i, r := range rs {
+		keys[i], agents[i], reasons[i] = r.PublicKey, r.Agent, r.Reason
+		revoked[i], expires[i] = dbTime(r.RevokedAt), dbTime(r.ExpiresAt)
+		if !r.IssuedAt.IsZero() {
+			issued[i] = timePtr(&r.IssuedAt)
 		}
+	}
+	// One statement for the lot; a key listed twice keeps the latest times.
+	_, err := s.q(ctx).Exec(ctx, `
+		INSERT INTO revocations (account_id, public_key, revoked_at, expires_at, agent_name, reason, jwt_issued_at)
+		SELECT $1, key, max(revoked), max(expires), nullif(max(agent), ''), max(reason), max(issued)
+		FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], $7::timestamptz[])
+			AS v(key, revoked, expires, agent, reason, issued)
+		GROUP BY key
+		ON CONFLICT (account_id, public_key) DO UPDATE SET
+			revoked_at = greatest(revocations.revoked_at, excluded.revoked_at),
+			expires_at = greatest(revocations.expires_at, excluded.expires_at),
+			jwt_issued_at = greatest(revocations.jwt_issued_at, excluded.jwt_issued_at)`,
+		accountID, keys, revoked, expires, agents, reasons, issued)
+	if err != nil {
+		return mapErr(fmt.Errorf("add %d revocations: %w", n, err))
 	}
 	return nil
 }

@@ -139,14 +139,7 @@ func scanCredential(row pgx.Row) (*rotatord.Credential, error) {
 // CreateCredential stores a credential and sets its ID. A key already used
 // anywhere is ECONFLICT.
 func (s *Store) CreateCredential(ctx context.Context, c *rotatord.Credential) error {
-	err := s.q(ctx).QueryRow(ctx, `
-		INSERT INTO credentials (agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
-		c.AgentID, c.PublicKey, c.JWT, c.JWTID, dbTime(c.IssuedAt), dbTime(c.ExpiresAt), c.State, c.SeedEnc).Scan(&c.ID)
-	if err != nil {
-		return mapErr(fmt.Errorf("create credential %s: %w", c.PublicKey, err))
-	}
-	return nil
+	return s.CreateCredentials(ctx, []*rotatord.Credential{c})
 }
 
 // Credentials returns an agent's credentials in the given states (all when

@@ -27,30 +27,32 @@ func scanRotation(row pgx.Row) (*rotatord.Rotation, error) {
 	return &r, err
 }
 
+// isUUID reports whether s is a UUID in its canonical text form
+// (8-4-4-4-12 hex digits, any case).
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 func nullID(id int64) any {
 	if id == 0 {
 		return nil
 	}
 	return id
-}
-
-// CreateRotation stores a new rotation and sets its ID. While another
-// rotation of the agent is in flight it fails with ECONFLICT: the database,
-// not memory, keeps one rotation per agent.
-func (s *Store) CreateRotation(ctx context.Context, r *rotatord.Rotation) error {
-	var old any
-	if r.OldKey != "" {
-		old = r.OldKey
-	}
-	err := s.q(ctx).QueryRow(ctx, `
-		INSERT INTO rotations (agent_id, state, trigger, old_public_key, new_public_key, old_credential_id, new_credential_id, reason)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id::text, created_at, updated_at`,
-		r.AgentID, r.State, r.Trigger, old, r.NewKey, nullID(r.OldCredentialID), nullID(r.NewCredentialID), r.Reason,
-	).Scan(&r.ID, &r.CreatedAt, &r.UpdatedAt)
-	if err != nil {
-		return mapErr(fmt.Errorf("create rotation for agent %d: %w", r.AgentID, err))
-	}
-	return nil
 }
 
 // UpdateRotation stores r's state and progress fields.
@@ -73,7 +75,11 @@ func (s *Store) UpdateRotation(ctx context.Context, r *rotatord.Rotation) error 
 // FindRotation returns a rotation by ID, or ENOTFOUND (also for an ID that
 // is not a UUID).
 func (s *Store) FindRotation(ctx context.Context, id string) (*rotatord.Rotation, error) {
-	r, err := scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.id::text = $1`, id))
+	if !isUUID(id) {
+		return nil, notFound("rotation", id)
+	}
+	// Compare as uuid, not text, so that the primary key is used.
+	r, err := scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.id = $1::uuid`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("rotation", id)
 	}
@@ -90,7 +96,10 @@ func (s *Store) LockRotation(ctx context.Context, id string) (r *rotatord.Rotati
 	if _, inTx := ctx.Value(txKey{}).(pgx.Tx); !inTx {
 		return nil, false, errors.New("lock rotation: not in a transaction")
 	}
-	r, err = scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.id::text = $1 FOR NO KEY UPDATE OF r SKIP LOCKED`, id))
+	if !isUUID(id) {
+		return nil, false, nil
+	}
+	r, err = scanRotation(s.q(ctx).QueryRow(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.id = $1::uuid FOR NO KEY UPDATE OF r SKIP LOCKED`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, nil
 	}

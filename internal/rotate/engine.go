@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -59,7 +60,7 @@ func (s *Service) StartRotation(ctx context.Context, actor Actor, agent, trigger
 // generated itself; otherwise rotatord makes one and keeps its seed sealed.
 func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger, pub string) (*rotatord.Rotation, error) {
 	var r *rotatord.Rotation
-	err := s.store.InTx(ctx, func(ctx context.Context) error {
+	err := s.inTx(ctx, func(ctx context.Context) error {
 		g, err := s.store.LockAgent(ctx, agent)
 		if err != nil {
 			return err
@@ -76,43 +77,11 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 		} else if inflight != nil {
 			return errInFlight
 		}
-		var cred *rotatord.Credential
-		if pub == "" {
-			var kp nkeys.KeyPair
-			if cred, kp, err = s.issue(ctx, g, now); err != nil {
-				return err
-			}
-			cred.SeedEnc = s.seal(kp)
-		} else if cred, err = s.issueFor(ctx, g, pub, now); err != nil {
+		rs, err := s.start(ctx, actor, []*rotatord.Agent{g}, trigger, pub, now)
+		if err != nil {
 			return err
 		}
-		cred.State = rotatord.CredentialPending
-		if err := s.store.CreateCredential(ctx, cred); err != nil {
-			return err
-		}
-		r = &rotatord.Rotation{AgentID: g.ID, Agent: g.Name, Account: g.Account, AccountID: g.AccountID, AccountKey: g.AccountKey,
-			State: rotatord.RotationIssued, Trigger: trigger, NewKey: cred.PublicKey, NewCredentialID: cred.ID}
-		if g.Active != nil {
-			r.OldKey, r.OldCredentialID = g.Active.PublicKey, g.Active.ID
-		}
-		if err := s.store.CreateRotation(ctx, r); err != nil {
-			return err
-		}
-		if err := s.audit(ctx, actor, "rotation.start", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-			PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"trigger": trigger, "old_key": r.OldKey}}); err != nil {
-			return err
-		}
-		if err := s.audit(ctx, actor, "credential.issue", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-			PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"jwt_id": cred.JWTID, "expires_at": cred.ExpiresAt}}); err != nil {
-			return err
-		}
-		if g.Delivery == rotatord.DeliveryPoll {
-			// Handing out by poll only marks the creds ready: nothing
-			// outside the database happens between the two steps, so they
-			// commit together.
-			_, err := s.distribute(ctx, g, r, now)
-			return err
-		}
+		r = rs[0]
 		return nil
 	})
 	if err != nil {
@@ -120,6 +89,109 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 	}
 	s.metrics.started(trigger)
 	return r, nil
+}
+
+// start issues a new key for each agent (locked, active, with no rotation
+// in flight) and records the rotations. Handing out by poll only marks the
+// creds ready: nothing outside the database happens between issuing and
+// distributing, so those rotations are stored distributed at once. pub is
+// a key the agent generated (one agent only) or empty.
+func (s *Service) start(ctx context.Context, actor Actor, gs []*rotatord.Agent, trigger, pub string, now time.Time) ([]*rotatord.Rotation, error) {
+	creds := make([]*rotatord.Credential, len(gs))
+	for i, g := range gs {
+		var cred *rotatord.Credential
+		var err error
+		if pub == "" {
+			var kp nkeys.KeyPair
+			if cred, kp, err = s.issue(ctx, g, now); err != nil {
+				return nil, err
+			}
+			cred.SeedEnc = s.seal(kp)
+		} else if cred, err = s.issueFor(ctx, g, pub, now); err != nil {
+			return nil, err
+		}
+		cred.State = rotatord.CredentialPending
+		creds[i] = cred
+	}
+	if err := s.store.CreateCredentials(ctx, creds); err != nil {
+		return nil, err
+	}
+	rs := make([]*rotatord.Rotation, len(gs))
+	for i, g := range gs {
+		cred := creds[i]
+		r := &rotatord.Rotation{AgentID: g.ID, Agent: g.Name, Account: g.Account, AccountID: g.AccountID, AccountKey: g.AccountKey,
+			State: rotatord.RotationIssued, Trigger: trigger, NewKey: cred.PublicKey, NewCredentialID: cred.ID}
+		if g.Active != nil {
+			r.OldKey, r.OldCredentialID = g.Active.PublicKey, g.Active.ID
+		}
+		if g.Delivery == rotatord.DeliveryPoll {
+			deadline := now.Add(g.Rotation.Grace)
+			r.State, r.DistributedAt, r.Deadline = rotatord.RotationDistributed, &now, &deadline
+		}
+		rs[i] = r
+	}
+	if err := s.store.CreateRotations(ctx, rs); err != nil {
+		return nil, err
+	}
+	for i, g := range gs {
+		r, cred := rs[i], creds[i]
+		if err := s.audit(ctx, actor, "rotation.start", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"trigger": trigger, "old_key": r.OldKey}}); err != nil {
+			return nil, err
+		}
+		if err := s.audit(ctx, actor, "credential.issue", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"jwt_id": cred.JWTID, "expires_at": cred.ExpiresAt}}); err != nil {
+			return nil, err
+		}
+		if r.State == rotatord.RotationDistributed {
+			if err := s.auditDelivered(ctx, g, r); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return rs, nil
+}
+
+// auditDelivered records that a rotation's creds were handed out.
+func (s *Service) auditDelivered(ctx context.Context, g *rotatord.Agent, r *rotatord.Rotation) error {
+	return s.audit(ctx, SystemActor, "credential.deliver", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+		PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"delivery": g.Delivery, "deadline": *r.Deadline, "ref": r.DeliveryRef}})
+}
+
+// startDue starts the scheduled rotations of the named agents that are due,
+// many per transaction. It handles agents with poll delivery; the others
+// (whose delivery calls out of the database) are returned for one-by-one
+// starts. On error nothing was started.
+func (s *Service) startDue(ctx context.Context, names []string) (started int, rest []string, err error) {
+	now := s.now()
+	err = s.inTx(ctx, func(ctx context.Context) error {
+		rest = rest[:0]
+		locked, err := s.store.LockDueAgents(ctx, names, now)
+		if err != nil {
+			return err
+		}
+		poll := make([]*rotatord.Agent, 0, len(locked))
+		for _, g := range locked {
+			if g.Delivery == rotatord.DeliveryPoll {
+				poll = append(poll, g)
+			} else {
+				rest = append(rest, g.Name)
+			}
+		}
+		if len(poll) == 0 {
+			return nil
+		}
+		rs, err := s.start(ctx, SystemActor, poll, rotatord.TriggerSchedule, "", now)
+		started = len(rs)
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("start %d rotations: %w", len(names), err)
+	}
+	for range started {
+		s.metrics.started(rotatord.TriggerSchedule)
+	}
+	return started, rest, nil
 }
 
 var errNotDue = rotatord.Errorf(rotatord.ECONFLICT, "agent is not due")
@@ -144,7 +216,7 @@ func (s *Service) advance(ctx context.Context, id string, expire bool) (*rotator
 // step does one transition and reports whether it did one.
 func (s *Service) step(ctx context.Context, id string, expire bool) (r *rotatord.Rotation, moved bool, err error) {
 	var after func()
-	err = s.store.InTx(ctx, func(ctx context.Context) error {
+	err = s.inTx(ctx, func(ctx context.Context) error {
 		found, err := s.store.FindRotation(ctx, id)
 		if err != nil {
 			return err
@@ -218,7 +290,8 @@ func (s *Service) delivery(ctx context.Context, g *rotatord.Agent, r *rotatord.R
 func (s *Service) distribute(ctx context.Context, g *rotatord.Agent, r *rotatord.Rotation, now time.Time) (func(), error) {
 	dist, err := s.distributor(g.Delivery)
 	var ref string
-	if err == nil {
+	if _, poll := dist.(pollDelivery); err == nil && !poll {
+		// Poll delivery hands nothing out here: the agent fetches the creds.
 		var d rotatord.Handoff
 		if d, err = s.delivery(ctx, g, r); err == nil {
 			ref, err = dist.Deliver(ctx, d)
@@ -233,8 +306,7 @@ func (s *Service) distribute(ctx context.Context, g *rotatord.Agent, r *rotatord
 	if err := s.store.UpdateRotation(ctx, r); err != nil {
 		return nil, err
 	}
-	return nil, s.audit(ctx, SystemActor, "credential.deliver", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-		PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"delivery": g.Delivery, "deadline": deadline, "ref": ref}})
+	return nil, s.auditDelivered(ctx, g, r)
 }
 
 // deliveryDetail adds a distributor's own error text, which is ours (not a
@@ -253,104 +325,193 @@ func deliveryDetail(err error) string {
 // between the two that a crash could interrupt. how says what showed it
 // ("event" or "connz"). A key that no rotation waits for is ignored.
 func (s *Service) Confirm(ctx context.Context, newKey, jwtID, how string) (*rotatord.Rotation, error) {
-	var r *rotatord.Rotation
+	done, err := s.ConfirmMany(ctx, map[string]string{newKey: jwtID}, how)
+	if err != nil || len(done) == 0 {
+		return nil, err
+	}
+	return done[0], nil
+}
+
+// ConfirmMany is Confirm for many connected keys (user key to the ID of the
+// JWT it connected with, or "" when unknown) in one transaction, and
+// returns the rotations it completed.
+func (s *Service) ConfirmMany(ctx context.Context, conns map[string]string, how string) ([]*rotatord.Rotation, error) {
+	keys := make([]string, 0, len(conns))
+	for k := range conns {
+		keys = append(keys, k)
+	}
+	var done []*rotatord.Rotation
 	var after func()
-	err := s.store.InTx(ctx, func(ctx context.Context) error {
-		byKey, err := s.store.PendingRotationsByKey(ctx, []string{newKey})
-		if err != nil || byKey[newKey] == nil {
+	err := s.inTx(ctx, func(ctx context.Context) error {
+		done = done[:0]
+		byKey, err := s.store.PendingRotationsByKey(ctx, keys)
+		if err != nil || len(byKey) == 0 {
 			return err
 		}
-		g, err := s.store.LockAgent(ctx, byKey[newKey].Agent)
+		// Lock order everywhere: agents (by ID), then rotations, then accounts.
+		agentIDs := make([]int64, 0, len(byKey))
+		rotIDs := make([]string, 0, len(byKey))
+		for _, r := range byKey {
+			agentIDs = append(agentIDs, r.AgentID)
+			rotIDs = append(rotIDs, r.ID)
+		}
+		agents, err := s.store.LockAgentsByID(ctx, agentIDs)
 		if err != nil {
 			return err
 		}
-		var ok bool
-		if r, ok, err = s.store.LockRotation(ctx, byKey[newKey].ID); err != nil || !ok {
-			return err
-		}
-		if r.State != rotatord.RotationIssued && r.State != rotatord.RotationDistributed {
-			return nil
-		}
-		cred, err := s.store.FindCredential(ctx, r.NewCredentialID)
+		locked, err := s.store.LockRotations(ctx, rotIDs)
 		if err != nil {
 			return err
 		}
-		if jwtID != "" && jwtID != cred.JWTID {
-			s.log.Warn("agent connected with the new key but another jwt", "agent", g.Name, "rotation", r.ID, "jwt_id", jwtID)
-			return nil
+		credIDs := make([]int64, 0, len(locked))
+		for _, r := range locked {
+			credIDs = append(credIDs, r.NewCredentialID)
+		}
+		creds, err := s.store.FindCredentials(ctx, credIDs)
+		if err != nil {
+			return err
 		}
 		now := s.now()
-		r.State, r.ConfirmedAt, r.ConfirmedBy = rotatord.RotationConfirmed, &now, how
-		if err := s.audit(ctx, SystemActor, "rotation.confirm", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-			PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"by": how, "jwt_id": cred.JWTID}}); err != nil {
-			return err
+		var items []completion
+		for _, r := range locked {
+			g, cred := agents[r.AgentID], creds[r.NewCredentialID]
+			if g == nil || cred == nil || (r.State != rotatord.RotationIssued && r.State != rotatord.RotationDistributed) {
+				continue
+			}
+			if jwtID := conns[r.NewKey]; jwtID != "" && jwtID != cred.JWTID {
+				s.log.Warn("agent connected with the new key but another jwt", "agent", g.Name, "rotation", r.ID, "jwt_id", jwtID)
+				continue
+			}
+			r.State, r.ConfirmedAt, r.ConfirmedBy = rotatord.RotationConfirmed, &now, how
+			if err := s.audit(ctx, SystemActor, "rotation.confirm", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+				PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"by": how, "jwt_id": cred.JWTID}}); err != nil {
+				return err
+			}
+			items = append(items, completion{g, r})
 		}
-		after, err = s.complete(ctx, g, r, now)
+		if len(items) == 0 {
+			return nil
+		}
+		after, err = s.completeMany(ctx, items, now)
+		for _, it := range items {
+			done = append(done, it.r)
+		}
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("confirm %s: %w", newKey, err)
+		return nil, fmt.Errorf("confirm %d keys: %w", len(conns), err)
 	}
 	if after != nil {
 		after()
 	}
-	return r, nil
+	return done, nil
+}
+
+// completion is a confirmed rotation and its agent, both locked.
+type completion struct {
+	g *rotatord.Agent
+	r *rotatord.Rotation
 }
 
 // complete retires the old key (a revocation entry, folded into the account
 // JWT by the re-signer) and makes the new one active.
 func (s *Service) complete(ctx context.Context, g *rotatord.Agent, r *rotatord.Rotation, now time.Time) (func(), error) {
-	if r.OldCredentialID != 0 {
-		old, err := s.store.FindCredential(ctx, r.OldCredentialID)
-		if err != nil {
+	return s.completeMany(ctx, []completion{{g, r}}, now)
+}
+
+// completeMany completes confirmed rotations with one statement per step.
+func (s *Service) completeMany(ctx context.Context, items []completion, now time.Time) (func(), error) {
+	oldIDs := make([]int64, 0, len(items))
+	newIDs := make([]int64, 0, len(items))
+	for _, it := range items {
+		if it.r.OldCredentialID != 0 {
+			oldIDs = append(oldIDs, it.r.OldCredentialID)
+		}
+		newIDs = append(newIDs, it.r.NewCredentialID)
+	}
+	olds, err := s.store.FindCredentials(ctx, oldIDs)
+	if err != nil {
+		return nil, err
+	}
+	var retire []int64
+	revs := map[int64][]rotatord.Revocation{}
+	var accounts []int64
+	for _, it := range items {
+		old := olds[it.r.OldCredentialID]
+		if old == nil || (old.State != rotatord.CredentialActive && old.State != rotatord.CredentialPending) {
+			continue
+		}
+		retire = append(retire, old.ID)
+		if revs[it.g.AccountID] == nil {
+			accounts = append(accounts, it.g.AccountID)
+		}
+		revs[it.g.AccountID] = append(revs[it.g.AccountID], rotatord.Revocation{PublicKey: old.PublicKey,
+			RevokedAt: revocationTime(old, now), ExpiresAt: old.ExpiresAt, IssuedAt: old.IssuedAt,
+			Agent: it.g.Name, Reason: "rotated"})
+	}
+	if len(retire) > 0 {
+		if err := s.store.SetCredentialStates(ctx, retire, rotatord.CredentialRetired, now); err != nil {
 			return nil, err
 		}
-		if old.State == rotatord.CredentialActive || old.State == rotatord.CredentialPending {
-			if err := s.store.SetCredentialState(ctx, old.ID, rotatord.CredentialRetired, now); err != nil {
-				return nil, err
-			}
-			if err := s.store.AddRevocations(ctx, g.AccountID, []rotatord.Revocation{{PublicKey: old.PublicKey,
-				RevokedAt: revocationTime(old, now), ExpiresAt: old.ExpiresAt, IssuedAt: old.IssuedAt,
-				Agent: g.Name, Reason: "rotated"}}); err != nil {
-				return nil, err
-			}
-			if err := s.store.QueueResign(ctx, g.AccountID); err != nil {
-				return nil, err
-			}
+	}
+	slices.Sort(accounts)
+	for _, acc := range accounts {
+		if err := s.store.AddRevocations(ctx, acc, revs[acc]); err != nil {
+			return nil, err
 		}
-	}
-	if err := s.store.SetCredentialState(ctx, r.NewCredentialID, rotatord.CredentialActive, now); err != nil {
-		return nil, err
-	}
-	g.Failures = 0
-	next := s.nextRotation(g, now)
-	g.NextRotationAt = &next
-	if err := s.store.UpdateAgent(ctx, g); err != nil {
-		return nil, err
-	}
-	r.State, r.FinishedAt = rotatord.RotationCompleted, &now
-	if err := s.store.UpdateRotation(ctx, r); err != nil {
-		return nil, err
-	}
-	if r.OldKey != "" {
-		if err := s.audit(ctx, SystemActor, "credential.revoke", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-			PublicKey: r.OldKey, Rotation: r.ID, Details: map[string]any{"reason": "rotated"}}); err != nil {
+		if err := s.store.QueueResign(ctx, acc); err != nil {
 			return nil, err
 		}
 	}
-	if err := s.audit(ctx, SystemActor, "rotation.complete", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-		PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"next_rotation_at": next}}); err != nil {
+	if err := s.store.SetCredentialStates(ctx, newIDs, rotatord.CredentialActive, now); err != nil {
 		return nil, err
 	}
-	created := r.CreatedAt
-	h := rotatord.Handoff{Account: g.Account, Agent: g.Name, RotationID: r.ID, PublicKey: r.NewKey}
-	fin, _ := s.distributors[g.Delivery].(Finisher)
+	gs := make([]*rotatord.Agent, len(items))
+	rs := make([]*rotatord.Rotation, len(items))
+	for i, it := range items {
+		it.g.Failures = 0
+		next := s.nextRotation(it.g, now)
+		it.g.NextRotationAt = &next
+		it.r.State, it.r.FinishedAt = rotatord.RotationCompleted, &now
+		gs[i], rs[i] = it.g, it.r
+	}
+	if err := s.store.SetSchedules(ctx, gs); err != nil {
+		return nil, err
+	}
+	if err := s.store.UpdateRotations(ctx, rs); err != nil {
+		return nil, err
+	}
+	type finish struct {
+		fin Finisher
+		h   rotatord.Handoff
+	}
+	var finishes []finish
+	durations := make([]time.Duration, len(items))
+	for i, it := range items {
+		g, r := it.g, it.r
+		if r.OldKey != "" {
+			if err := s.audit(ctx, SystemActor, "credential.revoke", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+				PublicKey: r.OldKey, Rotation: r.ID, Details: map[string]any{"reason": "rotated"}}); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.audit(ctx, SystemActor, "rotation.complete", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"next_rotation_at": *g.NextRotationAt}}); err != nil {
+			return nil, err
+		}
+		durations[i] = now.Sub(r.CreatedAt)
+		if fin, ok := s.distributors[g.Delivery].(Finisher); ok {
+			finishes = append(finishes, finish{fin, rotatord.Handoff{Account: g.Account, Agent: g.Name, RotationID: r.ID, PublicKey: r.NewKey}})
+		}
+	}
 	return func() {
-		s.metrics.finished(rotatord.RotationCompleted, now.Sub(created))
+		for _, d := range durations {
+			s.metrics.finished(rotatord.RotationCompleted, d)
+		}
 		s.kickResign()
-		if fin != nil {
-			if err := fin.Finish(context.WithoutCancel(ctx), h); err != nil {
-				s.log.Warn("clean up after delivery", "agent", h.Agent, "rotation", h.RotationID, "err", err)
+		for _, f := range finishes {
+			if err := f.fin.Finish(context.WithoutCancel(ctx), f.h); err != nil {
+				s.log.Warn("clean up after delivery", "agent", f.h.Agent, "rotation", f.h.RotationID, "err", err)
 			}
 		}
 	}, nil

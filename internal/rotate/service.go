@@ -49,10 +49,18 @@ type Store interface {
 	UpdateAgent(ctx context.Context, g *rotatord.Agent) error
 	DeleteAgent(ctx context.Context, id int64) error
 	CreateCredential(ctx context.Context, c *rotatord.Credential) error
+	CreateCredentials(ctx context.Context, cs []*rotatord.Credential) error
+	FindCredentials(ctx context.Context, ids []int64) (map[int64]*rotatord.Credential, error)
+	SetCredentialStates(ctx context.Context, ids []int64, state string, at time.Time) error
+	SetSchedules(ctx context.Context, gs []*rotatord.Agent) error
+	LockDueAgents(ctx context.Context, names []string, now time.Time) ([]*rotatord.Agent, error)
+	LockAgentsByID(ctx context.Context, ids []int64) (map[int64]*rotatord.Agent, error)
 	Credentials(ctx context.Context, agentID int64, states ...string) ([]*rotatord.Credential, error)
 	SetCredentialState(ctx context.Context, id int64, state string, at time.Time) error
 
-	CreateRotation(ctx context.Context, r *rotatord.Rotation) error
+	CreateRotations(ctx context.Context, rs []*rotatord.Rotation) error
+	UpdateRotations(ctx context.Context, rs []*rotatord.Rotation) error
+	LockRotations(ctx context.Context, ids []string) ([]*rotatord.Rotation, error)
 	UpdateRotation(ctx context.Context, r *rotatord.Rotation) error
 	FindRotation(ctx context.Context, id string) (*rotatord.Rotation, error)
 	LockRotation(ctx context.Context, id string) (*rotatord.Rotation, bool, error)
@@ -74,6 +82,7 @@ type Store interface {
 	AddAlert(ctx context.Context, a *rotatord.Alert) error
 
 	Audit(ctx context.Context, e *rotatord.AuditEvent) error
+	AuditBatch(ctx context.Context, events []*rotatord.AuditEvent) error
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
@@ -188,8 +197,34 @@ func (s *Service) kickAlerts() { kick(s.alertKick) }
 // AlertKicks receives when a new alert is waiting in the outbox.
 func (s *Service) AlertKicks() <-chan struct{} { return s.alertKick }
 
+// audit records an event: at once, or with the others of its transaction
+// when that was opened by inTx.
 func (s *Service) audit(ctx context.Context, actor Actor, action string, e rotatord.AuditEvent) error {
 	e.Actor = string(actor)
 	e.Action = action
+	if buf, ok := ctx.Value(auditBufKey{}).(*auditBuf); ok {
+		buf.events = append(buf.events, &e)
+		return nil
+	}
 	return s.store.Audit(ctx, &e)
+}
+
+type auditBufKey struct{}
+
+type auditBuf struct{ events []*rotatord.AuditEvent }
+
+// inTx runs fn in a transaction (the one in ctx, if any) and writes the
+// audit events fn records with one statement before it commits: a
+// rotation step records three or four.
+func (s *Service) inTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	if _, ok := ctx.Value(auditBufKey{}).(*auditBuf); ok {
+		return s.store.InTx(ctx, fn)
+	}
+	return s.store.InTx(ctx, func(ctx context.Context) error {
+		buf := &auditBuf{}
+		if err := fn(context.WithValue(ctx, auditBufKey{}, buf)); err != nil {
+			return err
+		}
+		return s.store.AuditBatch(ctx, buf.events)
+	})
 }

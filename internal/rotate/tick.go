@@ -42,7 +42,7 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	res.Advanced += s.forEach(ctx, ids, func(ctx context.Context, id string) error {
+	res.Advanced += forEach(ctx, s.log, ids, func(ctx context.Context, id string) error {
 		_, err := s.advance(ctx, id, false)
 		return err
 	})
@@ -58,13 +58,7 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 			errs = append(errs, err)
 			break
 		}
-		started := s.forEach(ctx, due, func(ctx context.Context, name string) error {
-			_, err := s.StartRotation(ctx, SystemActor, name, rotatord.TriggerSchedule)
-			if errors.Is(err, errNotDue) || errors.Is(err, errInFlight) || errors.Is(err, errAgentRevoked) {
-				return errSkip // another replica got there first
-			}
-			return err
-		})
+		started := s.startAll(ctx, due)
 		res.Started += started
 		if len(due) < 500 || started == 0 {
 			break
@@ -87,19 +81,65 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 
 var errSkip = errors.New("skip")
 
+// batchSize is how many rotations one transaction starts or completes.
+const batchSize = 64
+
+// startAll starts the rotations of due agents, a batch per transaction; a
+// batch that fails, and agents whose delivery calls out of the database,
+// are started one by one. It returns how many started.
+func (s *Service) startAll(ctx context.Context, due []string) int {
+	var (
+		mu      sync.Mutex
+		single  []string
+		started int
+	)
+	forEach(ctx, s.log, chunks(due, batchSize), func(ctx context.Context, batch []string) error {
+		n, rest, err := s.startDue(ctx, batch)
+		if err != nil {
+			s.log.Warn("batch start failed; starting one by one", "agents", len(batch), "err", err)
+			rest = batch
+		}
+		mu.Lock()
+		single = append(single, rest...)
+		started += n
+		mu.Unlock()
+		return nil
+	})
+	return started + forEach(ctx, s.log, single, func(ctx context.Context, name string) error {
+		_, err := s.StartRotation(ctx, SystemActor, name, rotatord.TriggerSchedule)
+		if errors.Is(err, errNotDue) || errors.Is(err, errInFlight) || errors.Is(err, errAgentRevoked) {
+			return errSkip // another replica got there first
+		}
+		return err
+	})
+}
+
+// chunks cuts items into slices of at most n.
+func chunks[T any](items []T, n int) [][]T {
+	var out [][]T
+	for len(items) > n {
+		out = append(out, items[:n:n])
+		items = items[n:]
+	}
+	if len(items) > 0 {
+		out = append(out, items)
+	}
+	return out
+}
+
 // workers bounds how many rotations one replica works on at once; the
 // database pool has room for them and for the API.
 const workers = 16
 
 // forEach runs fn for every item with a few workers; it logs failures and
 // returns how many succeeded.
-func (s *Service) forEach(ctx context.Context, items []string, fn func(context.Context, string) error) int {
+func forEach[T any](ctx context.Context, log *slog.Logger, items []T, fn func(context.Context, T) error) int {
 	var (
 		mu sync.Mutex
 		ok int
 		wg sync.WaitGroup
 	)
-	ch := make(chan string)
+	ch := make(chan T)
 	for range min(workers, len(items)) {
 		wg.Add(1)
 		go func() {
@@ -113,7 +153,7 @@ func (s *Service) forEach(ctx context.Context, items []string, fn func(context.C
 					mu.Unlock()
 				case errors.Is(err, errSkip), ctx.Err() != nil:
 				default:
-					s.log.Warn("rotation step failed; will retry", "item", item, "err", err)
+					log.Warn("rotation step failed; will retry", "item", item, "err", err)
 				}
 			}
 		}()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -73,19 +74,10 @@ func (s *Service) checkConnected(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("list connections of %s: %w", acc, err)
 		}
-		keys := make([]string, 0, len(conns))
-		for k := range conns {
-			keys = append(keys, k)
-		}
-		waiting, err := s.store.PendingRotationsByKey(ctx, keys)
+		done, err := s.confirmAll(ctx, conns, "connz")
+		n += done
 		if err != nil {
 			return n, err
-		}
-		for key := range waiting {
-			if _, err := s.Confirm(ctx, key, conns[key], "connz"); err != nil {
-				return n, err
-			}
-			n++
 		}
 	}
 	return n, nil
@@ -169,31 +161,54 @@ func (s *Service) handleEvents(ctx context.Context, events <-chan *nats.Msg) {
 		if len(jwtIDs) == 0 {
 			continue
 		}
-		keys := make([]string, 0, len(jwtIDs))
-		for k := range jwtIDs {
-			keys = append(keys, k)
-		}
 		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		waiting, err := s.store.PendingRotationsByKey(qctx, keys)
-		if err != nil {
-			s.log.Warn("look up connecting keys; the scheduler will ask the servers", "err", err)
-			s.MarkEventsMissed()
-			cancel()
-			continue
-		}
-		confirm := make([]string, 0, len(waiting))
-		for k := range waiting {
-			confirm = append(confirm, k)
-		}
-		if ok := s.forEach(qctx, confirm, func(ctx context.Context, key string) error {
-			_, err := s.Confirm(ctx, key, jwtIDs[key], "event")
-			return err
-		}); ok < len(confirm) {
+		if _, err := s.confirmAll(qctx, jwtIDs, "event"); err != nil {
 			// The events are gone; the next tick asks the servers instead.
+			s.log.Warn("confirm from connect events; the scheduler will ask the servers", "err", err)
 			s.MarkEventsMissed()
 		}
 		cancel()
 	}
+}
+
+// confirmAll confirms the rotations waiting for any of the connected keys
+// (user key to JWT ID), a batch per transaction, and returns how many it
+// completed and the errors of batches that failed.
+func (s *Service) confirmAll(ctx context.Context, conns map[string]string, how string) (int, error) {
+	all := make([]string, 0, len(conns))
+	for k := range conns {
+		all = append(all, k)
+	}
+	// Most connects are not rotations: one query finds those that are.
+	waiting, err := s.store.PendingRotationsByKey(ctx, all)
+	if err != nil {
+		return 0, fmt.Errorf("look up connecting keys: %w", err)
+	}
+	keys := make([]string, 0, len(waiting))
+	for k := range waiting {
+		keys = append(keys, k)
+	}
+	var (
+		mu   sync.Mutex
+		n    int
+		errs []error
+	)
+	forEach(ctx, s.log, chunks(keys, batchSize), func(ctx context.Context, batch []string) error {
+		part := make(map[string]string, len(batch))
+		for _, k := range batch {
+			part[k] = conns[k]
+		}
+		done, err := s.ConfirmMany(ctx, part, how)
+		mu.Lock()
+		defer mu.Unlock()
+		n += len(done)
+		if err != nil {
+			errs = append(errs, err)
+			return errSkip // reported once, by the caller
+		}
+		return nil
+	})
+	return n, errors.Join(errs...)
 }
 
 // NATSChecker lists connections with $SYS.REQ.ACCOUNT.<acc>.CONNZ.

@@ -1,0 +1,161 @@
+package rotate_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/pgtest"
+	"github.com/rotatord/rotatord/internal/registry"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/seal"
+)
+
+// fileDrop is a distributor that keeps what it was handed, standing for a
+// delivery that calls out of the database.
+type fileDrop struct {
+	mu  sync.Mutex
+	got map[string]int
+}
+
+func (f *fileDrop) Deliver(_ context.Context, h rotatord.Handoff) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got[h.Agent]++
+	return "v", nil
+}
+
+func (f *fileDrop) Restore(context.Context, rotatord.Handoff, string) error { return nil }
+
+// A scheduled wave starts many rotations per transaction and a burst of
+// reconnects completes many per transaction, with the same records as one
+// by one: two replicas ticking at once start each agent once, agents with
+// an outside delivery go through their distributor, and a key that
+// connected with another JWT is not confirmed.
+func TestBatchStartAndConfirm(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	store, err := registry.Open(context.Background(), pgtest.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	key := make([]byte, seal.KeySize)
+	rand.Read(key)
+	sealer, _ := seal.New(key)
+	drop := &fileDrop{got: map[string]int{}}
+	newReplica := func() *rotate.Service {
+		return rotate.New(rotate.Config{Store: store, Sealer: sealer, Now: clk.Now, NoJitter: true,
+			Distributors: map[rotatord.Delivery]rotate.Distributor{rotatord.DeliveryFile: drop}})
+	}
+	a, b := newReplica(), newReplica()
+	ctx := context.Background()
+	if _, _, err := a.Init(ctx, "test", "op"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 150
+	for i := range n {
+		in := rotate.AgentInput{Name: fmt.Sprintf("agent-%03d", i), Account: "fleet"}
+		if i%50 == 7 {
+			in.Delivery = rotatord.DeliveryFile
+		}
+		if _, _, err := a.CreateAgent(ctx, "test", in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Add(25 * time.Hour)
+
+	var wg sync.WaitGroup
+	results := make([]rotate.TickResult, 2)
+	for i, svc := range []*rotate.Service{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := svc.Tick(ctx)
+			if err != nil {
+				t.Errorf("tick: %v", err)
+			}
+			results[i] = res
+		}()
+	}
+	wg.Wait()
+	if got := results[0].Started + results[1].Started; got != n {
+		t.Fatalf("replicas started %d and %d rotations, want %d in all", results[0].Started, results[1].Started, n)
+	}
+	var rotations, distributed int
+	store.Pool().QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE state = 'distributed') FROM rotations`).Scan(&rotations, &distributed)
+	if rotations != n || distributed != n {
+		t.Fatalf("%d rotations, %d distributed; want %d of each", rotations, distributed, n)
+	}
+	for _, name := range []string{"agent-007", "agent-057", "agent-107"} {
+		if drop.got[name] != 2 { // the first creds, then the rotation's
+			t.Errorf("%s was delivered %d times, want 2", name, drop.got[name])
+		}
+	}
+	events, err := a.Audit(ctx, rotatord.AuditFilter{Agent: "agent-042", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, e := range events {
+		actions = append(actions, e.Action)
+	}
+	if want := "[agent.create credential.issue rotation.start credential.issue credential.deliver]"; fmt.Sprint(actions) != want {
+		t.Fatalf("audit of agent-042 = %v, want %s", actions, want)
+	}
+
+	// Every agent reconnects; agent-001 with a JWT that is not the new one.
+	conns := map[string]string{"UNOTWAITEDFOR": ""}
+	for i := range n {
+		name := fmt.Sprintf("agent-%03d", i)
+		rots, err := a.Rotations(ctx, name, 1)
+		if err != nil || len(rots) != 1 {
+			t.Fatalf("rotations of %s: %v, %v", name, rots, err)
+		}
+		conns[rots[0].NewKey] = ""
+		if i == 1 {
+			conns[rots[0].NewKey] = "some-other-jwt-id"
+		}
+	}
+	done, err := a.ConfirmMany(ctx, conns, "event")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(done) != n-1 {
+		t.Fatalf("confirmed %d rotations, want %d", len(done), n-1)
+	}
+	var completed, revocations, active, retired int
+	store.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'completed') FROM rotations`).Scan(&completed)
+	store.Pool().QueryRow(ctx, `SELECT count(*) FROM revocations WHERE reason = 'rotated'`).Scan(&revocations)
+	store.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'active'), count(*) FILTER (WHERE state = 'retired') FROM credentials`).Scan(&active, &retired)
+	if completed != n-1 || revocations != n-1 || active != n || retired != n-1 {
+		t.Fatalf("completed %d, revocations %d, active creds %d, retired %d; want %d, %d, %d, %d",
+			completed, revocations, active, retired, n-1, n-1, n, n-1)
+	}
+	g, _ := a.Agent(ctx, "agent-042")
+	// @every rounds to the second.
+	if d := g.NextRotationAt.Sub(clk.Now()); d < 24*time.Hour-time.Second || d > 24*time.Hour {
+		t.Fatalf("agent-042's next rotation in %s, want 24h", d)
+	}
+	if r, _ := a.Rotations(ctx, "agent-001", 1); r[0].State != rotatord.RotationDistributed {
+		t.Fatalf("agent-001 connected with another jwt and its rotation is %s, want distributed", r[0].State)
+	}
+	events, _ = a.Audit(ctx, rotatord.AuditFilter{Agent: "agent-042", Limit: 100})
+	actions = actions[:0]
+	for _, e := range events[5:] {
+		actions = append(actions, e.Action)
+	}
+	if want := "[rotation.confirm credential.revoke rotation.complete]"; fmt.Sprint(actions) != want {
+		t.Fatalf("audit of agent-042 after confirm = %v, want %s", actions, want)
+	}
+	// Confirming again changes nothing.
+	if again, err := b.ConfirmMany(ctx, conns, "connz"); err != nil || len(again) != 0 {
+		t.Fatalf("confirm again = %d, %v; want none", len(again), err)
+	}
+}
