@@ -33,7 +33,7 @@ Usage:
 
 Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
   rotatord agents list|show|add|rotate|revoke
-  rotatord rotations list --agent NAME
+  rotatord rotations list --agent NAME | show ID
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]
   rotatord audit verify [flags]            check the audit trail's hash chain in the database
 
