@@ -66,7 +66,7 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	rots, err := s.svc.Rotations(r.Context(), chi.URLParam(r, "name"), limit)
+	rots, err := s.svc.Rotations(r.Context(), chi.URLParam(r, "name"), r.URL.Query().Get("after"), limit)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -75,7 +75,11 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 	for _, rot := range rots {
 		out = append(out, toRotationJSON(rot))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"rotations": out})
+	body := map[string]any{"rotations": out}
+	if len(rots) == limit {
+		body["next"] = rots[len(rots)-1].ID
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // agentCreds serves an agent that proves possession of its current key.

@@ -122,9 +122,19 @@ func (s *Store) InFlightRotation(ctx context.Context, agentID int64) (*rotatord.
 	return r, nil
 }
 
-// ListRotations returns an agent's rotations, newest first.
-func (s *Store) ListRotations(ctx context.Context, agentID int64, limit int) ([]*rotatord.Rotation, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.agent_id = $1 ORDER BY r.created_at DESC LIMIT $2`, agentID, limit)
+// ListRotations returns an agent's rotations, newest first; after, when
+// set, is the ID of the last rotation of the previous page.
+func (s *Store) ListRotations(ctx context.Context, agentID int64, after string, limit int) ([]*rotatord.Rotation, error) {
+	var from any
+	if after != "" {
+		if !isUUID(after) {
+			return nil, rotatord.Errorf(rotatord.EINVALID, "after %q is not a rotation id", after)
+		}
+		from = after
+	}
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.agent_id = $1
+		AND ($2::uuid IS NULL OR (r.created_at, r.id) < (SELECT created_at, id FROM rotations WHERE id = $2::uuid))
+		ORDER BY r.created_at DESC, r.id DESC LIMIT $3`, agentID, from, limit)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list rotations: %w", err))
 	}

@@ -3,6 +3,7 @@ package rotate_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -114,7 +115,7 @@ func TestBatchStartAndConfirm(t *testing.T) {
 	conns := map[string]string{"UNOTWAITEDFOR": ""}
 	for i := range n {
 		name := fmt.Sprintf("agent-%03d", i)
-		rots, err := a.Rotations(ctx, name, 1)
+		rots, err := a.Rotations(ctx, name, "", 1)
 		if err != nil || len(rots) != 1 {
 			t.Fatalf("rotations of %s: %v, %v", name, rots, err)
 		}
@@ -143,7 +144,7 @@ func TestBatchStartAndConfirm(t *testing.T) {
 	if d := g.NextRotationAt.Sub(clk.Now()); d < 24*time.Hour-time.Second || d > 24*time.Hour {
 		t.Fatalf("agent-042's next rotation in %s, want 24h", d)
 	}
-	if r, _ := a.Rotations(ctx, "agent-001", 1); r[0].State != rotatord.RotationDistributed {
+	if r, _ := a.Rotations(ctx, "agent-001", "", 1); r[0].State != rotatord.RotationDistributed {
 		t.Fatalf("agent-001 connected with another jwt and its rotation is %s, want distributed", r[0].State)
 	}
 	events, _ = a.Audit(ctx, rotatord.AuditFilter{Agent: "agent-042", Limit: 100})
@@ -157,5 +158,33 @@ func TestBatchStartAndConfirm(t *testing.T) {
 	// Confirming again changes nothing.
 	if again, err := b.ConfirmMany(ctx, conns, "connz"); err != nil || len(again) != 0 {
 		t.Fatalf("confirm again = %d, %v; want none", len(again), err)
+	}
+}
+
+// An agent's rotations page newest first, each page continuing after the
+// last ID of the previous one.
+func TestRotationsPage(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	svc, _ := newService(t, clk)
+	ctx := context.Background()
+	svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"})
+	if _, _, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: "a", Account: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		ids = append(ids, rotateAgent(t, svc, "a").ID)
+		clk.Add(time.Second)
+	}
+	first, err := svc.Rotations(ctx, "a", "", 2)
+	if err != nil || len(first) != 2 || first[0].ID != ids[2] || first[1].ID != ids[1] {
+		t.Fatalf("first page = %v, %v; want the two newest", first, err)
+	}
+	rest, err := svc.Rotations(ctx, "a", first[1].ID, 2)
+	if err != nil || len(rest) != 1 || rest[0].ID != ids[0] {
+		t.Fatalf("second page = %v, %v; want the oldest", rest, err)
+	}
+	if _, err := svc.Rotations(ctx, "a", "not-an-id", 2); !errors.Is(err, rotatord.ErrInvalid) {
+		t.Fatalf("page after a bad id = %v, want ErrInvalid", err)
 	}
 }

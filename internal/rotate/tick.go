@@ -208,11 +208,12 @@ func (s *Service) Rotation(ctx context.Context, id string) (*rotatord.Rotation, 
 	return s.store.FindRotation(ctx, id)
 }
 
-// Rotations returns an agent's newest rotations.
-func (s *Service) Rotations(ctx context.Context, agent string, limit int) ([]*rotatord.Rotation, error) {
+// Rotations returns a page of an agent's rotations, newest first; after is
+// the ID of the last rotation of the previous page, or empty.
+func (s *Service) Rotations(ctx context.Context, agent, after string, limit int) ([]*rotatord.Rotation, error) {
 	g, err := s.store.FindAgentByName(ctx, agent)
 	if err != nil {
 		return nil, err
 	}
-	return s.store.ListRotations(ctx, g.ID, limit)
+	return s.store.ListRotations(ctx, g.ID, after, limit)
 }
