@@ -38,5 +38,12 @@ bench-rotation:
 	$(GO) test -run '^$$' -bench 'FleetRotation' -benchtime 1x -timeout 30m ./cmd/rotatord
 	$(GO) test -run '^$$' -bench 'RevokeToDrop' -benchtime 300x ./cmd/rotatord
 
+# A development CA and the TLS certificates of the compose stack (nats-server,
+# rotatord, the resolver client, PostgreSQL, an admin and an example agent) in
+# deploy/certs/ (gitignored). Existing ones are kept; FORCE=1 makes new ones.
+.PHONY: certs
+certs:
+	sh scripts/dev-certs.sh $(if $(FORCE),--force) deploy/certs
+
 clean:
 	rm -rf bin
