@@ -25,6 +25,9 @@ type Handler struct {
 	cache    *Cache
 	requests *prometheus.CounterVec
 	byStatus map[int]prometheus.Counter
+	// The cache holds every account, so a miss is an account rotatord does
+	// not know (404): it never costs a database query.
+	hits, misses prometheus.Counter
 }
 
 // NewHandler returns a handler over cache. reg may be nil; otherwise the
@@ -37,13 +40,21 @@ func NewHandler(cache *Cache, reg prometheus.Registerer) *Handler {
 			Help: "Account resolver lookups by HTTP status.",
 		}, []string{"status"}),
 		byStatus: map[int]prometheus.Counter{},
+		hits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rotatord_resolver_cache_hits_total",
+			Help: "Account lookups answered from the resolver cache (200 or 304).",
+		}),
+		misses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rotatord_resolver_cache_misses_total",
+			Help: "Lookups of account keys the resolver cache does not hold (404).",
+		}),
 	}
 	// Resolve the counters once so the hot path does no label lookups.
 	for _, code := range []int{200, 304, 400, 404, 405, 503} {
 		h.byStatus[code] = h.requests.WithLabelValues(strconv.Itoa(code))
 	}
 	if reg != nil {
-		reg.MustRegister(h.requests)
+		reg.MustRegister(h.requests, h.hits, h.misses)
 	}
 	return h
 }
@@ -93,10 +104,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "not an account public key", http.StatusBadRequest)
 			return
 		}
+		h.misses.Inc()
 		h.count(404)
 		http.Error(w, "account not found", http.StatusNotFound)
 		return
 	}
+	h.hits.Inc()
 	hdr := w.Header()
 	hdr["Etag"] = []string{e.etag}
 	hdr["Cache-Control"] = noCache

@@ -11,7 +11,8 @@ type metrics struct {
 	finishedVec *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	resigns     prometheus.Counter
-	jwtBytes    *prometheus.GaugeVec
+	// Account JWT sizes are read from PostgreSQL at each scrape
+	// (cmd/rotatord/metrics.go), so that every replica reports every account.
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -29,12 +30,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		resigns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rotatord_account_resigns_total", Help: "Account JWTs re-signed for revocations.",
 		}),
-		jwtBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "rotatord_account_jwt_bytes", Help: "Size of each account's current JWT.",
-		}, []string{"account"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.startedVec, m.finishedVec, m.duration, m.resigns, m.jwtBytes)
+		reg.MustRegister(m.startedVec, m.finishedVec, m.duration, m.resigns)
 	}
 	return m
 }

@@ -57,7 +57,6 @@ func (s *Service) ResignQueued(ctx context.Context) (int, error) {
 		}
 		n++
 		s.metrics.resigns.Inc()
-		s.metrics.jwtBytes.WithLabelValues(acc.Name).Set(float64(len(acc.JWT)))
 		s.changed(ctx, acc.PublicKey)
 		s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
 	}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/rotatord/rotatord/internal/registry"
+)
+
+// scrape GETs /metrics and returns every sample by `name{label="value",...}`
+// (labels sorted; no braces without labels). Histograms give _count and _sum.
+func (e *env) scrape() map[string]float64 {
+	e.t.Helper()
+	resp, err := e.http.Get(e.main.URL() + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		e.t.Fatalf("GET /metrics = %d %s", resp.StatusCode, body)
+	}
+	return parseMetrics(e.t, resp.Body)
+}
+
+func parseMetrics(t testing.TB, r io.Reader) map[string]float64 {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for name, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := sampleKey(m.GetLabel())
+			switch mf.GetType() {
+			case dto.MetricType_COUNTER:
+				out[name+key] = m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				out[name+key] = m.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				out[name+"_count"+key] = float64(m.GetHistogram().GetSampleCount())
+				out[name+"_sum"+key] = m.GetHistogram().GetSampleSum()
+			case dto.MetricType_UNTYPED:
+				out[name+key] = m.GetUntyped().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+func sampleKey(labels []*dto.LabelPair) string {
+	if len(labels) == 0 {
+		return ""
+	}
+	parts := make([]string, len(labels))
+	for i, l := range labels {
+		parts[i] = l.GetName() + `="` + l.GetValue() + `"`
+	}
+	sort.Strings(parts)
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// After one completed and one rolled-back rotation, /metrics says so, with
+// the alert, the agents by state, the resolver's cache hits and misses, the
+// pushes and the account JWT's size.
+func TestMetrics(t *testing.T) {
+	clk := &clock{}
+	e := newEnvWith(t, func(c *Config) {
+		c.Now = clk.Now
+		c.TickSpec = "" // the test ticks
+	})
+	e.startNATS()
+	e.waitNATS()
+	ctx := context.Background()
+	tick := func() {
+		t.Helper()
+		if _, err := e.main.Service.Tick(ctx); err != nil {
+			t.Fatalf("tick: %v", err)
+		}
+	}
+
+	// kate rotates and reconnects: completed.
+	kate, _, _ := fleetAgent(e, "kate")
+	done := e.must(202, "POST", "/v1/agents/kate/rotate", nil)["id"].(string)
+	if got, err := kate.Refresh(ctx); err != nil || !got {
+		t.Fatalf("kate refresh = %v, %v; want new creds", got, err)
+	}
+	eventually(t, 15*time.Second, "kate's rotation to complete", func() bool {
+		tick()
+		return e.rotation(done)["state"] == "completed"
+	})
+	// bob never reconnects: rolled back once the deadline passed.
+	fleetAgent(e, "bob")
+	failed := e.must(202, "POST", "/v1/agents/bob/rotate", nil)["id"].(string)
+	clk.Advance(31 * time.Minute)
+	tick()
+	if r := e.rotation(failed); r["state"] != "rolled_back" {
+		t.Fatalf("bob's rotation = %v, want rolled_back", r)
+	}
+	if _, err := e.main.Alerts.Dispatch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// carl is revoked.
+	createAgent(e, "carl", "fleet")
+	e.must(200, "POST", "/v1/agents/carl/revoke", map[string]any{"reason": "decommissioned"})
+	// One lookup of an account rotatord does not know.
+	if status, _ := e.do("GET", "/jwt/v1/accounts/"+newPublicKey(t, nkeys.PrefixByteAccount), "", nil); status != 404 {
+		t.Fatalf("unknown account = %d, want 404", status)
+	}
+	fleetKey := e.must(200, "GET", "/v1/accounts/fleet", nil)["public_key"].(string)
+	_, fleetJWT := e.do("GET", "/jwt/v1/accounts/"+fleetKey, "", nil)
+
+	got := e.scrape()
+	for name, want := range map[string]float64{
+		`rotatord_rotations_total{outcome="completed"}`:                         1,
+		`rotatord_rotations_total{outcome="rolled_back"}`:                       1,
+		`rotatord_rotation_duration_seconds_count{outcome="completed"}`:         1,
+		`rotatord_rotation_duration_seconds_count{outcome="rolled_back"}`:       1,
+		`rotatord_rotations_started_total{trigger="manual"}`:                    2,
+		`rotatord_alerts_total{kind="rotation_rolled_back",severity="warning"}`: 1,
+		`rotatord_agents{state="active"}`:                                       2,
+		`rotatord_agents{state="revoked"}`:                                      1,
+		`rotatord_rotations_in_flight{state="distributed"}`:                     0,
+		`rotatord_resolver_cache_misses_total`:                                  1,
+		`rotatord_resolver_requests_total{status="404"}`:                        1,
+		`rotatord_account_jwt_bytes{account="fleet"}`:                           float64(len(fleetJWT)),
+		`rotatord_stats_up`: 1,
+		`rotatord_auth_failures_total{reason="revoked_key"}`: 0,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+	for name, atLeast := range map[string]float64{
+		// nats-server fetched the fleet and system accounts; the test one.
+		`rotatord_resolver_cache_hits_total`:             2,
+		`rotatord_resolver_requests_total{status="200"}`: 2,
+		// The old key's revocation, the new key's, and carl's.
+		`rotatord_pushes_total{outcome="acked"}`:        3,
+		`rotatord_account_revocations{account="fleet"}`: 1,
+		`rotatord_account_resigns_total`:                1,
+	} {
+		if v := got[name]; v < atLeast {
+			t.Errorf("%s = %v, want at least %v", name, v, atLeast)
+		}
+	}
+	for name := range got {
+		// Agent names and addresses are never labels.
+		if strings.Contains(name, `"kate"`) || strings.Contains(name, "127.0.0.1") {
+			t.Errorf("sample %s has an unbounded label value", name)
+		}
+	}
+}
+
+// /readyz follows NATS while rotatord runs: 503 once the server is gone,
+// 200 when it is back. (NATS down at start and PostgreSQL down are in
+// failure_test.go.)
+func TestReadyzFollowsNATS(t *testing.T) {
+	e := newEnv(t)
+	ns := e.startNATS()
+	e.waitNATS()
+	if status, body := e.do("GET", "/readyz", "", nil); status != 200 {
+		t.Fatalf("readyz = %d %s, want 200", status, body)
+	}
+	ns.Shutdown()
+	eventually(t, 10*time.Second, "readyz to report nats down", func() bool {
+		status, body := e.do("GET", "/readyz", "", nil)
+		return status == 503 && strings.Contains(string(body), "nats not connected")
+	})
+	e.startNATS()
+	eventually(t, 10*time.Second, "readyz to recover with nats", func() bool {
+		status, _ := e.do("GET", "/readyz", "", nil)
+		return status == 200
+	})
+}
+
+type failingStats struct{ err error }
+
+func (f failingStats) Stats(context.Context) (*registry.Stats, error) { return nil, f.err }
+
+// Without the database the counts read from it are left out and
+// rotatord_stats_up says why; the scrape still succeeds.
+func TestStatsCollectorDatabaseDown(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newStatsCollector(failingStats{errors.New("dial tcp: connection refused")}, time.Second,
+		slog.New(slog.DiscardHandler)))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather with the database down: %v", err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "rotatord_stats_up" || mfs[0].GetMetric()[0].GetGauge().GetValue() != 0 {
+		t.Fatalf("gathered %v, want only rotatord_stats_up 0", mfs)
+	}
+	// The same holds through the HTTP handler.
+	e := newEnv(t)
+	e.main.Store.Close()
+	resp, err := e.http.Get(e.main.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics with the pool closed = %d, want 200", resp.StatusCode)
+	}
+	got := parseMetrics(t, resp.Body)
+	if up, ok := got["rotatord_stats_up"]; !ok || up != 0 {
+		t.Fatalf("rotatord_stats_up = %v (present %v), want 0", up, ok)
+	}
+	if _, ok := got[`rotatord_agents{state="active"}`]; ok {
+		t.Fatal("agents by state reported without a database")
+	}
+	if _, ok := got[`rotatord_resolver_requests_total{status="200"}`]; !ok {
+		t.Fatal("the other metrics are missing")
+	}
+}
