@@ -22,7 +22,7 @@ var ErrNoAck = errors.New("no nats-server acknowledged the push")
 // PushResult counts the servers' replies to one push.
 type PushResult struct {
 	Updated int // "jwt updated": the server had the account loaded and applied it
-	Skipped int // "jwt update skipped": the server had not loaded the account
+	Skipped int // "jwt update [cache] skipped": the server had not loaded the account
 	Failed  int // the server refused the JWT
 }
 
@@ -113,7 +113,9 @@ func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string) (PushR
 			} else if r.Error != nil {
 				res.Failed++
 				p.log.Warn("nats-server refused account jwt", "account", accountPub, "server", r.Server.Name, "reason", r.Error.Description)
-			} else if r.Data != nil && r.Data.Message == "jwt update skipped" {
+			} else if r.Data != nil && (r.Data.Message == "jwt update skipped" || r.Data.Message == "jwt update cache skipped") {
+				// Full-resolver servers say the first, cache-mode servers the
+				// second, when they do not hold the account.
 				res.Skipped++
 			} else {
 				res.Updated++
