@@ -326,7 +326,7 @@ func (b *bench) loadCache(ctx context.Context) (*resolver.Cache, http.Handler, e
 	}
 	out := make([]resolver.Account, len(all))
 	for i, a := range all {
-		out[i] = resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID}
+		out[i] = resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT}
 	}
 	cache.Replace(out, cache.Snapshot())
 	b.setup.loadTime = time.Since(start)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -138,5 +139,26 @@ func TestBadInput(t *testing.T) {
 	status, out := e.doRaw("POST", "/v1/accounts", "text/plain", req)
 	if status != 415 || !strings.Contains(string(out), "application/json") {
 		t.Fatalf("text/plain body = %d %s; want 415", status, out)
+	}
+}
+
+// serve takes every setting as a flag too; bad values are refused before
+// anything starts.
+func TestServeFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--auth-fail-threshold", "0"}, "auth failure threshold 0"},
+		{[]string{"--auth-fail-window", "10ms"}, "auth failure window 10ms"},
+		{[]string{"--tls-cert-file", "/nonexistent/cert.pem"}, "ROTATORD_TLS_KEY_FILE"},
+		{[]string{"--nats-key-file", "/nonexistent/key.pem"}, "ROTATORD_NATS_CERT_FILE"},
+	} {
+		args := append([]string{"serve", "--database-url", "postgres://127.0.0.1:1/x", "--master-key-file", "/nonexistent"}, c.args...)
+		var stderr strings.Builder
+		err := run(context.Background(), args, io.Discard, &stderr)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("serve %v = %v, want an error naming %q", c.args, err, c.want)
+		}
 	}
 }

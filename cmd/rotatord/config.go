@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -38,6 +39,10 @@ type Config struct {
 	MaxBody         int64
 	PushTimeout     time.Duration
 	ShutdownWait    time.Duration
+	// An alert goes out when a source address or an agent has more than
+	// AuthFailThreshold NATS authentication failures within AuthFailWindow.
+	AuthFailThreshold int
+	AuthFailWindow    time.Duration
 	// TickSpec is the robfig/cron schedule of the rotation scheduler's tick;
 	// empty turns the scheduler off (tests drive Tick themselves).
 	TickSpec string
@@ -46,6 +51,22 @@ type Config struct {
 	ResignDelay time.Duration
 	// Now is the clock of rotation decisions; time.Now when nil (tests move it).
 	Now func() time.Time
+	// envErrs are environment values that did not parse; Validate reports them.
+	envErrs []error
+
+	// TLS of the HTTP listener: HTTPS when TLSCertFile and TLSKeyFile are
+	// set (both are re-read when they change). TLSClientCAFile turns on
+	// mTLS for the token-authenticated admin API: the listener asks for
+	// client certificates and those routes need one verified by this CA.
+	TLSCertFile     string
+	TLSKeyFile      string
+	TLSClientCAFile string
+	// TLS of rotatord's own NATS connection: NATSCAFile verifies the
+	// servers; NATSCertFile and NATSKeyFile are its client certificate for
+	// servers that require one (tls { verify: true }).
+	NATSCAFile   string
+	NATSCertFile string
+	NATSKeyFile  string
 }
 
 // DefaultConfig returns the defaults.
@@ -60,6 +81,9 @@ func DefaultConfig() Config {
 		PushTimeout:  5 * time.Second,
 		ShutdownWait: 10 * time.Second,
 		TickSpec:     "@every 1s",
+
+		AuthFailThreshold: 10,
+		AuthFailWindow:    5 * time.Minute,
 	}
 }
 
@@ -80,6 +104,14 @@ var envNames = map[string]string{
 	"vault-mount":          "ROTATORD_VAULT_MOUNT",
 	"vault-path":           "ROTATORD_VAULT_PATH",
 	"file-delivery-dir":    "ROTATORD_FILE_DELIVERY_DIR",
+	"auth-fail-threshold":  "ROTATORD_AUTH_FAIL_THRESHOLD",
+	"auth-fail-window":     "ROTATORD_AUTH_FAIL_WINDOW",
+	"tls-cert-file":        "ROTATORD_TLS_CERT_FILE",
+	"tls-key-file":         "ROTATORD_TLS_KEY_FILE",
+	"tls-client-ca-file":   "ROTATORD_TLS_CLIENT_CA_FILE",
+	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
+	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
+	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
 }
 
 // fromEnv applies the environment to c.
@@ -104,6 +136,28 @@ func (c *Config) fromEnv(getenv func(string) string) {
 	set("vault-mount", &c.VaultMount)
 	set("vault-path", &c.VaultPath)
 	set("file-delivery-dir", &c.FileDeliveryDir)
+	set("tls-cert-file", &c.TLSCertFile)
+	set("tls-key-file", &c.TLSKeyFile)
+	set("tls-client-ca-file", &c.TLSClientCAFile)
+	set("nats-ca-file", &c.NATSCAFile)
+	set("nats-cert-file", &c.NATSCertFile)
+	set("nats-key-file", &c.NATSKeyFile)
+	if v := getenv(envNames["auth-fail-threshold"]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number", envNames["auth-fail-threshold"], v))
+		} else {
+			c.AuthFailThreshold = n
+		}
+	}
+	if v := getenv(envNames["auth-fail-window"]); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 5m", envNames["auth-fail-window"], v))
+		} else {
+			c.AuthFailWindow = d
+		}
+	}
 	c.VaultAddr = getenv("VAULT_ADDR")
 	if v := getenv("ROTATORD_NO_MIGRATE"); v == "1" || v == "true" {
 		c.NoMigrate = true
@@ -145,6 +199,22 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.StringVar(&c.VaultPath, n, c.VaultPath, "path template with {account} and {agent} (default nats/{account}/{agent}) "+help)
 		case "file-delivery-dir":
 			fs.StringVar(&c.FileDeliveryDir, n, c.FileDeliveryDir, "folder for delivery \"file\" "+help)
+		case "tls-cert-file":
+			fs.StringVar(&c.TLSCertFile, n, c.TLSCertFile, "PEM certificate (chain) of the HTTPS listener; with --tls-key-file turns HTTPS on "+help)
+		case "tls-key-file":
+			fs.StringVar(&c.TLSKeyFile, n, c.TLSKeyFile, "PEM private key of the HTTPS listener "+help)
+		case "tls-client-ca-file":
+			fs.StringVar(&c.TLSClientCAFile, n, c.TLSClientCAFile, "PEM CA(s) whose client certificates the admin API requires (mTLS) "+help)
+		case "nats-ca-file":
+			fs.StringVar(&c.NATSCAFile, n, c.NATSCAFile, "PEM CA(s) that sign the NATS servers' certificates "+help)
+		case "nats-cert-file":
+			fs.StringVar(&c.NATSCertFile, n, c.NATSCertFile, "PEM client certificate for NATS (mTLS) "+help)
+		case "nats-key-file":
+			fs.StringVar(&c.NATSKeyFile, n, c.NATSKeyFile, "PEM private key of the NATS client certificate "+help)
+		case "auth-fail-threshold":
+			fs.IntVar(&c.AuthFailThreshold, n, c.AuthFailThreshold, "alert when a source or agent has more NATS auth failures than this within --auth-fail-window "+help)
+		case "auth-fail-window":
+			fs.DurationVar(&c.AuthFailWindow, n, c.AuthFailWindow, "sliding window of the auth failure threshold "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -152,19 +222,27 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 }
 
 // publicURL returns the configured public URL, or one derived from the
-// listen address.
+// listen address (https when the listener serves TLS).
 func (c *Config) publicURL() string {
 	if c.PublicURL != "" {
 		return strings.TrimSuffix(c.PublicURL, "/")
 	}
 	host, port, err := net.SplitHostPort(c.Listen)
 	if err != nil {
-		return "http://127.0.0.1:8080"
+		return c.scheme() + "://127.0.0.1:8080"
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	return c.scheme() + "://" + net.JoinHostPort(host, port)
+}
+
+// scheme is the HTTP listener's URL scheme.
+func (c *Config) scheme() string {
+	if c.TLSCertFile != "" {
+		return "https"
+	}
+	return "http"
 }
 
 // Validate names every bad field at once. needs lists what the command uses.
@@ -184,8 +262,13 @@ func (c *Config) Validate(needs ...string) error {
 			if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 				errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
 			}
+		case "tls":
+			// Load every file now, so that serve fails at start with the
+			// variable to fix rather than at the first handshake.
+			errs = append(errs, c.checkTLSFiles()...)
 		}
 	}
+	errs = append(errs, c.checkTLSPairs()...)
 	if c.PublicURL != "" {
 		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("public url %q must be an http(s) URL", c.PublicURL))
@@ -198,6 +281,13 @@ func (c *Config) Validate(needs ...string) error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
+	}
+	errs = append(errs, c.envErrs...)
+	if c.AuthFailThreshold < 1 || c.AuthFailThreshold > 1000 {
+		errs = append(errs, fmt.Errorf("auth failure threshold %d must be between 1 and 1000", c.AuthFailThreshold))
+	}
+	if c.AuthFailWindow < time.Second {
+		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))

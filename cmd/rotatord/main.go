@@ -25,7 +25,8 @@ Usage:
   rotatord migrate [flags]                 apply database migrations
   rotatord init --operator NAME [flags]    create the operator and system account (idempotent)
                                            and print the nats-server configuration block
-  rotatord nats-config [flags]             print the nats-server configuration block again
+  rotatord nats-config [--mode url|cache] [flags]
+                                           print the nats-server configuration block again
   rotatord token create --name NAME --scope admin|rotate|read [flags]
                                            create an API token and print it once
   rotatord dev [--dir DIR]                 run everything locally: PostgreSQL, nats-server, rotatord
@@ -103,7 +104,9 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	cfg.bind(fs, "database-url", "listen", "public-url", "nats-url", "master-key-file", "alert-webhook", "log-level", "log-format", "no-migrate",
-		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir")
+		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir",
+		"auth-fail-threshold", "auth-fail-window",
+		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "nats-ca-file", "nats-cert-file", "nats-key-file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -194,12 +197,22 @@ func runInit(ctx context.Context, cfg Config, args []string, stdout, stderr io.W
 	} else {
 		fmt.Fprintf(stderr, "operator %s already initialized; nothing changed\n", op.Name)
 	}
-	return printNATSConfig(ctx, svc, *outFile, stdout)
+	return printNATSConfig(ctx, svc, "url", "", *outFile, stdout)
 }
 
-// printNATSConfig prints the nats-server block, and writes it to file when given.
-func printNATSConfig(ctx context.Context, svc *rotate.Service, file string, stdout io.Writer) error {
-	block, err := svc.NATSConfig(ctx)
+// printNATSConfig prints the nats-server block for the resolver mode (url:
+// HTTP; cache: over NATS), and writes it to file when given.
+func printNATSConfig(ctx context.Context, svc *rotate.Service, mode, cacheDir, file string, stdout io.Writer) error {
+	var block string
+	var err error
+	switch mode {
+	case "url":
+		block, err = svc.NATSConfig(ctx)
+	case "cache":
+		block, err = svc.NATSConfigCache(ctx, cacheDir)
+	default:
+		err = fmt.Errorf("--mode %q is not url or cache", mode)
+	}
 	if err != nil {
 		return err
 	}
@@ -216,16 +229,21 @@ func printNATSConfig(ctx context.Context, svc *rotate.Service, file string, stdo
 func runNATSConfig(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("nats-config", stderr)
 	outFile := fs.String("out", "", "also write the block to this file")
+	mode := fs.String("mode", "url", "resolver mode: url (nats-server fetches account JWTs over HTTP) or cache (over NATS; rotatord answers CLAIMS.LOOKUP)")
+	cacheDir := fs.String("cache-dir", "./jwt", "with --mode cache: the folder where nats-server keeps the account JWTs it fetched")
 	cfg.bind(fs, "database-url", "public-url", "listen")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *mode != "url" && *mode != "cache" {
+		return fmt.Errorf("--mode %q is not url or cache", *mode)
 	}
 	store, svc, err := openService(ctx, cfg, false)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	return printNATSConfig(ctx, svc, *outFile, stdout)
+	return printNATSConfig(ctx, svc, *mode, *cacheDir, *outFile, stdout)
 }
 
 func runTokenCreate(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {

@@ -25,6 +25,7 @@ import (
 	"github.com/rotatord/rotatord/internal/apitest"
 	"github.com/rotatord/rotatord/internal/natsrun"
 	"github.com/rotatord/rotatord/internal/pgtest"
+	"github.com/rotatord/rotatord/internal/resolver"
 	"github.com/rotatord/rotatord/internal/seal"
 )
 
@@ -471,10 +472,10 @@ func TestResolver(t *testing.T) {
 	if err != nil || claims.Subject != pub {
 		t.Fatalf("served jwt: %v, subject %v", err, claims)
 	}
-	if etag := resp.Header.Get("ETag"); etag != `"`+claims.ID+`"` {
-		t.Fatalf("ETag = %s, want the jwt id %s", etag, claims.ID)
+	if etag := resp.Header.Get("ETag"); etag != resolver.ETag(string(body)) {
+		t.Fatalf("ETag = %s, want the hash of the jwt %s", etag, resolver.ETag(string(body)))
 	}
-	resp, _ = get(e.main, "/jwt/v1/accounts/"+pub, "If-None-Match", `"`+claims.ID+`"`)
+	resp, _ = get(e.main, "/jwt/v1/accounts/"+pub, "If-None-Match", resolver.ETag(string(body)))
 	if resp.StatusCode != 304 {
 		t.Fatalf("If-None-Match = %d, want 304", resp.StatusCode)
 	}
@@ -510,10 +511,11 @@ func TestResolver(t *testing.T) {
 	})
 	createAgent(e, "kate", "fleet")
 	e.must(200, "POST", "/v1/agents/kate/revoke", nil)
-	newest := e.must(200, "GET", "/v1/accounts/fleet", nil)["jwt_id"].(string)
+	// Not the jwt_id: two JWTs signed in the same second share it.
+	_, newest := get(e.main, "/jwt/v1/accounts/"+pub)
 	eventually(t, 5*time.Second, "replica b to serve the re-signed account", func() bool {
 		resp, _ := get(b, "/jwt/v1/accounts/"+pub)
-		return resp.Header.Get("ETag") == `"`+newest+`"`
+		return resp.Header.Get("ETag") == resolver.ETag(string(newest))
 	})
 	_, body = get(b, "/jwt/v1/accounts/"+pub)
 	claims, _ = jwt.DecodeAccountClaims(body)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/alert"
+	"github.com/rotatord/rotatord/internal/authwatch"
 	"github.com/rotatord/rotatord/internal/httpapi"
 	"github.com/rotatord/rotatord/internal/registry"
 	"github.com/rotatord/rotatord/internal/resolver"
@@ -56,6 +57,13 @@ type Main struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	kick      chan struct{}
+
+	// authWatch counts NATS authentication failures (nil without NATS).
+	authWatch     *authwatch.Watcher
+	stopAuthWatch func()
+
+	// lookups answers cache-mode servers' CLAIMS.LOOKUP (nil without NATS).
+	lookups *resolver.Lookup
 }
 
 // NewMain returns a Main with the default configuration.
@@ -63,18 +71,18 @@ func NewMain() *Main {
 	return &Main{Config: DefaultConfig(), kick: make(chan struct{}, 1)}
 }
 
-// URL is the base URL the HTTP server listens on.
+// URL is the base URL the HTTP server listens on (https when it serves TLS).
 func (m *Main) URL() string {
 	if m.listener == nil {
 		return ""
 	}
-	return "http://" + m.listener.Addr().String()
+	return m.Config.scheme() + "://" + m.listener.Addr().String()
 }
 
 // Run starts rotatord and returns once it serves; Close stops it. It fails
 // without a valid master key, a reachable database, or an operator.
 func (m *Main) Run(ctx context.Context) (err error) {
-	if err := m.Config.Validate("database-url", "master-key-file", "listen"); err != nil {
+	if err := m.Config.Validate("database-url", "master-key-file", "listen", "tls"); err != nil {
 		return err
 	}
 	if m.Log == nil {
@@ -112,6 +120,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Cache = resolver.NewCache()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newStatsCollector(m.Store, statsTimeout, m.Log))
 
 	if err := m.setupDistributors(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -146,9 +155,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	})
 
 	if m.Config.NATSURL != "" {
+		var natsTLS []nats.Option
+		if natsTLS, err = natsTLSOptions(&m.Config, m.Log); err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
 		m.NATS, err = sysconn.Connect(ctx, sysconn.Config{
 			URL: m.Config.NATSURL, Name: "rotatord", Log: m.Log,
-			Mint: m.Service.MintSystemUser,
+			Mint: m.Service.MintSystemUser, Options: natsTLS,
 			OnConnect: func(*nats.Conn) {
 				// Connect events may have been missed while disconnected.
 				m.Service.MarkEventsMissed()
@@ -161,12 +174,25 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if m.stopWatch, err = m.Service.Watch(m.NATS.NC()); err != nil {
 			return err
 		}
+		if err := m.startAuthWatch(reg); err != nil {
+			return err
+		}
+		// Servers in `resolver: {type: cache}` mode fetch account JWTs
+		// over NATS instead of HTTP.
+		if m.lookups, err = resolver.ServeLookups(m.NATS.NC(), m.Cache, m.Log, reg); err != nil {
+			return err
+		}
 		m.Service.SetConnChecker(rotate.NATSChecker{Conn: m.natsConn})
 		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
 	}
 	m.Alerts = alert.New(alert.Dispatcher{Store: m.Store, Webhook: m.Config.AlertWebhook, Conn: m.natsConn, Log: m.Log, Now: m.Config.Now}, reg)
 	m.goBackground(func() { m.Alerts.Run(bg, 2*time.Second, m.Service.AlertKicks()) })
+	if m.authWatch != nil {
+		// Auth failure alerts go out at once, not at the next tick.
+		m.goBackground(func() { m.Alerts.Run(bg, time.Minute, m.authWatch.AlertKicks()) })
+	}
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
+	m.goBackground(func() { m.Store.RunAuditSealer(bg, m.Log, auditSealInterval) })
 	if m.Config.TickSpec != "" {
 		if m.scheduler, err = m.Service.StartScheduler(bg, m.Config.TickSpec); err != nil {
 			return err
@@ -180,7 +206,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Log:      m.Log,
 		Ready:    m.ready,
 		MaxBody:  m.Config.MaxBody,
+		// Only with a client CA does the listener ask for certificates.
+		RequireClientCert: m.Config.TLSClientCAFile != "",
 	})
+	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
 	if m.listener, err = net.Listen("tcp", m.Config.Listen); err != nil {
 		return fmt.Errorf("listen on %s: %w", m.Config.Listen, err)
 	}
@@ -191,13 +223,22 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		TLSConfig:         serverTLS,
+		// Failed TLS handshakes (a client certificate of another CA, a
+		// client that does not trust ours) go to the structured log.
+		ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn),
 	}
 	m.goBackground(func() {
-		if err := m.http.Serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := m.http.Serve
+		if serverTLS != nil {
+			serve = func(l net.Listener) error { return m.http.ServeTLS(l, "", "") }
+		}
+		if err := serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Log.Error("http server stopped", "err", err)
 		}
 	})
 	m.Log.Info("rotatord serving", "listen", m.listener.Addr().String(), "public_url", m.Config.publicURL(),
+		"tls", serverTLS != nil, "admin_client_certs", m.Config.TLSClientCAFile != "",
 		"operator", op.Name, "accounts", m.Cache.Len(), "nats", redactURL(m.Config.NATSURL))
 	return nil
 }
@@ -233,7 +274,7 @@ func (m *Main) loadAccounts(ctx context.Context) error {
 	}
 	out := make([]resolver.Account, len(all))
 	for i, a := range all {
-		out[i] = resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID, Version: a.Version}
+		out[i] = resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, Version: a.Version}
 	}
 	m.Cache.Replace(out, mark)
 	return nil
@@ -250,7 +291,7 @@ func (m *Main) refreshAccount(ctx context.Context, pub string) {
 		// its connection comes back.
 		m.Log.Warn("reload account jwt", "account", pub, "err", err)
 	default:
-		m.Cache.Set(resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, ID: a.ID, Version: a.Version})
+		m.Cache.Set(resolver.Account{PublicKey: a.PublicKey, JWT: a.JWT, Version: a.Version})
 	}
 }
 
@@ -287,6 +328,14 @@ func (m *Main) Close() error {
 	}
 	if m.stopWatch != nil {
 		m.stopWatch()
+	}
+	if m.stopAuthWatch != nil {
+		m.stopAuthWatch()
+	}
+	if m.lookups != nil {
+		if err := m.lookups.Close(); err != nil {
+			m.Log.Warn("stop account lookups", "err", err)
+		}
 	}
 	if m.NATS != nil {
 		m.NATS.Close()

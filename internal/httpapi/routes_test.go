@@ -251,7 +251,7 @@ func TestContractWithoutDatabase(t *testing.T) {
 	expect(503, "GET", "/jwt/v1/accounts/"+accPub)
 	expect(503, "GET", "/jwt/v1/operator")
 	expect(503, "HEAD", "/jwt/v1/operator")
-	cache.Replace([]resolver.Account{{PublicKey: accPub, JWT: accJWT, ID: ac.ID}}, 0)
+	cache.Replace([]resolver.Account{{PublicKey: accPub, JWT: accJWT}}, 0)
 	cache.SetOperator(opJWT)
 	expect(200, "GET", "/jwt/v1/accounts/")
 	expect(200, "HEAD", "/jwt/v1/accounts/")

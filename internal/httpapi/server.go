@@ -29,6 +29,11 @@ type Config struct {
 	// reachable); /readyz answers 503 with its error otherwise.
 	Ready   func(ctx context.Context) error
 	MaxBody int64
+	// RequireClientCert makes the token-authenticated API (/v1 except the
+	// agents' own /creds endpoints) refuse requests without a verified TLS
+	// client certificate (mtls.go). The listener must ask for them
+	// (tls.VerifyClientCertIfGiven with the client CA).
+	RequireClientCert bool
 }
 
 // Server is the HTTP handler of rotatord.
@@ -38,11 +43,13 @@ type Server struct {
 	ready   func(ctx context.Context) error
 	maxBody int64
 	router  chi.Router
+	// clientCert: see Config.RequireClientCert.
+	clientCert bool
 }
 
 // New returns the server's handler.
 func New(cfg Config) *Server {
-	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody}
+	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody, clientCert: cfg.RequireClientCert}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
 	}
@@ -69,7 +76,7 @@ func New(cfg Config) *Server {
 		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Post("/agents/{name}/creds", s.agentKey)
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireScope(rotatord.ScopeRead))
+			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRead))
 			r.Get("/rotations/{id}", s.getRotation)
 			r.Get("/agents/{name}/rotations", s.listRotations)
 			r.Get("/accounts", s.listAccounts)
@@ -79,12 +86,12 @@ func New(cfg Config) *Server {
 			r.Get("/audit", s.listAudit)
 		})
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireScope(rotatord.ScopeRotate))
+			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRotate))
 			r.Post("/agents/{name}/revoke", s.revokeAgent)
 			r.Post("/agents/{name}/rotate", s.rotateAgent)
 		})
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireScope(rotatord.ScopeAdmin))
+			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeAdmin))
 			r.Post("/accounts", s.createAccount)
 			r.Patch("/accounts/{name}", s.updateAccount)
 			r.Delete("/accounts/{name}", s.deleteAccount)

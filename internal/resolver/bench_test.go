@@ -27,9 +27,9 @@ import (
 const benchAccounts = 10_000
 
 type benchAccount struct {
-	pub, jwt, id string
-	get          *http.Request // GET of the account
-	getINM       *http.Request // the same GET with If-None-Match: its ETag
+	pub, jwt string
+	get      *http.Request // GET of the account
+	getINM   *http.Request // the same GET with If-None-Match: its ETag
 }
 
 var (
@@ -86,8 +86,8 @@ func makeAccounts(n int) ([]benchAccount, error) {
 			return nil, fmt.Errorf("build request: %w", err)
 		}
 		getINM := get.Clone(get.Context())
-		getINM.Header.Set("If-None-Match", `"`+ac.ID+`"`)
-		out[i] = benchAccount{pub: pub, jwt: token, id: ac.ID, get: get, getINM: getINM}
+		getINM.Header.Set("If-None-Match", resolver.ETag(token))
+		out[i] = benchAccount{pub: pub, jwt: token, get: get, getINM: getINM}
 	}
 	return out, nil
 }
@@ -126,7 +126,7 @@ func (w *discardWriter) reset() {
 func newCache(accs []benchAccount) *resolver.Cache {
 	all := make([]resolver.Account, len(accs))
 	for i, a := range accs {
-		all[i] = resolver.Account{PublicKey: a.pub, JWT: a.jwt, ID: a.id}
+		all[i] = resolver.Account{PublicKey: a.pub, JWT: a.jwt}
 	}
 	c := resolver.NewCache()
 	c.Replace(all, 0)

@@ -7,6 +7,8 @@
 package resolver
 
 import (
+	"crypto/sha512"
+	"encoding/base32"
 	"sync"
 	"sync/atomic"
 )
@@ -15,8 +17,7 @@ import (
 type Account struct {
 	PublicKey string
 	JWT       string
-	ID        string // the JWT's ID, used as ETag
-	Version   int64  // grows with every re-signed JWT of the account
+	Version   int64 // grows with every re-signed JWT of the account
 }
 
 type entry struct {
@@ -44,7 +45,16 @@ func NewCache() *Cache {
 }
 
 func newEntry(a Account) *entry {
-	return &entry{body: []byte(a.JWT), etag: `"` + a.ID + `"`, version: a.Version}
+	return &entry{body: []byte(a.JWT), etag: ETag(a.JWT), version: a.Version}
+}
+
+// ETag is the quoted entity tag of an account JWT: a hash of the whole
+// token. Not the JWT's ID (jti): nats-io/jwt hashes only the standard
+// claims into it, so two JWTs of an account signed in the same second with
+// different revocations share a jti.
+func ETag(token string) string {
+	sum := sha512.Sum512_256([]byte(token))
+	return `"` + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]) + `"`
 }
 
 // Snapshot returns a mark to pass to Replace: take it before reading the

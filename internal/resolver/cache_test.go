@@ -1,6 +1,9 @@
 package resolver
 
-import "testing"
+import (
+	"net/http/httptest"
+	"testing"
+)
 
 // A complete set read before a change must not undo that change.
 func TestReplaceKeepsLaterChanges(t *testing.T) {
@@ -33,5 +36,33 @@ func TestReplaceKeepsLaterChanges(t *testing.T) {
 	c.Set(Account{PublicKey: "A1", JWT: "v2", Version: 2})
 	if got, _ := c.Lookup("A1"); got != "v3" {
 		t.Errorf("A1 = %q after a stale Set; want v3", got)
+	}
+}
+
+// The ETag follows the whole JWT: a re-signed account with the same jti
+// (signed in the same second) is not answered 304 to the old ETag.
+func TestETagFollowsContent(t *testing.T) {
+	const pub = "ACCOUNTKEY"
+	c := NewCache()
+	c.Replace([]Account{{PublicKey: pub, JWT: "header.claims-without-revocations.sig", Version: 1}}, 0)
+	h := NewHandler(c, nil)
+	get := func(inm string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/jwt/v1/accounts/"+pub, nil)
+		if inm != "" {
+			r.Header.Set("If-None-Match", inm)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	old := get("").Header().Get("ETag")
+	if w := get(old); w.Code != 304 {
+		t.Fatalf("unchanged JWT with its ETag = %d, want 304", w.Code)
+	}
+	c.Set(Account{PublicKey: pub, JWT: "header.claims-with-a-revocation.sig", Version: 2})
+	w := get(old)
+	if w.Code != 200 || w.Body.String() != "header.claims-with-a-revocation.sig" || w.Header().Get("ETag") == old {
+		t.Fatalf("re-signed JWT with the old ETag = %d %q (ETag %s), want 200 with the new JWT and a new ETag",
+			w.Code, w.Body.String(), w.Header().Get("ETag"))
 	}
 }

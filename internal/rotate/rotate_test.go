@@ -144,7 +144,7 @@ func TestPruneAndCompactRevocations(t *testing.T) {
 	clk.Add(2 * time.Minute)
 	svc.Tick(ctx)
 	after, _ := svc.Account(ctx, "fleet")
-	if after.JWTID != before.JWTID {
+	if after.JWT != before.JWT {
 		t.Fatal("a sweep with nothing to fold re-signed the account")
 	}
 }
