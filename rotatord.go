@@ -94,10 +94,15 @@ type Account struct {
 	JWTVersion    int64
 	PushedVersion int64
 	SigningKeys   []string
-	Revocations   int
-	Agents        int
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// KeepRevocations: rotatord may not know every user of the account
+	// (it was imported), so revocation entries are never folded into '*'
+	// (which revokes every JWT issued before rotatord's oldest known
+	// credential); they are only pruned once the revoked JWT expired.
+	KeepRevocations bool
+	Revocations     int
+	Agents          int
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 // PermissionList is one direction's allow and deny subject lists.

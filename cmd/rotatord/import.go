@@ -39,6 +39,7 @@ func runImport(ctx context.Context, cfg Config, args []string, stdout, stderr io
 	fs.Var(&opSeeds, "operator-seed", "a seed file of the operator or of one of its signing keys (repeatable)")
 	fs.Var(&accSeeds, "account-seed", "a seed file of an account or of one of its signing keys (repeatable)")
 	dryRun := fs.Bool("dry-run", false, "print what would be imported and change nothing")
+	fold := fs.Bool("fold-revocations", false, "rotatord manages every user of the imported accounts: fold their revocations into one '*' entry like other accounts' (without it, entries are kept until the revoked JWTs expire)")
 	drop := fs.Bool("drop-unmodeled", false, "import even when JWTs hold claims rotatord does not model (exports, imports, JetStream limits...), dropping them")
 	schedule := fs.String("schedule", rotatord.DefaultSchedule, "rotation schedule of the imported agents")
 	grace := fs.Duration("grace", rotatord.DefaultGrace, "rotation grace period of the imported agents")
@@ -132,7 +133,7 @@ keys; user seeds are never read. Importing again changes nothing.
 	}
 	defer store.Close()
 	report, err := svc.Import(ctx, rotate.Actor("cli:import"), src, rotate.ImportOptions{
-		DryRun: *dryRun, DropUnmodeled: *drop, Schedule: *schedule, Grace: *grace, Delivery: rotatord.Delivery(*delivery),
+		DryRun: *dryRun, DropUnmodeled: *drop, FoldRevocations: *fold, Schedule: *schedule, Grace: *grace, Delivery: rotatord.Delivery(*delivery),
 	})
 	if report != nil {
 		printImport(stdout, report, err == nil)

@@ -324,6 +324,10 @@ func TestImportNSCStore(t *testing.T) {
 	if app["public_key"] != pubOf(t, f.app) || app["description"] != "the application" {
 		t.Fatalf("account APP = %v", app)
 	}
+	// rotatord may not know every user of an imported account: no '*'.
+	if app["keep_revocations"] != true {
+		t.Fatalf("imported account APP keep_revocations = %v, want true", app["keep_revocations"])
+	}
 	// APP's JWT needed nothing rotatord does not hold: kept byte for byte.
 	if jwtOf := e.accountJWT(pubOf(t, f.app)); jwtOf != f.accountJWT["APP"] {
 		t.Error("APP's JWT was re-signed although rotatord holds its signing key")
@@ -502,11 +506,20 @@ func TestImportNeedsOperatorSeed(t *testing.T) {
 	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, _, err := e.cli(append(f.storeArgs(), "--operator-seed", seedFile)...); err != nil {
+	if out, _, err := e.cli(append(f.storeArgs(), "--operator-seed", seedFile, "--fold-revocations")...); err != nil {
 		t.Fatalf("import with the signing key's seed: %v\n%s", err, out)
 	}
 	if !e.hasOperator() {
 		t.Fatal("no operator after the import")
+	}
+	// --fold-revocations: rotatord manages every user, as for its own accounts.
+	store, err := registry.Open(context.Background(), e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if app, err := store.FindAccountByName(context.Background(), "APP"); err != nil || app.KeepRevocations {
+		t.Fatalf("APP after --fold-revocations: %v, keep revocations %v; want false", err, app != nil && app.KeepRevocations)
 	}
 }
 

@@ -18,6 +18,7 @@ type accountJSON struct {
 	SigningKeys []string        `json:"signing_keys"`
 	JWTID       string          `json:"jwt_id"`
 	Revocations int             `json:"revocations"`
+	KeepRevs    bool            `json:"keep_revocations"`
 	Agents      int             `json:"agents"`
 	CreatedAt   time.Time       `json:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`
@@ -30,7 +31,7 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 	}
 	return accountJSON{
 		Name: a.Name, PublicKey: a.PublicKey, System: a.System, Description: a.Description, Limits: a.Limits,
-		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, Agents: a.Agents,
+		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
 	}
 }

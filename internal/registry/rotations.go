@@ -264,8 +264,9 @@ func (s *Store) ClaimResign(ctx context.Context) (int64, error) {
 // entries that expired by now or whose revoked JWT was issued before cutoff.
 func (s *Store) QueueCompactable(ctx context.Context, now, cutoff time.Time) error {
 	_, err := s.q(ctx).Exec(ctx, `INSERT INTO account_resign (account_id)
-		SELECT DISTINCT account_id FROM revocations
-		WHERE public_key <> '*' AND (expires_at < $1 OR jwt_issued_at <= $2)`, dbTime(now), dbTime(cutoff))
+		SELECT DISTINCT r.account_id FROM revocations r JOIN accounts a ON a.id = r.account_id
+		WHERE r.public_key <> '*' AND (r.expires_at < $1 OR (r.jwt_issued_at <= $2 AND NOT a.keep_revocations))`,
+		dbTime(now), dbTime(cutoff))
 	if err != nil {
 		return mapErr(fmt.Errorf("queue compactable accounts: %w", err))
 	}

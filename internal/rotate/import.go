@@ -56,6 +56,12 @@ type ImportOptions struct {
 	// are re-signed without them at once, and users lose theirs at their
 	// first rotation. Without it such an import is refused.
 	DropUnmodeled bool
+	// FoldRevocations says that rotatord now knows every user of the
+	// imported accounts, so their revocations may be folded into one '*'
+	// entry like those of accounts rotatord made. Without it they are kept
+	// until the revoked JWTs expire: a '*' entry would lock out users that
+	// were issued elsewhere (by a service holding a signing key, say).
+	FoldRevocations bool
 	// Schedule, Grace and Delivery are the rotation policy of the imported
 	// agents; empty or zero take the defaults (delivery poll).
 	Schedule string
@@ -510,8 +516,13 @@ func (im *importer) run(ctx context.Context) error {
 		}
 	}
 	if slices.ContainsFunc(im.report.Steps, func(s ImportStep) bool { return s.Kind == "agent" && s.Action == ImportCreate }) {
-		im.report.Warnings = append(im.report.Warnings,
-			"every user of an imported account must be imported as an agent: when rotatord compacts an account's revocations, it revokes the JWTs issued before the oldest credential it knows in that account")
+		if im.opts.FoldRevocations {
+			im.report.Warnings = append(im.report.Warnings,
+				"--fold-revocations: every user of an imported account must be imported as an agent: when rotatord compacts an account's revocations, it revokes the JWTs issued before the oldest credential it knows in that account")
+		} else {
+			im.report.Warnings = append(im.report.Warnings,
+				"imported accounts keep each revocation entry until the revoked JWT expires (about 94 bytes of account JWT per rotation): rotatord may not know every user, and folding entries into '*' would lock out the others; import with --fold-revocations when every user of these accounts is imported")
+		}
 	}
 	if err := im.bad.err(rotatord.EINVALID); err != nil {
 		return err
@@ -610,7 +621,8 @@ func (im *importer) account(ctx context.Context, a *importAccount) error {
 
 	acc := &rotatord.Account{
 		Name: ac.Name, PublicKey: ac.Subject, System: ac.Subject == im.sys, Description: ac.Description,
-		Limits: rotatord.Limits{Conn: ac.Limits.Conn, Subs: ac.Limits.Subs, Payload: ac.Limits.Payload, Data: ac.Limits.Data},
+		KeepRevocations: !im.opts.FoldRevocations,
+		Limits:          rotatord.Limits{Conn: ac.Limits.Conn, Subs: ac.Limits.Subs, Payload: ac.Limits.Payload, Data: ac.Limits.Data},
 	}
 	if err := validateLimits(acc.Limits); err != nil {
 		im.bad.add("%s: account %s: %s", a.file, ac.Name, err)

@@ -72,6 +72,9 @@ func (s *Service) pruneRevocations(ctx context.Context, acc *rotatord.Account) e
 	if _, err := s.store.DeleteRevocationsExpiredBefore(ctx, acc.ID, now); err != nil {
 		return err
 	}
+	if acc.KeepRevocations {
+		return nil
+	}
 	cutoff := now.Add(-compactionMargin)
 	if oldest, ok, err := s.store.OldestValidIssuedAt(ctx, acc.ID); err != nil {
 		return err

@@ -207,3 +207,48 @@ func TestTickFollowsClock(t *testing.T) {
 		t.Fatalf("rotate revoked agent = %v, want ErrConflict", err)
 	}
 }
+
+// An imported account whose users rotatord may not all know keeps one
+// entry per revoked key: a '*' would lock out JWTs issued elsewhere.
+// Expired entries still go.
+func TestKeepRevocations(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	svc, store := newService(t, clk)
+	ctx := context.Background()
+	svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"})
+	for _, name := range []string{"a", "b"} {
+		if _, _, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: name, Account: "fleet"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := store.Pool()
+	db.Exec(ctx, `UPDATE credentials SET issued_at = issued_at - interval '2 hours'`)
+	db.Exec(ctx, `UPDATE accounts SET keep_revocations = true WHERE name = 'fleet'`)
+	var old []string
+	for _, name := range []string{"a", "b"} {
+		old = append(old, rotateAgent(t, svc, name).OldKey)
+	}
+	if _, err := svc.ResignQueued(ctx); err != nil {
+		t.Fatal(err)
+	}
+	revs := accountRevocations(t, svc, "fleet")
+	if len(revs) != 2 || revs[old[0]] == 0 || revs[old[1]] == 0 {
+		t.Fatalf("revocations = %v, want one entry per old key and no '*'", revs)
+	}
+	// The periodic sweep finds nothing to do for it.
+	before, _ := svc.Account(ctx, "fleet")
+	if !before.KeepRevocations {
+		t.Fatal("account does not say it keeps its revocations")
+	}
+	clk.Add(2 * time.Minute)
+	svc.Tick(ctx)
+	if after, _ := svc.Account(ctx, "fleet"); after.JWT != before.JWT {
+		t.Fatal("the sweep re-signed an account whose revocations are kept")
+	}
+	// Once the old JWTs expired, their entries are pruned.
+	clk.Add(26 * time.Hour)
+	svc.Tick(ctx)
+	if revs := accountRevocations(t, svc, "fleet"); len(revs) != 0 {
+		t.Fatalf("revocations after the old JWTs expired = %v, want none", revs)
+	}
+}
