@@ -1,6 +1,7 @@
 package rotatord
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -99,10 +100,15 @@ type Account struct {
 	// (which revokes every JWT issued before rotatord's oldest known
 	// credential); they are only pruned once the revoked JWT expired.
 	KeepRevocations bool
-	Revocations     int
-	Agents          int
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	// BaseClaims are the account claims (the JWT's "nats" object) of an
+	// imported account: whatever rotatord does not model in them (imports,
+	// exports, JetStream limits...) is kept when it re-signs. Nil for
+	// accounts rotatord made.
+	BaseClaims  json.RawMessage
+	Revocations int
+	Agents      int
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 // PermissionList is one direction's allow and deny subject lists.

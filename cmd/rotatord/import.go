@@ -40,7 +40,7 @@ func runImport(ctx context.Context, cfg Config, args []string, stdout, stderr io
 	fs.Var(&accSeeds, "account-seed", "a seed file of an account or of one of its signing keys (repeatable)")
 	dryRun := fs.Bool("dry-run", false, "print what would be imported and change nothing")
 	fold := fs.Bool("fold-revocations", false, "rotatord manages every user of the imported accounts: fold their revocations into one '*' entry like other accounts' (without it, entries are kept until the revoked JWTs expire)")
-	drop := fs.Bool("drop-unmodeled", false, "import even when JWTs hold claims rotatord does not model (exports, imports, JetStream limits...), dropping them")
+	drop := fs.Bool("drop-unmodeled", false, "import even when JWTs hold claims rotatord cannot keep (users' source networks, response permissions, time limits; scoped signing keys...), dropping them")
 	schedule := fs.String("schedule", rotatord.DefaultSchedule, "rotation schedule of the imported agents")
 	grace := fs.Duration("grace", rotatord.DefaultGrace, "rotation grace period of the imported agents")
 	delivery := fs.String("delivery", string(rotatord.DeliveryPoll), "how the imported agents get new credentials: poll, vault or file")

@@ -296,11 +296,6 @@ func TestImportNSCStore(t *testing.T) {
 	if !strings.Contains(out, "imported 1 operator, 2 accounts, 2 agents") {
 		t.Fatalf("import output:\n%s", out)
 	}
-	// nsc's system account exports its monitoring subjects; nothing imports
-	// them, so dropping them is harmless and does not stop the import.
-	if !strings.Contains(out, "warning: account SYS: its exports were dropped") {
-		t.Errorf("import output does not warn about SYS's exports:\n%s", out)
-	}
 	// The system account's user is not an agent.
 	if !strings.Contains(out, "user") || !strings.Contains(out, pubOf(t, f.sysU)) {
 		t.Errorf("import output does not report the skipped system user:\n%s", out)
@@ -336,6 +331,11 @@ func TestImportNSCStore(t *testing.T) {
 	sysClaims, err := jwt.DecodeAccountClaims(e.accountJWT(pubOf(t, f.sys)))
 	if err != nil || len(sysClaims.SigningKeys) != 1 || sysClaims.Issuer != pubOf(t, f.opSK) {
 		t.Fatalf("SYS JWT: %v, signing keys %v, issuer %v", err, sysClaims.SigningKeys, sysClaims.Issuer)
+	}
+	// nsc's system account exports its monitoring subjects: the re-signed
+	// JWT keeps them.
+	if len(sysClaims.Exports) != 2 {
+		t.Fatalf("SYS JWT exports = %v, want nsc's two", sysClaims.Exports)
 	}
 	alice := e.must(200, "GET", "/v1/agents/alice", nil)
 	cred := alice["credential"].(map[string]any)
@@ -628,10 +628,15 @@ func TestImportUnmodeled(t *testing.T) {
 	if err == nil {
 		t.Fatalf("import of unmodeled claims succeeded:\n%s", out)
 	}
-	for _, want := range []string{"account APP: imports", "account SYS: exports", "account APP: limits.disk_storage",
-		"user alice: resp", "user alice: src", "--drop-unmodeled"} {
+	for _, want := range []string{"user alice: resp", "user alice: src", "--drop-unmodeled"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	// Account claims rotatord does not model are kept, not refused.
+	for _, kept := range []string{"account APP", "account SYS"} {
+		if strings.Contains(err.Error(), kept) {
+			t.Errorf("error lists %s, whose claims rotatord keeps:\n%v", kept, err)
 		}
 	}
 	if e.hasOperator() {
@@ -641,12 +646,20 @@ func TestImportUnmodeled(t *testing.T) {
 	if err != nil {
 		t.Fatalf("import --drop-unmodeled: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "dropped: account APP: imports") {
+	if !strings.Contains(out, "user alice: resp") {
 		t.Errorf("import output does not list what was dropped:\n%s", out)
 	}
+	// A re-sign (bob revoked) keeps APP's import and JetStream limit.
 	e.serve()
+	e.must(200, "POST", "/v1/agents/bob/revoke", nil)
 	ac, err := jwt.DecodeAccountClaims(e.accountJWT(pubOf(t, f.app)))
-	if err != nil || len(ac.Imports) != 0 || ac.Limits.DiskStorage != 0 || !ac.SigningKeys.Contains(pubOf(t, f.appSK)) {
-		t.Fatalf("APP after --drop-unmodeled: %v, imports %v, limits %+v, signing keys %v", err, ac.Imports, ac.Limits, ac.SigningKeys)
+	if err != nil || len(ac.Imports) != 1 || ac.Limits.DiskStorage != 1<<30 || !ac.SigningKeys.Contains(pubOf(t, f.appSK)) ||
+		len(ac.Revocations) != 1 {
+		t.Fatalf("APP after a re-sign: %v, imports %v, limits %+v, signing keys %v, revocations %v",
+			err, ac.Imports, ac.Limits, ac.SigningKeys, ac.Revocations)
+	}
+	sys, err := jwt.DecodeAccountClaims(e.accountJWT(pubOf(t, f.sys)))
+	if err != nil || len(sys.Exports) == 0 {
+		t.Fatalf("SYS lost its exports: %v, %v", err, sys.Exports)
 	}
 }

@@ -3,6 +3,7 @@
 package jwtissue
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -116,12 +117,23 @@ type AccountSpec struct {
 	SigningKeys []string
 	Limits      rotatord.Limits
 	Revocations []rotatord.Revocation
+	// Base, when set, is the account claims (a JWT's "nats" object) to
+	// start from: everything the fields above do not set is kept from it.
+	Base json.RawMessage
 }
 
 // EncodeAccount returns the account JWT signed by the operator's signing key,
 // and the JWT's ID.
 func EncodeAccount(operatorSigner nkeys.KeyPair, spec AccountSpec) (token, id string, err error) {
 	ac := jwt.NewAccountClaims(spec.PublicKey)
+	if len(spec.Base) > 0 {
+		if err := json.Unmarshal(spec.Base, &ac.Account); err != nil {
+			return "", "", fmt.Errorf("account claims of %s: %w", spec.Name, err)
+		}
+		// Signing keys and revocations are rotatord's, not the base's.
+		ac.SigningKeys = jwt.SigningKeys{}
+		ac.Revocations = nil
+	}
 	ac.Name = spec.Name
 	ac.Description = spec.Description
 	ac.Limits.Conn = spec.Limits.Conn

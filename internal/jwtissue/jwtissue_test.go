@@ -1,6 +1,7 @@
 package jwtissue
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +90,45 @@ func TestKeys(t *testing.T) {
 	}
 	if err := ValidateUserKey(acc); err == nil {
 		t.Error("an account key passed as a user key")
+	}
+}
+
+// An imported account's claims are the base of its re-signed JWTs: what
+// rotatord does not model is kept, signing keys and revocations are
+// rotatord's, and the four limits it models are set.
+func TestEncodeAccountKeepsBase(t *testing.T) {
+	op, acc := mustKey(t, nkeys.PrefixByteOperator), mustKey(t, nkeys.PrefixByteAccount)
+	orig := jwt.NewAccountClaims(Public(acc))
+	orig.Imports.Add(&jwt.Import{Name: "metrics", Subject: "metrics.>", Account: Public(mustKey(t, nkeys.PrefixByteAccount)), Type: jwt.Stream})
+	orig.Limits.DiskStorage = 1 << 30
+	orig.Limits.Conn = 5
+	orig.SigningKeys.Add(Public(mustKey(t, nkeys.PrefixByteAccount)))
+	orig.RevokeAt("UOLD", time.Unix(1_800_000_000, 0))
+	base, err := json.Marshal(&orig.Account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := Public(mustKey(t, nkeys.PrefixByteAccount))
+	token, _, err := EncodeAccount(op, AccountSpec{Name: "app", PublicKey: Public(acc), SigningKeys: []string{signer},
+		Limits:      rotatord.Limits{Conn: 10, Subs: -1, Payload: -1, Data: -1},
+		Revocations: []rotatord.Revocation{{PublicKey: "UNEW", RevokedAt: time.Unix(1_800_000_100, 0)}}, Base: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := jwt.DecodeAccountClaims(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ac.Imports) != 1 || ac.Imports[0].Name != "metrics" || ac.Limits.DiskStorage != 1<<30 {
+		t.Errorf("imports %v, disk storage %d: the base's claims were not kept", ac.Imports, ac.Limits.DiskStorage)
+	}
+	if ac.Limits.Conn != 10 || len(ac.SigningKeys) != 1 || !ac.SigningKeys.Contains(signer) {
+		t.Errorf("conn limit %d, signing keys %v: want rotatord's", ac.Limits.Conn, ac.SigningKeys)
+	}
+	if len(ac.Revocations) != 1 || ac.Revocations["UNEW"] == 0 {
+		t.Errorf("revocations %v, want only rotatord's", ac.Revocations)
+	}
+	if _, _, err := EncodeAccount(op, AccountSpec{Name: "app", PublicKey: Public(acc), Base: []byte("{not json")}); err == nil {
+		t.Error("a malformed base was accepted")
 	}
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -12,7 +13,7 @@ import (
 )
 
 const accountBase = `a.id, a.name, a.public_key, a.system, a.description, a.limits, a.jwt, a.jwt_id,
-	a.jwt_version, a.pushed_version, a.keep_revocations, a.created_at, a.updated_at, `
+	a.jwt_version, a.pushed_version, a.keep_revocations, a.base_claims, a.created_at, a.updated_at, `
 
 // accountCols reads an account with its revocation and agent counts, for
 // the API; lockedAccountCols leaves them out (zero): writers of the JWT and
@@ -27,7 +28,7 @@ const (
 func scanAccount(row pgx.Row) (*rotatord.Account, error) {
 	var a rotatord.Account
 	err := row.Scan(&a.ID, &a.Name, &a.PublicKey, &a.System, &a.Description, &a.Limits, &a.JWT, &a.JWTID,
-		&a.JWTVersion, &a.PushedVersion, &a.KeepRevocations, &a.CreatedAt, &a.UpdatedAt, &a.Revocations, &a.Agents)
+		&a.JWTVersion, &a.PushedVersion, &a.KeepRevocations, &a.BaseClaims, &a.CreatedAt, &a.UpdatedAt, &a.Revocations, &a.Agents)
 	return &a, err
 }
 
@@ -36,10 +37,10 @@ func scanAccount(row pgx.Row) (*rotatord.Account, error) {
 // loaded an account that did not exist.
 func (s *Store) CreateAccount(ctx context.Context, a *rotatord.Account) error {
 	err := s.q(ctx).QueryRow(ctx, `
-		INSERT INTO accounts (name, public_key, system, description, limits, jwt, jwt_id, pushed_version, keep_revocations)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8)
+		INSERT INTO accounts (name, public_key, system, description, limits, jwt, jwt_id, pushed_version, keep_revocations, base_claims)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9)
 		RETURNING id, jwt_version, pushed_version, created_at, updated_at`,
-		a.Name, a.PublicKey, a.System, a.Description, a.Limits, a.JWT, a.JWTID, a.KeepRevocations,
+		a.Name, a.PublicKey, a.System, a.Description, a.Limits, a.JWT, a.JWTID, a.KeepRevocations, nullJSON(a.BaseClaims),
 	).Scan(&a.ID, &a.JWTVersion, &a.PushedVersion, &a.CreatedAt, &a.UpdatedAt)
 	if err != nil {
 		return mapErr(fmt.Errorf("create account %s: %w", a.Name, err))
@@ -248,4 +249,12 @@ func (s *Store) DeleteRevocationsExpiredBefore(ctx context.Context, accountID in
 		return 0, mapErr(fmt.Errorf("prune revocations: %w", err))
 	}
 	return tag.RowsAffected(), nil
+}
+
+// nullJSON stores empty JSON as NULL.
+func nullJSON(b json.RawMessage) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return []byte(b)
 }

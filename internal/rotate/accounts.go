@@ -110,7 +110,7 @@ func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs [
 	}
 	acc.JWT, acc.JWTID, err = jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
 		Name: acc.Name, PublicKey: acc.PublicKey, Description: acc.Description,
-		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Revocations: revs,
+		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Revocations: revs, Base: acc.BaseClaims,
 	})
 	return err
 }

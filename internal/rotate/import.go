@@ -51,10 +51,12 @@ type ImportOptions struct {
 	// DryRun computes and reports the import and changes nothing.
 	DryRun bool
 	// DropUnmodeled imports accounts and users whose JWTs hold claims
-	// rotatord does not model (exports, imports, JetStream limits, scoped
-	// signing keys, user source networks...), dropping them: account JWTs
-	// are re-signed without them at once, and users lose theirs at their
-	// first rotation. Without it such an import is refused.
+	// rotatord cannot keep (scoped signing keys or ones without a seed, an
+	// account JWT's expiry, users' source networks, response permissions,
+	// time limits...), dropping them: account JWTs are re-signed without
+	// them at once, and users lose theirs at their first rotation. Without
+	// it such an import is refused. Other account claims (imports, exports,
+	// JetStream limits...) are kept: see rotatord.Account.BaseClaims.
 	DropUnmodeled bool
 	// FoldRevocations says that rotatord now knows every user of the
 	// imported accounts, so their revocations may be folded into one '*'
@@ -193,10 +195,7 @@ type importAccount struct {
 	held     []nkeys.KeyPair   // plain signing keys whose seeds are held, by public key
 	identity bool              // the account's own seed is held
 	dropped  map[string]string // listed signing keys rotatord cannot keep, and why
-	extra    []string          // claims rotatord does not model
-	// unusedExports: the JWT has exports no account imports; dropping them
-	// changes nothing, so they do not stop the import.
-	unusedExports bool
+	extra    []string          // claims rotatord cannot keep
 }
 
 type importUser struct {
@@ -377,23 +376,6 @@ func parseImport(src ImportSource) (*importInput, error) {
 		}
 		a.extra = unmodeledAccount(ac)
 		in.accounts = append(in.accounts, a)
-	}
-
-	// An export matters only to accounts that import it, and every account
-	// rotatord serves is imported or was created by rotatord (which never
-	// writes imports): exports no imported account imports are unused.
-	// nsc's system account carries two of those (account-monitoring-*).
-	imported := map[string]bool{}
-	for _, a := range in.accounts {
-		for _, imp := range a.claims.Imports {
-			imported[imp.Account] = true
-		}
-	}
-	for _, a := range in.accounts {
-		if i := slices.Index(a.extra, "exports"); i >= 0 && !imported[a.claims.Subject] {
-			a.extra = slices.Delete(a.extra, i, i+1)
-			a.unusedExports = true
-		}
 	}
 
 	seenUsers := map[string]string{}
@@ -619,9 +601,16 @@ func (im *importer) account(ctx context.Context, a *importAccount) error {
 	}
 	im.report.Unmodeled = append(im.report.Unmodeled, lost...)
 
+	// What rotatord does not model of the account claims is kept from
+	// them each time it re-signs.
+	base, err := json.Marshal(&ac.Account) // a pointer: SigningKeys marshals itself through one
+	if err != nil {
+		return fmt.Errorf("account claims of %s: %w", ac.Name, err)
+	}
 	acc := &rotatord.Account{
 		Name: ac.Name, PublicKey: ac.Subject, System: ac.Subject == im.sys, Description: ac.Description,
 		KeepRevocations: !im.opts.FoldRevocations,
+		BaseClaims:      base,
 		Limits:          rotatord.Limits{Conn: ac.Limits.Conn, Subs: ac.Limits.Subs, Payload: ac.Limits.Payload, Data: ac.Limits.Data},
 	}
 	if err := validateLimits(acc.Limits); err != nil {
@@ -656,14 +645,6 @@ func (im *importer) account(ctx context.Context, a *importAccount) error {
 	// content: the servers already hold it. Otherwise it is re-signed now,
 	// so what rotatord serves is what it will keep signing.
 	resign := made != nil || len(lost) > 0
-	if a.unusedExports {
-		when := "are dropped when rotatord next re-signs its JWT"
-		if resign {
-			when = "were dropped: rotatord re-signed its JWT now"
-		}
-		im.report.Warnings = append(im.report.Warnings, fmt.Sprintf(
-			"account %s: its exports %s (rotatord does not model exports); no imported account imports them, so nothing depends on them", ac.Name, when))
-	}
 	if resign {
 		if err := im.s.signAccount(ctx, acc, revs); err != nil {
 			return err
@@ -942,17 +923,12 @@ func describePermissions(p rotatord.Permissions) string {
 }
 
 // unmodeledAccount lists the claims of an account JWT that rotatord would
-// not reproduce when it re-signs it (see signAccount): everything but the
-// name, description, the four limits it models, signing keys and
-// revocations (those two are checked on their own).
+// not reproduce when it re-signs it (see signAccount). It keeps the whole
+// "nats" object (imports, exports, limits, mappings...) and sets the
+// signing keys (checked on their own) and revocations; only the standard
+// claims beyond name and subject are its own.
 func unmodeledAccount(ac *jwt.AccountClaims) []string {
-	want := jwt.NewAccountClaims(ac.Subject)
-	want.Description = ac.Description
-	want.Limits.Conn, want.Limits.Subs = ac.Limits.Conn, ac.Limits.Subs
-	want.Limits.Payload, want.Limits.Data = ac.Limits.Payload, ac.Limits.Data
-	want.SigningKeys, want.Revocations = ac.SigningKeys, ac.Revocations
-	want.Type, want.Version = ac.Type, ac.Version
-	out := jsonDiff(ac.Account, want.Account)
+	var out []string
 	if ac.Expires != 0 {
 		out = append(out, "exp (the account JWT expires "+time.Unix(ac.Expires, 0).UTC().Format(time.RFC3339)+"; rotatord's do not)")
 	}
