@@ -327,6 +327,10 @@ func TestImportNSCStore(t *testing.T) {
 	if jwtOf := e.accountJWT(pubOf(t, f.app)); jwtOf != f.accountJWT["APP"] {
 		t.Error("APP's JWT was re-signed although rotatord holds its signing key")
 	}
+	// Once rotatord manages every user, folding can be turned on.
+	if got := e.must(200, "PATCH", "/v1/accounts/APP", map[string]any{"keep_revocations": false}); got["keep_revocations"] != false {
+		t.Fatalf("PATCH keep_revocations false = %v", got)
+	}
 	// SYS had no signing key: rotatord made one and re-signed SYS with it.
 	sysClaims, err := jwt.DecodeAccountClaims(e.accountJWT(pubOf(t, f.sys)))
 	if err != nil || len(sysClaims.SigningKeys) != 1 || sysClaims.Issuer != pubOf(t, f.opSK) {

@@ -54,15 +54,17 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
 	var in struct {
-		Description *string               `json:"description"`
-		Limits      *rotatord.LimitsPatch `json:"limits"`
+		Description     *string               `json:"description"`
+		Limits          *rotatord.LimitsPatch `json:"limits"`
+		KeepRevocations *bool                 `json:"keep_revocations"`
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	name := chi.URLParam(r, "name")
-	if _, err := s.svc.UpdateAccount(r.Context(), actor(r), name, rotate.AccountPatch{Description: in.Description, Limits: in.Limits}); err != nil {
+	patch := rotate.AccountPatch{Description: in.Description, Limits: in.Limits, KeepRevocations: in.KeepRevocations}
+	if _, err := s.svc.UpdateAccount(r.Context(), actor(r), name, patch); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

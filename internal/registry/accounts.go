@@ -106,10 +106,10 @@ func (s *Store) ListAccounts(ctx context.Context) ([]*rotatord.Account, error) {
 // bumps its JWT version. Call it with the account locked.
 func (s *Store) UpdateAccount(ctx context.Context, a *rotatord.Account) error {
 	err := s.q(ctx).QueryRow(ctx, `
-		UPDATE accounts SET description = $2, limits = $3, jwt = $4, jwt_id = $5,
+		UPDATE accounts SET description = $2, limits = $3, jwt = $4, jwt_id = $5, keep_revocations = $6,
 			jwt_version = jwt_version + 1, updated_at = now()
 		WHERE id = $1 RETURNING jwt_version, updated_at`,
-		a.ID, a.Description, a.Limits, a.JWT, a.JWTID).Scan(&a.JWTVersion, &a.UpdatedAt)
+		a.ID, a.Description, a.Limits, a.JWT, a.JWTID, a.KeepRevocations).Scan(&a.JWTVersion, &a.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return notFound("account", a.Name)
 	}

@@ -21,6 +21,10 @@ type AccountInput struct {
 type AccountPatch struct {
 	Description *string
 	Limits      *rotatord.LimitsPatch
+	// KeepRevocations false lets an imported account's revocations be
+	// folded into '*' once rotatord manages all its users (see
+	// rotatord.Account.KeepRevocations).
+	KeepRevocations *bool
 }
 
 const maxDescription = 1024
@@ -189,11 +193,18 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if p.Limits != nil {
 			acc.Limits = p.Limits.Apply(acc.Limits)
 		}
+		if p.KeepRevocations != nil && *p.KeepRevocations != acc.KeepRevocations {
+			acc.KeepRevocations = *p.KeepRevocations
+			// The re-signer folds what can be folded now.
+			if err := s.store.QueueResign(ctx, acc.ID); err != nil {
+				return err
+			}
+		}
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return err
 		}
 		return s.audit(ctx, actor, "account.update", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
-			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits}})
+			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations}})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update account %s: %w", name, err)

@@ -245,10 +245,25 @@ func TestKeepRevocations(t *testing.T) {
 	if after, _ := svc.Account(ctx, "fleet"); after.JWT != before.JWT {
 		t.Fatal("the sweep re-signed an account whose revocations are kept")
 	}
+	// Once rotatord manages every user, the operator lets it fold: the
+	// entries become one '*' that revokes no current credential.
+	keep := false
+	if _, err := svc.UpdateAccount(ctx, "test", "fleet", rotate.AccountPatch{KeepRevocations: &keep}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.ResignQueued(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if revs := accountRevocations(t, svc, "fleet"); len(revs) != 1 || revs[jwt.All] == 0 {
+		t.Fatalf("revocations after keep_revocations=false = %v, want a single '*'", revs)
+	}
+	if acc, _ := svc.Account(ctx, "fleet"); acc.KeepRevocations {
+		t.Fatal("keep_revocations is still on")
+	}
 	// Once the old JWTs expired, their entries are pruned.
 	clk.Add(26 * time.Hour)
 	svc.Tick(ctx)
-	if revs := accountRevocations(t, svc, "fleet"); len(revs) != 0 {
-		t.Fatalf("revocations after the old JWTs expired = %v, want none", revs)
+	if revs := accountRevocations(t, svc, "fleet"); len(revs) != 1 || revs[jwt.All] == 0 {
+		t.Fatalf("revocations after the old JWTs expired = %v, want only '*'", revs)
 	}
 }
