@@ -17,7 +17,8 @@ import (
 // Repeated connects with revoked creds, and with a JWT for a real agent key
 // forged with an account key rotatord never had, raise one alert per key
 // per window, naming the agent and the source, through the outbox and the
-// webhook; the revoked key is flagged at its first use.
+// webhook; the revoked key is flagged at its first use. Two replicas run:
+// both count every failure, and still one alert is raised per key.
 func TestAuthFailureAlerts(t *testing.T) {
 	hook := &webhook{}
 	srv := httptest.NewServer(hook)
@@ -28,6 +29,11 @@ func TestAuthFailureAlerts(t *testing.T) {
 	})
 	e.startNATS()
 	e.waitNATS()
+	b := e.startMain(e.config())
+	eventually(t, 5*time.Second, "replica b to connect to nats", func() bool { return b.NATS.Connected() })
+	if err := b.NATS.NC().Flush(); err != nil { // its subscriptions reached the server
+		t.Fatal(err)
+	}
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	_, kateCreds := createAgent(e, "kate", "fleet")
 	_, bobCreds := createAgent(e, "bob", "fleet")
@@ -75,11 +81,13 @@ func TestAuthFailureAlerts(t *testing.T) {
 		}
 	}
 
-	eventually(t, 5*time.Second, "rotatord to count every failure", func() bool {
-		got := e.scrape()
-		return got[`rotatord_auth_failures_total{reason="revoked_key"}`] == 6 &&
-			got[`rotatord_auth_failures_total{reason="forged_jwt"}`] == 4
-	})
+	for _, m := range []*Main{e.main, b} {
+		eventually(t, 5*time.Second, "each replica to count every failure", func() bool {
+			got := e.scrapeAt(m)
+			return got[`rotatord_auth_failures_total{reason="revoked_key"}`] == 6 &&
+				got[`rotatord_auth_failures_total{reason="forged_jwt"}`] == 4
+		})
+	}
 	alerts, err := e.main.Store.ListAlerts(context.Background(), 50)
 	if err != nil {
 		t.Fatal(err)

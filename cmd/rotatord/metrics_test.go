@@ -24,7 +24,13 @@ import (
 // (labels sorted; no braces without labels). Histograms give _count and _sum.
 func (e *env) scrape() map[string]float64 {
 	e.t.Helper()
-	resp, err := e.http.Get(e.main.URL() + "/metrics")
+	return e.scrapeAt(e.main)
+}
+
+// scrapeAt reads the metrics of replica m.
+func (e *env) scrapeAt(m *Main) map[string]float64 {
+	e.t.Helper()
+	resp, err := e.http.Get(m.URL() + "/metrics")
 	if err != nil {
 		e.t.Fatal(err)
 	}

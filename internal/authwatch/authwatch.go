@@ -7,9 +7,11 @@
 // rotatord revoked or replaced raises an alert at once (again at most once
 // per key per window).
 //
-// Replicas share the events through a queue group, so each failure is
-// counted once in rotatord_auth_failures_total; the windows are per replica,
-// so with N replicas a burst from one source is split about N ways.
+// Every replica watches every failure, so each counts full windows, and
+// an alert is written by whichever replica first claims the key's window in
+// PostgreSQL: one alert per key and window however many replicas run.
+// rotatord_auth_failures_total of each replica counts every failure
+// (aggregate replicas with max, not sum).
 package authwatch
 
 import (
@@ -31,12 +33,8 @@ import (
 	"github.com/rotatord/rotatord"
 )
 
-// Subject is where nats-servers publish authentication failures; Queue is
-// the queue group the replicas share.
-const (
-	Subject = "$SYS.SERVER.*.CLIENT.AUTH.ERR"
-	Queue   = "rotatord-authwatch"
-)
+// Subject is where nats-servers publish authentication failures.
+const Subject = "$SYS.SERVER.*.CLIENT.AUTH.ERR"
 
 // Alert kinds.
 const (
@@ -77,7 +75,10 @@ type Store interface {
 	// FindKeyOwner returns the agent and credential of a user key, or
 	// rotatord.ENOTFOUND.
 	FindKeyOwner(ctx context.Context, pub, accountKey string) (*rotatord.Agent, *rotatord.Credential, error)
-	AddAlert(ctx context.Context, a *rotatord.Alert) error
+	// AddAlertOnce writes a unless an alert of its kind for key was
+	// written (by any replica) in a window still running at now, and
+	// reports whether it did; the new window runs until until.
+	AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error)
 }
 
 // Config configures a Watcher. Zero values take the defaults.
@@ -162,16 +163,16 @@ func New(cfg Config) *Watcher {
 // AlertKicks receives when an alert was written to the outbox.
 func (w *Watcher) AlertKicks() <-chan struct{} { return w.kick }
 
-// Subscribe handles the events nc receives, in the queue group shared by
-// the replicas. The returned function stops and waits for the event being
-// handled.
+// Subscribe handles the events nc receives: all of them, on every replica
+// (see the package comment). The returned function stops and waits for the
+// event being handled.
 func (w *Watcher) Subscribe(nc *nats.Conn) (stop func(), err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		mu      sync.Mutex
 		stopped bool
 	)
-	sub, err := nc.QueueSubscribe(Subject, Queue, func(m *nats.Msg) {
+	sub, err := nc.Subscribe(Subject, func(m *nats.Msg) {
 		mu.Lock()
 		defer mu.Unlock()
 		if !stopped {
@@ -341,11 +342,14 @@ func (w *Watcher) owner(ctx context.Context, pub, accKey string) (*rotatord.Agen
 	return g, c, err
 }
 
-// pending is an alert decided on and the window keys it covers.
+// pending is an alert decided on and the window keys it covers; the first
+// is the one replicas claim.
 type pending struct {
 	alert *rotatord.Alert
 	marks []mark
 }
+
+func (p pending) key() string { return p.marks[0].key }
 
 type mark struct {
 	w    *window
@@ -460,7 +464,9 @@ func (w *Watcher) sourceAlert(f failure, t *tracker) *rotatord.Alert {
 func (w *Watcher) raise(ctx context.Context, p pending) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
-	if err := w.cfg.Store.AddAlert(ctx, p.alert); err != nil {
+	now := w.cfg.Now()
+	wrote, err := w.cfg.Store.AddAlertOnce(ctx, p.alert, p.key(), now, now.Add(w.cfg.Window))
+	if err != nil {
 		w.cfg.Log.Error("raise auth failure alert", "kind", p.alert.Kind, "agent", p.alert.Agent,
 			"account", p.alert.Account, "err", err)
 		w.mu.Lock()
@@ -468,6 +474,10 @@ func (w *Watcher) raise(ctx context.Context, p pending) {
 			m.w.unmark(m.key, m.prev)
 		}
 		w.mu.Unlock()
+		return
+	}
+	if !wrote {
+		w.cfg.Log.Debug("auth failure alert raised by another replica", "kind", p.alert.Kind, "key", p.key())
 		return
 	}
 	select {

@@ -113,8 +113,9 @@ type fakeStore struct {
 	mu      sync.Mutex
 	owners  map[string]fakeOwner
 	alerts  []*rotatord.Alert
-	failAdd int // AddAlert fails this many times first
+	failAdd int // AddAlertOnce fails this many times first
 	lookups int
+	windows map[string]time.Time // kind and key to the end of its window
 }
 
 type fakeOwner struct {
@@ -133,15 +134,22 @@ func (s *fakeStore) FindKeyOwner(_ context.Context, pub, _ string) (*rotatord.Ag
 	return o.agent, o.cred, nil
 }
 
-func (s *fakeStore) AddAlert(_ context.Context, a *rotatord.Alert) error {
+func (s *fakeStore) AddAlertOnce(_ context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failAdd > 0 {
 		s.failAdd--
-		return errors.New("database unreachable")
+		return false, errors.New("database unreachable")
 	}
+	if s.windows == nil {
+		s.windows = map[string]time.Time{}
+	}
+	if end, ok := s.windows[a.Kind+" "+key]; ok && end.After(now) {
+		return false, nil
+	}
+	s.windows[a.Kind+" "+key] = until
 	s.alerts = append(s.alerts, a)
-	return nil
+	return true, nil
 }
 
 func (s *fakeStore) taken() []*rotatord.Alert {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -68,4 +69,33 @@ func scanAlert(row pgx.Row) (*rotatord.OutboxAlert, error) {
 	err := row.Scan(&p.ID, &p.Kind, &p.Severity, &p.Account, &p.Agent, &p.Rotation, &p.Reason, &p.CreatedAt,
 		&p.Logged, &p.WebhookDone, &p.NATSDone, &p.Attempts)
 	return &p, err
+}
+
+// AddAlertOnce writes a to the outbox unless an alert of its kind for key
+// was written by anyone (any replica) in a window still running at now;
+// the new window runs until until. It reports whether it wrote a.
+func (s *Store) AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error) {
+	var rot any
+	if a.Rotation != "" {
+		rot = a.Rotation
+	}
+	// Windows long over are of no use; this runs only when an alert is due.
+	if _, err := s.q(ctx).Exec(ctx, `DELETE FROM alert_windows WHERE until < $1`, dbTime(now.Add(-24*time.Hour))); err != nil {
+		return false, mapErr(fmt.Errorf("prune alert windows: %w", err))
+	}
+	err := s.q(ctx).QueryRow(ctx, `
+		WITH claim AS (
+			INSERT INTO alert_windows (kind, key, until) VALUES ($1, $7, $8)
+			ON CONFLICT (kind, key) DO UPDATE SET until = excluded.until WHERE alert_windows.until <= $9
+			RETURNING 1)
+		INSERT INTO alerts (kind, severity, account, agent, rotation_id, reason)
+		SELECT $1, $2, $3, $4, $5, $6 FROM claim RETURNING id, created_at`,
+		a.Kind, a.Severity, a.Account, a.Agent, rot, a.Reason, key, dbTime(until), dbTime(now)).Scan(&a.ID, &a.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, mapErr(fmt.Errorf("add alert %s once for %s: %w", a.Kind, key, err))
+	}
+	return true, nil
 }
