@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -186,5 +187,94 @@ func TestRotationsPage(t *testing.T) {
 	}
 	if _, err := svc.Rotations(ctx, "a", "not-an-id", 2); !errors.Is(err, rotatord.ErrInvalid) {
 		t.Fatalf("page after a bad id = %v, want ErrInvalid", err)
+	}
+}
+
+// A batch that fails (here: the database refuses multi-row inserts of
+// rotations) starts nothing; the agents are then started one by one.
+func TestBatchStartFallsBackOneByOne(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	svc, store := newService(t, clk)
+	ctx := context.Background()
+	svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"})
+	for i := range 5 {
+		if _, _, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: fmt.Sprintf("agent-%d", i), Account: "fleet"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := store.Pool().Exec(ctx, `
+		CREATE FUNCTION refuse_batches() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF (SELECT count(*) FROM inserted) > 1 THEN
+				RAISE EXCEPTION 'no batches today';
+			END IF;
+			RETURN NULL;
+		END $$;
+		CREATE TRIGGER refuse_batches AFTER INSERT ON rotations REFERENCING NEW TABLE AS inserted
+			FOR EACH STATEMENT EXECUTE FUNCTION refuse_batches();`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(25 * time.Hour)
+	res, err := svc.Tick(ctx)
+	if err != nil || res.Started != 5 {
+		t.Fatalf("tick = %+v, %v; want 5 started one by one", res, err)
+	}
+	var rotations, credentials int
+	store.Pool().QueryRow(ctx, `SELECT count(*) FROM rotations WHERE state = 'distributed'`).Scan(&rotations)
+	store.Pool().QueryRow(ctx, `SELECT count(*) FROM credentials WHERE state = 'pending'`).Scan(&credentials)
+	if rotations != 5 || credentials != 5 {
+		t.Fatalf("%d rotations and %d pending credentials, want 5 each: the failed batch left something behind", rotations, credentials)
+	}
+}
+
+// connected is a ConnChecker that reports fixed connections.
+type connected map[string]string
+
+func (c connected) Connected(context.Context, string) (map[string]string, error) { return c, nil }
+
+// A rotation that cannot be completed (here: the database refuses it) does
+// not hold up the others of its batch: they are completed one by one.
+func TestBatchConfirmIsolatesFailure(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	svc, store := newService(t, clk)
+	ctx := context.Background()
+	svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"})
+	conns := connected{}
+	for _, name := range []string{"a", "b", "poison"} {
+		if _, _, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: name, Account: "fleet"}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := svc.StartRotation(ctx, "test", name, rotatord.TriggerManual)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[r.NewKey] = ""
+	}
+	_, err := store.Pool().Exec(ctx, `
+		CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.state = 'completed' AND NEW.agent_id = (SELECT id FROM agents WHERE name = 'poison') THEN
+				RAISE EXCEPTION 'cannot complete this one';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_poison BEFORE UPDATE ON rotations FOR EACH ROW EXECUTE FUNCTION refuse_poison();`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetConnChecker(conns)
+	svc.MarkEventsMissed()
+	res, err := svc.Tick(ctx)
+	if err == nil || !strings.Contains(err.Error(), "cannot complete this one") {
+		t.Fatalf("tick error = %v, want the refused completion", err)
+	}
+	if res.Confirmed != 2 {
+		t.Fatalf("confirmed %d, want the 2 that could be", res.Confirmed)
+	}
+	for name, want := range map[string]string{"a": rotatord.RotationCompleted, "b": rotatord.RotationCompleted, "poison": rotatord.RotationDistributed} {
+		if r, _ := svc.Rotations(ctx, name, "", 1); r[0].State != want {
+			t.Errorf("%s's rotation is %s, want %s", name, r[0].State, want)
+		}
 	}
 }

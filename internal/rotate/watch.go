@@ -199,6 +199,16 @@ func (s *Service) confirmAll(ctx context.Context, conns map[string]string, how s
 			part[k] = conns[k]
 		}
 		done, err := s.ConfirmMany(ctx, part, how)
+		if err != nil {
+			// One bad rotation must not hold up the others: one by one.
+			s.log.Warn("batch confirm failed; confirming one by one", "keys", len(batch), "err", err)
+			done, err = nil, nil
+			for _, k := range batch {
+				one, kerr := s.ConfirmMany(ctx, map[string]string{k: conns[k]}, how)
+				done = append(done, one...)
+				err = errors.Join(err, kerr)
+			}
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		n += len(done)
