@@ -16,11 +16,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/rotatord/rotatord"
-	"github.com/rotatord/rotatord/internal/apitest"
-	"github.com/rotatord/rotatord/internal/natsrun"
 	"github.com/rotatord/rotatord/internal/pgtest"
 	"github.com/rotatord/rotatord/internal/registry"
-	"github.com/rotatord/rotatord/internal/seal"
 	"github.com/rotatord/rotatord/pkg/agent"
 )
 
@@ -202,17 +199,7 @@ func pubOf(t testing.TB, kp nkeys.KeyPair) string {
 // init, no rotatord. Start rotatord with e.serve once something is imported.
 func newImportEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, dbURL: pgtest.New(t), http: apitest.Client(t)}
-	e.keyFile = filepath.Join(t.TempDir(), "master.key")
-	if _, err := seal.WriteNewKeyFile(e.keyFile); err != nil {
-		t.Fatal(err)
-	}
-	port, err := natsrun.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.natsPort = port
-	return e
+	return newBareEnv(t, pgtest.New(t))
 }
 
 // cli runs a rotatord command against e's database and master key.

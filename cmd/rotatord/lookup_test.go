@@ -99,16 +99,7 @@ func TestCacheResolver(t *testing.T) {
 
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	_, creds := createAgent(e, "kate", "fleet")
-	violations := make(chan error, 10)
-	dropped := make(chan error, 10)
-	nc, err := nats.Connect(e.ns.ClientURL(), nats.UserCredentials(writeCreds(t, creds)),
-		nats.MaxReconnects(3), nats.ReconnectWait(50*time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				dropped <- err
-			}
-		}))
+	nc, violations, dropped, err := watchedConnect(e, creds)
 	if err != nil {
 		t.Fatalf("agent connect through the cache resolver: %v", err)
 	}

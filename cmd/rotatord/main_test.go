@@ -88,7 +88,9 @@ func newEnvWith(t testing.TB, mod func(*Config)) *env {
 	return newEnvFull(t, pgtest.New(t), mod)
 }
 
-func newEnvFull(t testing.TB, dbURL string, mod func(*Config)) *env {
+// newBareEnv is an env with a master key and a NATS port, and nothing in
+// its database yet.
+func newBareEnv(t testing.TB, dbURL string) *env {
 	t.Helper()
 	e := &env{t: t, dbURL: dbURL, http: apitest.Client(t)}
 	e.keyFile = filepath.Join(t.TempDir(), "master.key")
@@ -100,6 +102,12 @@ func newEnvFull(t testing.TB, dbURL string, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	e.natsPort = port
+	return e
+}
+
+func newEnvFull(t testing.TB, dbURL string, mod func(*Config)) *env {
+	t.Helper()
+	e := newBareEnv(t, dbURL)
 	cfg := e.config()
 	store, svc, err := openService(context.Background(), cfg, true)
 	if err != nil {
@@ -133,6 +141,21 @@ func (e *env) config() Config {
 		e.mod(&cfg)
 	}
 	return cfg
+}
+
+// watchedConnect connects an agent with creds, reporting permission
+// violations and disconnects with an error on the two channels.
+func watchedConnect(e *env, creds string) (nc *nats.Conn, violations, dropped chan error, err error) {
+	violations, dropped = make(chan error, 10), make(chan error, 10)
+	nc, err = nats.Connect(e.ns.ClientURL(), nats.UserCredentials(writeCreds(e.t, creds)),
+		nats.MaxReconnects(3), nats.ReconnectWait(50*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				dropped <- err
+			}
+		}))
+	return nc, violations, dropped, err
 }
 
 // startMain runs another rotatord (a replica) on the same database.
@@ -314,16 +337,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal("GET /v1/agents/kate returned creds")
 	}
 
-	violations := make(chan error, 10)
-	dropped := make(chan error, 10)
-	nc, err := nats.Connect(e.ns.ClientURL(), nats.UserCredentials(writeCreds(t, creds)),
-		nats.MaxReconnects(3), nats.ReconnectWait(50*time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				dropped <- err
-			}
-		}))
+	nc, violations, dropped, err := watchedConnect(e, creds)
 	if err != nil {
 		t.Fatalf("agent connect with issued creds: %v", err)
 	}
