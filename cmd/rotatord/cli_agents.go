@@ -31,14 +31,7 @@ func runAgentsList(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return printListJSON(c.stdout, "agents", page)
-	}
-	agents, err := decodeItems[agentView](page.items)
-	if err != nil {
-		return err
-	}
-	return printAgents(c.stdout, agents)
+	return printPage(c, "agents", page, printAgents)
 }
 
 func runAgentsShow(ctx context.Context, c *cli, args []string) error {

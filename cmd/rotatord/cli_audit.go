@@ -32,14 +32,7 @@ func runRotationsList(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return printListJSON(c.stdout, "rotations", page)
-	}
-	rots, err := decodeItems[rotationView](page.items)
-	if err != nil {
-		return err
-	}
-	return printRotations(c.stdout, rots)
+	return printPage(c, "rotations", page, printRotations)
 }
 
 func runRotationsShow(ctx context.Context, c *cli, args []string) error {
@@ -103,14 +96,7 @@ func runAuditList(ctx context.Context, c *cli, args []string) error {
 	if page.next != "" {
 		fmt.Fprintf(c.stderr, "stopped at %d events; there may be more: --after %s, or --all\n", len(page.items), page.next)
 	}
-	if c.output == "json" {
-		return printListJSON(c.stdout, "events", page)
-	}
-	events, err := decodeItems[auditView](page.items)
-	if err != nil {
-		return err
-	}
-	return printAudit(c.stdout, events)
+	return printPage(c, "events", page, printAudit)
 }
 
 func setIf(q url.Values, key, value string) {

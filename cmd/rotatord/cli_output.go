@@ -159,6 +159,19 @@ func fmtList(l []string) string {
 	return strings.Join(l, ",")
 }
 
+// printPage prints a list page: the API's JSON with -o json, else a table
+// of its items decoded as T.
+func printPage[T any](c *cli, key string, page listPage, table func(io.Writer, []T) error) error {
+	if c.output == "json" {
+		return printListJSON(c.stdout, key, page)
+	}
+	items, err := decodeItems[T](page.items)
+	if err != nil {
+		return err
+	}
+	return table(c.stdout, items)
+}
+
 func decodeItems[T any](items []json.RawMessage) ([]T, error) {
 	out := make([]T, 0, len(items))
 	for _, raw := range items {
