@@ -21,6 +21,22 @@ const (
 	defaultCLITimeout = 30 * time.Second
 )
 
+// connectionUsage ends every command group's usage.
+const connectionUsage = `
+Connection flags (every command): --url (ROTATORD_URL), --token (ROTATORD_TOKEN),
+--token-file (ROTATORD_TOKEN_FILE), --ca-file (ROTATORD_CA_FILE), --client-cert-file and
+--client-key-file (ROTATORD_CLIENT_CERT_FILE, ROTATORD_CLIENT_KEY_FILE), --timeout, -o table|json.
+Run a command with -h for its flags.
+`
+
+const accountsUsage = `Usage:
+  rotatord accounts list
+  rotatord accounts show NAME
+  rotatord accounts add NAME [--description TEXT] [--conn N] [--subs N] [--payload BYTES] [--data BYTES]
+  rotatord accounts update NAME [--description TEXT] [--conn N] [--subs N] [--payload BYTES]
+                        [--data BYTES] [--keep-revocations true|false]
+` + connectionUsage
+
 const agentsUsage = `Usage:
   rotatord agents list [--account ACCOUNT]
   rotatord agents show NAME
@@ -29,36 +45,32 @@ const agentsUsage = `Usage:
                       [--pub-deny SUBJ,...] [--sub-deny SUBJ,...] [--creds-out FILE]
   rotatord agents rotate NAME [--wait [--wait-timeout DURATION]]
   rotatord agents revoke NAME [--reason TEXT]
-
-Connection flags (every command): --url (ROTATORD_URL), --token (ROTATORD_TOKEN),
---token-file (ROTATORD_TOKEN_FILE), --ca-file (ROTATORD_CA_FILE), --client-cert-file and
---client-key-file (ROTATORD_CLIENT_CERT_FILE, ROTATORD_CLIENT_KEY_FILE), --timeout, -o table|json.
-Run a command with -h for its flags.
-`
+` + connectionUsage
 
 const rotationsUsage = `Usage:
   rotatord rotations list --agent NAME [--limit N]
   rotatord rotations show ID
-
-Connection flags (every command): --url (ROTATORD_URL), --token (ROTATORD_TOKEN),
---token-file (ROTATORD_TOKEN_FILE), --ca-file (ROTATORD_CA_FILE), --client-cert-file and
---client-key-file (ROTATORD_CLIENT_CERT_FILE, ROTATORD_CLIENT_KEY_FILE), --timeout, -o table|json.
-`
+` + connectionUsage
 
 const auditUsage = `Usage:
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME|DURATION]
                       [--after ID] [--limit N | --all]
   rotatord audit verify [flags]
-
-Connection flags (every command): --url (ROTATORD_URL), --token (ROTATORD_TOKEN),
---token-file (ROTATORD_TOKEN_FILE), --ca-file (ROTATORD_CA_FILE), --client-cert-file and
---client-key-file (ROTATORD_CLIENT_CERT_FILE, ROTATORD_CLIENT_KEY_FILE), --timeout, -o table|json.
-`
+` + connectionUsage
 
 // cliCommand is one subcommand of a command group.
 type cliCommand struct {
 	usage string // the line after "Usage: rotatord "
 	run   func(ctx context.Context, c *cli, args []string) error
+}
+
+func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return dispatchCLI(ctx, "accounts", accountsUsage, map[string]cliCommand{
+		"list":   {"accounts list [flags]", runAccountsList},
+		"show":   {"accounts show NAME [flags]", runAccountsShow},
+		"add":    {"accounts add NAME [--description TEXT] [limits] [flags]", runAccountsAdd},
+		"update": {"accounts update NAME [--description TEXT] [limits] [--keep-revocations true|false] [flags]", runAccountsUpdate},
+	}, args, stdout, stderr)
 }
 
 func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -33,6 +33,7 @@ Usage:
   rotatord import [flags]                  import an nsc store or JWT/creds files (see rotatord import -h)
 
 Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
+  rotatord accounts list|show|add|update
   rotatord agents list|show|add|rotate|revoke
   rotatord rotations list --agent NAME | show ID
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDev(ctx, cfg, args, stdout, stderr)
 	case "import":
 		return runImport(ctx, cfg, args, stdout, stderr)
+	case "accounts":
+		return runAccounts(ctx, args, stdout, stderr)
 	case "agents":
 		return runAgents(ctx, args, stdout, stderr)
 	case "rotations":
