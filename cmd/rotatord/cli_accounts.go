@@ -97,19 +97,7 @@ func runAccountsList(ctx context.Context, c *cli, args []string) error {
 }
 
 func runAccountsShow(ctx context.Context, c *cli, args []string) error {
-	pos, err := c.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	api, err := c.client()
-	if err != nil {
-		return err
-	}
-	raw, err := api.get(ctx, accountPath(pos[0]), nil, nil)
-	if err != nil {
-		return err
-	}
-	return c.printAccount(raw)
+	return showOne(ctx, c, args, accountPath, c.printAccount)
 }
 
 func runAccountsAdd(ctx context.Context, c *cli, args []string) error {

@@ -35,6 +35,11 @@ func runAgentsList(ctx context.Context, c *cli, args []string) error {
 }
 
 func runAgentsShow(ctx context.Context, c *cli, args []string) error {
+	return showOne(ctx, c, args, func(name string) string { return agentPath(name) }, c.printAgent)
+}
+
+// showOne gets the object the one argument names (at path(arg)) and prints it.
+func showOne(ctx context.Context, c *cli, args []string, path func(string) string, print func(raw []byte) error) error {
 	pos, err := c.parse(args, 1)
 	if err != nil {
 		return err
@@ -43,11 +48,11 @@ func runAgentsShow(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.get(ctx, agentPath(pos[0]), nil, nil)
+	raw, err := api.get(ctx, path(pos[0]), nil, nil)
 	if err != nil {
 		return err
 	}
-	return c.printAgent(raw)
+	return print(raw)
 }
 
 func (c *cli) printAgent(raw []byte) error {

@@ -36,23 +36,14 @@ func runRotationsList(ctx context.Context, c *cli, args []string) error {
 }
 
 func runRotationsShow(ctx context.Context, c *cli, args []string) error {
-	pos, err := c.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	api, err := c.client()
-	if err != nil {
-		return err
-	}
-	raw, err := api.get(ctx, "/v1/rotations/"+url.PathEscape(pos[0]), nil, nil)
-	if err != nil {
-		return err
-	}
-	rot, err := decodeView[rotationView](raw)
-	if err != nil {
-		return err
-	}
-	return c.printRotation(raw, rot)
+	return showOne(ctx, c, args, func(id string) string { return "/v1/rotations/" + url.PathEscape(id) },
+		func(raw []byte) error {
+			rot, err := decodeView[rotationView](raw)
+			if err != nil {
+				return err
+			}
+			return c.printRotation(raw, rot)
+		})
 }
 
 // runAuditList prints audit events, oldest first: at most --limit of them,
