@@ -289,7 +289,7 @@ func (b *bench) createAccounts(ctx context.Context, svc *rotate.Service) error {
 					cancel(err)
 					return
 				}
-				b.accounts[i] = registry.AccountJWT{PublicKey: acc.PublicKey, JWT: acc.JWT, ID: acc.JWTID}
+				b.accounts[i] = registry.AccountJWT{PublicKey: acc.PublicKey, JWT: acc.JWT}
 				if d := done.Add(1); d%(max(int64(n)/4, 1)) == 0 && d < int64(n) {
 					b.logf("  %d/%d accounts (%s)", d, n, time.Since(start).Round(time.Millisecond))
 				}

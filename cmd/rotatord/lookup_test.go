@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
@@ -138,19 +136,7 @@ func TestCacheResolver(t *testing.T) {
 	if rev["pushed"] != true || rev["servers"] != float64(1) {
 		t.Fatalf("revoke = %v; want pushed to the one server", rev)
 	}
-	select {
-	case <-dropped:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the agent was not dropped after the revoke")
-	}
-	for revoked := false; !revoked; {
-		select {
-		case err := <-violations:
-			revoked = errors.Is(err, nats.ErrAuthRevoked)
-		case <-time.After(5 * time.Second):
-			t.Fatal("the agent was dropped without 'authentication revoked'")
-		}
-	}
+	waitRevokedDrop(t, dropped, violations)
 	if c, err := connectCreds(e, creds); err == nil {
 		c.Close()
 		t.Fatal("revoked creds connected again")

@@ -158,6 +158,25 @@ func watchedConnect(e *env, creds string) (nc *nats.Conn, violations, dropped ch
 	return nc, violations, dropped, err
 }
 
+// waitRevokedDrop waits for a watchedConnect connection to be dropped with
+// "authentication revoked".
+func waitRevokedDrop(t testing.TB, dropped, violations <-chan error) {
+	t.Helper()
+	select {
+	case <-dropped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("client was not dropped after revoke")
+	}
+	for revoked := false; !revoked; {
+		select {
+		case err := <-violations:
+			revoked = errors.Is(err, nats.ErrAuthRevoked)
+		case <-time.After(5 * time.Second):
+			t.Fatal("client was dropped without 'authentication revoked'")
+		}
+	}
+}
+
 // startMain runs another rotatord (a replica) on the same database.
 func (e *env) startMain(cfg Config) *Main {
 	e.t.Helper()
@@ -377,19 +396,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	// The server sends -ERR 'User Authentication Revoked' and closes the
 	// connection; nats.go reports the reason to the async error handler.
-	select {
-	case <-dropped:
-	case <-time.After(5 * time.Second):
-		t.Fatal("client was not dropped after revoke")
-	}
-	for revoked := false; !revoked; {
-		select {
-		case err := <-violations:
-			revoked = errors.Is(err, nats.ErrAuthRevoked)
-		case <-time.After(5 * time.Second):
-			t.Fatal("client was dropped without 'authentication revoked'")
-		}
-	}
+	waitRevokedDrop(t, dropped, violations)
 	t.Logf("client dropped %s after the revoke request was sent", time.Since(start))
 	if _, err := connectCreds(e, creds); err == nil {
 		t.Fatal("revoked creds connected again")

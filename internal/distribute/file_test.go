@@ -51,10 +51,7 @@ func noStrays(t *testing.T, dir string) {
 func TestFileDeliver(t *testing.T) {
 	t.Parallel()
 	root := filepath.Join(t.TempDir(), "creds")
-	f, err := distribute.NewFile(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFileDelivery(t, root)
 	ctx := context.Background()
 	now := time.Now()
 	h1 := newHandoff(t, "acme", "bot", "r1", now, false)
@@ -99,10 +96,7 @@ func TestFileDeliver(t *testing.T) {
 func TestFileRestore(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	f, err := distribute.NewFile(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFileDelivery(t, root)
 	ctx := context.Background()
 	now := time.Now()
 	h1 := newHandoff(t, "acme", "bot", "r1", now, false)
@@ -153,10 +147,7 @@ func TestFileRestore(t *testing.T) {
 func TestFileRestoreFirstDelivery(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	f, err := distribute.NewFile(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFileDelivery(t, root)
 	ctx := context.Background()
 	h := newHandoff(t, "acme", "bot", "r1", time.Now(), false)
 	if _, err := f.Deliver(ctx, h); err != nil {
@@ -176,10 +167,7 @@ func TestFileRestoreFirstDelivery(t *testing.T) {
 func TestFileAgentGeneratedKey(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	f, err := distribute.NewFile(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFileDelivery(t, root)
 	h := newHandoff(t, "acme", "bot", "r1", time.Now(), true)
 	if _, err := f.Deliver(context.Background(), h); err != nil {
 		t.Fatal(err)
@@ -204,10 +192,7 @@ func TestFileRefusesEscapingNames(t *testing.T) {
 	t.Parallel()
 	base := t.TempDir()
 	root := filepath.Join(base, "creds")
-	f, err := distribute.NewFile(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFileDelivery(t, root)
 	for _, n := range [][2]string{{"acme", "../x"}, {"..", "x"}, {"acme", "a/b"}, {"acme/..", "x"}, {"acme", `a\b`}, {"", "x"}, {"acme", ".."}} {
 		h := newHandoff(t, n[0], n[1], "r1", time.Now(), false)
 		if _, err := f.Deliver(context.Background(), h); !errors.Is(err, rotatord.ErrInvalid) {
@@ -231,10 +216,7 @@ func TestFileRefusesEscapingNames(t *testing.T) {
 func TestFileAtomic(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	f, err := distribute.NewFile(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFileDelivery(t, root)
 	ctx := context.Background()
 	var hs []rotatord.Handoff
 	valid := map[string]bool{}
@@ -284,4 +266,14 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// newFileDelivery returns file delivery into root.
+func newFileDelivery(t testing.TB, root string) *distribute.File {
+	t.Helper()
+	f, err := distribute.NewFile(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

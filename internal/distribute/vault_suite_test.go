@@ -288,18 +288,7 @@ func TestVaultFakeOtherMount(t *testing.T) {
 // TestVaultReal runs the suite against a real Vault: start one with
 // `vault server -dev`, then set VAULT_ADDR and VAULT_TOKEN.
 func TestVaultReal(t *testing.T) {
-	addr, token := os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN")
-	if addr == "" || token == "" {
-		t.Skip("no real Vault: run `vault server -dev`, then " +
-			"export VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=<the dev root token> and run this test again")
-	}
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address = addr
-	client, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client.SetToken(token)
+	client := vaulttest.RealClient(t)
 	mount := os.Getenv("ROTATORD_TEST_VAULT_MOUNT")
 	if mount == "" {
 		mount = "secret"

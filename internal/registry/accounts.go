@@ -80,8 +80,8 @@ func (s *Store) FindAccountByPublicKey(ctx context.Context, pub string) (*rotato
 // serializes them across replicas; so does every push, so an older JWT is
 // never pushed after a newer one was stored.
 func (s *Store) LockAccount(ctx context.Context, id int64) (*rotatord.Account, error) {
-	if _, ok := ctx.Value(txKey{}).(pgx.Tx); !ok {
-		return nil, errors.New("lock account: not in a transaction")
+	if err := needTx(ctx, "lock account"); err != nil {
+		return nil, err
 	}
 	a, err := scanAccount(s.q(ctx).QueryRow(ctx, `SELECT `+lockedAccountCols+` FROM accounts a WHERE a.id = $1 FOR NO KEY UPDATE OF a`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -135,13 +135,12 @@ func (s *Store) DeleteAccount(ctx context.Context, id int64) error {
 type AccountJWT struct {
 	PublicKey string
 	JWT       string
-	ID        string
 	Version   int64
 }
 
 // AccountJWTs returns every account's current JWT, for the resolver cache.
 func (s *Store) AccountJWTs(ctx context.Context) ([]AccountJWT, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, jwt, jwt_id, jwt_version FROM accounts`)
+	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, jwt, jwt_version FROM accounts`)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("load account jwts: %w", err))
 	}
@@ -155,8 +154,8 @@ func (s *Store) AccountJWTs(ctx context.Context) ([]AccountJWT, error) {
 // FindAccountJWT returns one account's current JWT or ENOTFOUND.
 func (s *Store) FindAccountJWT(ctx context.Context, pub string) (AccountJWT, error) {
 	var j AccountJWT
-	err := s.q(ctx).QueryRow(ctx, `SELECT public_key, jwt, jwt_id, jwt_version FROM accounts WHERE public_key = $1`, pub).
-		Scan(&j.PublicKey, &j.JWT, &j.ID, &j.Version)
+	err := s.q(ctx).QueryRow(ctx, `SELECT public_key, jwt, jwt_version FROM accounts WHERE public_key = $1`, pub).
+		Scan(&j.PublicKey, &j.JWT, &j.Version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return j, notFound("account", pub)
 	}
@@ -232,13 +231,6 @@ func (s *Store) AddRevocations(ctx context.Context, accountID int64, rs []rotato
 		return mapErr(fmt.Errorf("add %d revocations: %w", n, err))
 	}
 	return nil
-}
-
-func nullTime(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return dbTime(t)
 }
 
 // DeleteRevocationsExpiredBefore removes entries whose revoked JWTs have all

@@ -71,8 +71,8 @@ func (s *Store) FindAgentByName(ctx context.Context, name string) (*rotatord.Age
 
 // LockAgent reads an agent and locks its row until the transaction in ctx ends.
 func (s *Store) LockAgent(ctx context.Context, name string) (*rotatord.Agent, error) {
-	if _, ok := ctx.Value(txKey{}).(pgx.Tx); !ok {
-		return nil, errors.New("lock agent: not in a transaction")
+	if err := needTx(ctx, "lock agent"); err != nil {
+		return nil, err
 	}
 	g, err := scanAgent(s.q(ctx).QueryRow(ctx, `SELECT `+agentCols+agentFrom+` WHERE g.name = $1 FOR NO KEY UPDATE OF g`, name))
 	if errors.Is(err, pgx.ErrNoRows) {

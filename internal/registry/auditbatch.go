@@ -12,13 +12,10 @@ import (
 // order given. A rotation step writes several events; one round trip
 // instead of one each matters when thousands of agents rotate at once.
 func (s *Store) AuditBatch(ctx context.Context, events []*rotatord.AuditEvent) error {
-	switch len(events) {
-	case 0:
-		return nil
-	case 1:
-		return s.Audit(ctx, events[0])
-	}
 	n := len(events)
+	if n == 0 {
+		return nil
+	}
 	actors, actions, accounts, agents := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	keys, rotations, details := make([]string, n), make([]string, n), make([]string, n)
 	for i, e := range events {

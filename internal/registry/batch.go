@@ -2,11 +2,8 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/rotatord/rotatord"
 )
@@ -228,28 +225,4 @@ func (s *Store) SetSchedules(ctx context.Context, gs []*rotatord.Agent) error {
 		return notFound("agent", fmt.Sprintf("%d of %d", n-int(tag.RowsAffected()), n))
 	}
 	return nil
-}
-
-// needTx refuses to lock rows outside a transaction, where the lock would
-// end with the statement.
-func needTx(ctx context.Context, what string) error {
-	if _, ok := ctx.Value(txKey{}).(pgx.Tx); !ok {
-		return errors.New(what + ": not in a transaction")
-	}
-	return nil
-}
-
-func idPtr(id int64) *int64 {
-	if id == 0 {
-		return nil
-	}
-	return &id
-}
-
-func timePtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := dbTime(*t)
-	return &u
 }

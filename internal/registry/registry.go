@@ -188,3 +188,27 @@ func collect[T any](rows pgx.Rows, what string, scan func(pgx.Row) (T, error)) (
 // dbTime truncates t to what PostgreSQL stores, so round trips compare
 // equal. Decisions use the callers' injected clock, never the database's.
 func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// needTx refuses to lock rows outside a transaction, where the lock would
+// end with the statement.
+func needTx(ctx context.Context, what string) error {
+	if _, ok := ctx.Value(txKey{}).(pgx.Tx); !ok {
+		return errors.New(what + ": not in a transaction")
+	}
+	return nil
+}
+
+func idPtr(id int64) *int64 {
+	if id == 0 {
+		return nil
+	}
+	return &id
+}
+
+func timePtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := dbTime(*t)
+	return &u
+}

@@ -48,13 +48,6 @@ func isUUID(s string) bool {
 	return true
 }
 
-func nullID(id int64) any {
-	if id == 0 {
-		return nil
-	}
-	return id
-}
-
 // UpdateRotation stores r's state and progress fields.
 func (s *Store) UpdateRotation(ctx context.Context, r *rotatord.Rotation) error {
 	err := s.q(ctx).QueryRow(ctx, `
@@ -62,7 +55,7 @@ func (s *Store) UpdateRotation(ctx context.Context, r *rotatord.Rotation) error 
 			delivery_ref = $7, reason = $8, finished_at = $9, new_credential_id = $10, updated_at = now()
 		WHERE id = $1 RETURNING updated_at`,
 		r.ID, r.State, r.Deadline, r.DistributedAt, r.ConfirmedAt, r.ConfirmedBy, r.DeliveryRef, r.Reason, r.FinishedAt,
-		nullID(r.NewCredentialID)).Scan(&r.UpdatedAt)
+		idPtr(r.NewCredentialID)).Scan(&r.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return notFound("rotation", r.ID)
 	}
@@ -93,8 +86,8 @@ func (s *Store) FindRotation(ctx context.Context, id string) (*rotatord.Rotation
 // when another transaction holds it, ok is false (SKIP LOCKED): someone else
 // is working on it.
 func (s *Store) LockRotation(ctx context.Context, id string) (r *rotatord.Rotation, ok bool, err error) {
-	if _, inTx := ctx.Value(txKey{}).(pgx.Tx); !inTx {
-		return nil, false, errors.New("lock rotation: not in a transaction")
+	if err := needTx(ctx, "lock rotation"); err != nil {
+		return nil, false, err
 	}
 	if !isUUID(id) {
 		return nil, false, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -336,22 +337,34 @@ func (s *Service) Confirm(ctx context.Context, newKey, jwtID, how string) (*rota
 // JWT it connected with, or "" when unknown) in one transaction, and
 // returns the rotations it completed.
 func (s *Service) ConfirmMany(ctx context.Context, conns map[string]string, how string) ([]*rotatord.Rotation, error) {
-	keys := make([]string, 0, len(conns))
-	for k := range conns {
-		keys = append(keys, k)
+	waiting, err := s.waitingFor(ctx, conns)
+	if err != nil || len(waiting) == 0 {
+		return nil, err
 	}
+	return s.confirm(ctx, waiting, conns, how)
+}
+
+// waitingFor finds the rotations waiting for any of the connected keys.
+func (s *Service) waitingFor(ctx context.Context, conns map[string]string) ([]*rotatord.Rotation, error) {
+	byKey, err := s.store.PendingRotationsByKey(ctx, slices.Collect(maps.Keys(conns)))
+	if err != nil {
+		return nil, fmt.Errorf("look up connecting keys: %w", err)
+	}
+	return slices.Collect(maps.Values(byKey)), nil
+}
+
+// confirm confirms and completes rotations found waiting for a connected
+// key, in one transaction; under their locks it checks that each still
+// waits, so rotations read before it began are fine.
+func (s *Service) confirm(ctx context.Context, waiting []*rotatord.Rotation, conns map[string]string, how string) ([]*rotatord.Rotation, error) {
 	var done []*rotatord.Rotation
 	var after func()
 	err := s.inTx(ctx, func(ctx context.Context) error {
 		done = done[:0]
-		byKey, err := s.store.PendingRotationsByKey(ctx, keys)
-		if err != nil || len(byKey) == 0 {
-			return err
-		}
 		// Lock order everywhere: agents (by ID), then rotations, then accounts.
-		agentIDs := make([]int64, 0, len(byKey))
-		rotIDs := make([]string, 0, len(byKey))
-		for _, r := range byKey {
+		agentIDs := make([]int64, 0, len(waiting))
+		rotIDs := make([]string, 0, len(waiting))
+		for _, r := range waiting {
 			agentIDs = append(agentIDs, r.AgentID)
 			rotIDs = append(rotIDs, r.ID)
 		}
@@ -399,7 +412,7 @@ func (s *Service) ConfirmMany(ctx context.Context, conns map[string]string, how 
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("confirm %d keys: %w", len(conns), err)
+		return nil, fmt.Errorf("confirm %d rotations: %w", len(waiting), err)
 	}
 	if after != nil {
 		after()

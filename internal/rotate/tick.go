@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/robfig/cron/v3"
@@ -93,7 +94,7 @@ func (s *Service) startAll(ctx context.Context, due []string) int {
 		single  []string
 		started int
 	)
-	forEach(ctx, s.log, chunks(due, batchSize), func(ctx context.Context, batch []string) error {
+	forEach(ctx, s.log, slices.Collect(slices.Chunk(due, batchSize)), func(ctx context.Context, batch []string) error {
 		n, rest, err := s.startDue(ctx, batch)
 		if err != nil {
 			s.log.Warn("batch start failed; starting one by one", "agents", len(batch), "err", err)
@@ -112,19 +113,6 @@ func (s *Service) startAll(ctx context.Context, due []string) int {
 		}
 		return err
 	})
-}
-
-// chunks cuts items into slices of at most n.
-func chunks[T any](items []T, n int) [][]T {
-	var out [][]T
-	for len(items) > n {
-		out = append(out, items[:n:n])
-		items = items[n:]
-	}
-	if len(items) > 0 {
-		out = append(out, items)
-	}
-	return out
 }
 
 // workers bounds how many rotations one replica works on at once; the

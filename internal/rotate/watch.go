@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
+
+	"github.com/rotatord/rotatord"
 )
 
 // connzEvery is how often the servers are asked who is connected while
@@ -175,38 +178,26 @@ func (s *Service) handleEvents(ctx context.Context, events <-chan *nats.Msg) {
 // (user key to JWT ID), a batch per transaction, and returns how many it
 // completed and the errors of batches that failed.
 func (s *Service) confirmAll(ctx context.Context, conns map[string]string, how string) (int, error) {
-	all := make([]string, 0, len(conns))
-	for k := range conns {
-		all = append(all, k)
-	}
 	// Most connects are not rotations: one query finds those that are.
-	waiting, err := s.store.PendingRotationsByKey(ctx, all)
+	waiting, err := s.waitingFor(ctx, conns)
 	if err != nil {
-		return 0, fmt.Errorf("look up connecting keys: %w", err)
-	}
-	keys := make([]string, 0, len(waiting))
-	for k := range waiting {
-		keys = append(keys, k)
+		return 0, err
 	}
 	var (
 		mu   sync.Mutex
 		n    int
 		errs []error
 	)
-	forEach(ctx, s.log, chunks(keys, batchSize), func(ctx context.Context, batch []string) error {
-		part := make(map[string]string, len(batch))
-		for _, k := range batch {
-			part[k] = conns[k]
-		}
-		done, err := s.ConfirmMany(ctx, part, how)
+	forEach(ctx, s.log, slices.Collect(slices.Chunk(waiting, batchSize)), func(ctx context.Context, batch []*rotatord.Rotation) error {
+		done, err := s.confirm(ctx, batch, conns, how)
 		if err != nil {
 			// One bad rotation must not hold up the others: one by one.
-			s.log.Warn("batch confirm failed; confirming one by one", "keys", len(batch), "err", err)
+			s.log.Warn("batch confirm failed; confirming one by one", "rotations", len(batch), "err", err)
 			done, err = nil, nil
-			for _, k := range batch {
-				one, kerr := s.ConfirmMany(ctx, map[string]string{k: conns[k]}, how)
+			for _, r := range batch {
+				one, rerr := s.confirm(ctx, []*rotatord.Rotation{r}, conns, how)
 				done = append(done, one...)
-				err = errors.Join(err, kerr)
+				err = errors.Join(err, rerr)
 			}
 		}
 		mu.Lock()

@@ -22,6 +22,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,6 +114,26 @@ func (s *Server) URL() string { return s.srv.URL }
 
 // Client returns a vault/api client for the server, authenticated with the
 // root token and without retries, so failures show at once.
+// RealClient returns a client of the real Vault named by VAULT_ADDR and
+// VAULT_TOKEN, and skips the test when they are not set: start one with
+// `vault server -dev`, then export both.
+func RealClient(tb testing.TB) *vaultapi.Client {
+	tb.Helper()
+	addr, token := os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN")
+	if addr == "" || token == "" {
+		tb.Skip("no real Vault: run `vault server -dev`, then " +
+			"export VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=<the dev root token> and run this test again")
+	}
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = addr
+	c, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		tb.Fatalf("vault client: %v", err)
+	}
+	c.SetToken(token)
+	return c
+}
+
 func (s *Server) Client(tb testing.TB) *vaultapi.Client {
 	tb.Helper()
 	cfg := vaultapi.DefaultConfig()

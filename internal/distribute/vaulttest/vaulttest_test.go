@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
@@ -144,18 +143,7 @@ func TestConformanceFake(t *testing.T) {
 // TestConformanceReal runs the same checks on a real Vault: start one with
 // `vault server -dev`, then set VAULT_ADDR and VAULT_TOKEN.
 func TestConformanceReal(t *testing.T) {
-	addr, token := os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN")
-	if addr == "" || token == "" {
-		t.Skip("no real Vault: run `vault server -dev`, then " +
-			"export VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=<the dev root token> and run this test again")
-	}
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address = addr
-	c, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(token)
+	c := vaulttest.RealClient(t)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	conformance(t, c, "secret", "rotatord-conformance-"+hex.EncodeToString(b))
