@@ -49,6 +49,25 @@ type Rotation struct {
 	FinishedAt      *time.Time
 }
 
+// ValidRotationState reports whether s is one of the rotation states.
+func ValidRotationState(s string) bool {
+	switch s {
+	case RotationIssued, RotationDistributed, RotationConfirmed, RotationCompleted, RotationRolledBack:
+		return true
+	}
+	return false
+}
+
+// RotationFilter selects rotations; zero fields match everything.
+type RotationFilter struct {
+	Agent   string // agent name
+	AgentID int64  // set by the service from Agent
+	Account string // account name
+	State   string
+	After   string // the ID of the last rotation of the previous page
+	Limit   int
+}
+
 // InFlight reports whether r has not ended yet.
 func (r *Rotation) InFlight() bool {
 	return r.State == RotationIssued || r.State == RotationDistributed || r.State == RotationConfirmed

@@ -60,13 +60,20 @@ func (s *Server) getRotation(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toRotationJSON(rot))
 }
 
+// listRotations serves GET /v1/rotations (the fleet) and
+// GET /v1/agents/{name}/rotations (one agent).
 func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
-	limit, err := parseLimit(r.URL.Query().Get("limit"))
+	q := r.URL.Query()
+	limit, err := parseLimit(q.Get("limit"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	rots, err := s.svc.Rotations(r.Context(), chi.URLParam(r, "name"), r.URL.Query().Get("after"), limit)
+	f := rotatord.RotationFilter{Agent: chi.URLParam(r, "name"), After: q.Get("after"), Limit: limit}
+	if f.Agent == "" {
+		f.Account, f.State = q.Get("account"), q.Get("state")
+	}
+	rots, err := s.svc.Rotations(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

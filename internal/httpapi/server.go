@@ -77,6 +77,7 @@ func New(cfg Config) *Server {
 		r.Post("/agents/{name}/creds", s.agentKey)
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRead))
+			r.Get("/rotations", s.listRotations)
 			r.Get("/rotations/{id}", s.getRotation)
 			r.Get("/agents/{name}/rotations", s.listRotations)
 			r.Get("/accounts", s.listAccounts)

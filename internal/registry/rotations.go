@@ -115,19 +115,24 @@ func (s *Store) InFlightRotation(ctx context.Context, agentID int64) (*rotatord.
 	return r, nil
 }
 
-// ListRotations returns an agent's rotations, newest first; after, when
+// ListRotations returns rotations matching f, newest first; f.After, when
 // set, is the ID of the last rotation of the previous page.
-func (s *Store) ListRotations(ctx context.Context, agentID int64, after string, limit int) ([]*rotatord.Rotation, error) {
+func (s *Store) ListRotations(ctx context.Context, f rotatord.RotationFilter) ([]*rotatord.Rotation, error) {
 	var from any
-	if after != "" {
-		if !isUUID(after) {
-			return nil, rotatord.Errorf(rotatord.EINVALID, "after %q is not a rotation id", after)
+	if f.After != "" {
+		if !isUUID(f.After) {
+			return nil, rotatord.Errorf(rotatord.EINVALID, "after %.40q is not a rotation id", f.After)
 		}
-		from = after
+		from = f.After
 	}
-	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+` WHERE r.agent_id = $1
-		AND ($2::uuid IS NULL OR (r.created_at, r.id) < (SELECT created_at, id FROM rotations WHERE id = $2::uuid))
-		ORDER BY r.created_at DESC, r.id DESC LIMIT $3`, agentID, from, limit)
+	limit := any(nil)
+	if f.Limit > 0 {
+		limit = f.Limit
+	}
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+`
+		WHERE ($1::bigint = 0 OR r.agent_id = $1) AND ($2 = '' OR a.name = $2) AND ($3 = '' OR r.state = $3)
+		AND ($4::uuid IS NULL OR (r.created_at, r.id) < (SELECT created_at, id FROM rotations WHERE id = $4::uuid))
+		ORDER BY r.created_at DESC, r.id DESC LIMIT $5`, f.AgentID, f.Account, f.State, from, limit)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list rotations: %w", err))
 	}

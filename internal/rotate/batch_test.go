@@ -116,7 +116,7 @@ func TestBatchStartAndConfirm(t *testing.T) {
 	conns := map[string]string{"UNOTWAITEDFOR": ""}
 	for i := range n {
 		name := fmt.Sprintf("agent-%03d", i)
-		rots, err := a.Rotations(ctx, name, "", 1)
+		rots, err := a.Rotations(ctx, rotatord.RotationFilter{Agent: name, Limit: 1})
 		if err != nil || len(rots) != 1 {
 			t.Fatalf("rotations of %s: %v, %v", name, rots, err)
 		}
@@ -145,7 +145,7 @@ func TestBatchStartAndConfirm(t *testing.T) {
 	if d := g.NextRotationAt.Sub(clk.Now()); d < 24*time.Hour-time.Second || d > 24*time.Hour {
 		t.Fatalf("agent-042's next rotation in %s, want 24h", d)
 	}
-	if r, _ := a.Rotations(ctx, "agent-001", "", 1); r[0].State != rotatord.RotationDistributed {
+	if r, _ := a.Rotations(ctx, rotatord.RotationFilter{Agent: "agent-001", Limit: 1}); r[0].State != rotatord.RotationDistributed {
 		t.Fatalf("agent-001 connected with another jwt and its rotation is %s, want distributed", r[0].State)
 	}
 	events, _ = a.Audit(ctx, rotatord.AuditFilter{Agent: "agent-042", Limit: 100})
@@ -177,16 +177,60 @@ func TestRotationsPage(t *testing.T) {
 		ids = append(ids, rotateAgent(t, svc, "a").ID)
 		clk.Add(time.Second)
 	}
-	first, err := svc.Rotations(ctx, "a", "", 2)
+	first, err := svc.Rotations(ctx, rotatord.RotationFilter{Agent: "a", Limit: 2})
 	if err != nil || len(first) != 2 || first[0].ID != ids[2] || first[1].ID != ids[1] {
 		t.Fatalf("first page = %v, %v; want the two newest", first, err)
 	}
-	rest, err := svc.Rotations(ctx, "a", first[1].ID, 2)
+	rest, err := svc.Rotations(ctx, rotatord.RotationFilter{Agent: "a", After: first[1].ID, Limit: 2})
 	if err != nil || len(rest) != 1 || rest[0].ID != ids[0] {
 		t.Fatalf("second page = %v, %v; want the oldest", rest, err)
 	}
-	if _, err := svc.Rotations(ctx, "a", "not-an-id", 2); !errors.Is(err, rotatord.ErrInvalid) {
+	if _, err := svc.Rotations(ctx, rotatord.RotationFilter{Agent: "a", After: "not-an-id", Limit: 2}); !errors.Is(err, rotatord.ErrInvalid) {
 		t.Fatalf("page after a bad id = %v, want ErrInvalid", err)
+	}
+}
+
+// The fleet's rotations page newest first across agents and filter by
+// account and state.
+func TestFleetRotations(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	svc, _ := newService(t, clk)
+	ctx := context.Background()
+	for _, acc := range []string{"fleet", "other"} {
+		if _, err := svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: acc}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range []rotate.AgentInput{{Name: "a", Account: "fleet"}, {Name: "b", Account: "fleet"}, {Name: "c", Account: "other"}} {
+		if _, _, err := svc.CreateAgent(ctx, "test", g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	for _, name := range []string{"a", "b", "c", "a"} {
+		ids = append(ids, rotateAgent(t, svc, name).ID)
+		clk.Add(time.Second)
+	}
+	all, err := svc.Rotations(ctx, rotatord.RotationFilter{Limit: 3})
+	if err != nil || len(all) != 3 || all[0].ID != ids[3] || all[1].ID != ids[2] || all[2].ID != ids[1] {
+		t.Fatalf("fleet page = %v, %v; want the three newest of every agent", all, err)
+	}
+	rest, err := svc.Rotations(ctx, rotatord.RotationFilter{After: all[2].ID, Limit: 3})
+	if err != nil || len(rest) != 1 || rest[0].ID != ids[0] {
+		t.Fatalf("second fleet page = %v, %v; want the oldest", rest, err)
+	}
+	other, err := svc.Rotations(ctx, rotatord.RotationFilter{Account: "other"})
+	if err != nil || len(other) != 1 || other[0].Agent != "c" {
+		t.Fatalf("account other = %v, %v; want c's rotation only", other, err)
+	}
+	if done, err := svc.Rotations(ctx, rotatord.RotationFilter{State: rotatord.RotationCompleted}); err != nil || len(done) != 4 {
+		t.Fatalf("completed = %d, %v; want all 4", len(done), err)
+	}
+	if back, err := svc.Rotations(ctx, rotatord.RotationFilter{State: rotatord.RotationRolledBack}); err != nil || len(back) != 0 {
+		t.Fatalf("rolled back = %v, %v; want none", back, err)
+	}
+	if _, err := svc.Rotations(ctx, rotatord.RotationFilter{State: "finished"}); !errors.Is(err, rotatord.ErrInvalid) {
+		t.Fatalf("unknown state = %v, want ErrInvalid", err)
 	}
 }
 
@@ -273,7 +317,7 @@ func TestBatchConfirmIsolatesFailure(t *testing.T) {
 		t.Fatalf("confirmed %d, want the 2 that could be", res.Confirmed)
 	}
 	for name, want := range map[string]string{"a": rotatord.RotationCompleted, "b": rotatord.RotationCompleted, "poison": rotatord.RotationDistributed} {
-		if r, _ := svc.Rotations(ctx, name, "", 1); r[0].State != want {
+		if r, _ := svc.Rotations(ctx, rotatord.RotationFilter{Agent: name, Limit: 1}); r[0].State != want {
 			t.Errorf("%s's rotation is %s, want %s", name, r[0].State, want)
 		}
 	}

@@ -177,7 +177,7 @@ func TestTickFollowsClock(t *testing.T) {
 	if res, err := svc.Tick(ctx); err != nil || res.Started != 1 {
 		t.Fatalf("tick when due = %+v, %v; want one started", res, err)
 	}
-	rots, _ := svc.Rotations(ctx, "a", "", 10)
+	rots, _ := svc.Rotations(ctx, rotatord.RotationFilter{Agent: "a", Limit: 10})
 	if len(rots) != 1 || rots[0].State != rotatord.RotationDistributed || rots[0].Trigger != rotatord.TriggerSchedule {
 		t.Fatalf("rotations = %+v", rots)
 	}

@@ -65,7 +65,7 @@ type Store interface {
 	FindRotation(ctx context.Context, id string) (*rotatord.Rotation, error)
 	LockRotation(ctx context.Context, id string) (*rotatord.Rotation, bool, error)
 	InFlightRotation(ctx context.Context, agentID int64) (*rotatord.Rotation, error)
-	ListRotations(ctx context.Context, agentID int64, after string, limit int) ([]*rotatord.Rotation, error)
+	ListRotations(ctx context.Context, f rotatord.RotationFilter) ([]*rotatord.Rotation, error)
 	ListRotationsToAdvance(ctx context.Context, now time.Time, limit int) ([]string, error)
 	PendingRotationsByKey(ctx context.Context, keys []string) (map[string]*rotatord.Rotation, error)
 	DistributedAccounts(ctx context.Context, deadlineBefore time.Time) ([]string, error)

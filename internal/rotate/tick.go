@@ -196,12 +196,19 @@ func (s *Service) Rotation(ctx context.Context, id string) (*rotatord.Rotation, 
 	return s.store.FindRotation(ctx, id)
 }
 
-// Rotations returns a page of an agent's rotations, newest first; after is
-// the ID of the last rotation of the previous page, or empty.
-func (s *Service) Rotations(ctx context.Context, agent, after string, limit int) ([]*rotatord.Rotation, error) {
-	g, err := s.store.FindAgentByName(ctx, agent)
-	if err != nil {
-		return nil, err
+// Rotations returns a page of rotations matching f, newest first. With
+// f.Agent set, an unknown agent is ENOTFOUND; f.After is the ID of the last
+// rotation of the previous page, or empty.
+func (s *Service) Rotations(ctx context.Context, f rotatord.RotationFilter) ([]*rotatord.Rotation, error) {
+	if f.State != "" && !rotatord.ValidRotationState(f.State) {
+		return nil, rotatord.Errorf(rotatord.EINVALID, "state %.40q is not one of issued, distributed, confirmed, completed, rolled_back", f.State)
 	}
-	return s.store.ListRotations(ctx, g.ID, after, limit)
+	if f.Agent != "" {
+		g, err := s.store.FindAgentByName(ctx, f.Agent)
+		if err != nil {
+			return nil, err
+		}
+		f.AgentID = g.ID
+	}
+	return s.store.ListRotations(ctx, f)
 }
