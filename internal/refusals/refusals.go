@@ -290,15 +290,17 @@ func (c *Counter) Len() int {
 // Clean makes a value from a request fit for logs and the audit trail:
 // valid UTF-8 without control characters, at most 64 bytes (longer ones end
 // with "..." and their length).
-func Clean(s string) string {
-	long := len(s) > maxLoggedValueLength
-	if long {
-		n := len(s)
-		s = s[:maxLoggedValueLength]
-		for !utf8.ValidString(s) && len(s) > maxLoggedValueLength-utf8.UTFMax {
+func Clean(s string) string { return CleanN(s, maxLoggedValueLength) }
+
+// CleanN is Clean with a limit of n bytes.
+func CleanN(s string, n int) string {
+	if len(s) > n {
+		total := len(s)
+		s = s[:n]
+		for !utf8.ValidString(s) && len(s) > n-utf8.UTFMax {
 			s = s[:len(s)-1]
 		}
-		s = cleanRunes(s) + "...(" + strconv.Itoa(n) + " bytes)"
+		s = cleanRunes(s) + "...(" + strconv.Itoa(total) + " bytes)"
 		return s
 	}
 	return cleanRunes(s)

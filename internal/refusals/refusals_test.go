@@ -120,9 +120,9 @@ func TestFailedFlushIsRetried(t *testing.T) {
 
 func TestClean(t *testing.T) {
 	for in, want := range map[string]string{
-		"kate":       "kate",
-		"a\x00b\nc":  "a?b?c",
-		"bad\xffutf": "bad?utf",
+		"kate":                   "kate",
+		"a\x00b\nc":              "a?b?c",
+		"bad\xffutf":             "bad?utf",
 		strings.Repeat("x", 100): strings.Repeat("x", 64) + "...(100 bytes)",
 	} {
 		if got := refusals.Clean(in); got != want {
