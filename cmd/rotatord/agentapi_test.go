@@ -372,7 +372,10 @@ func TestAgentOwnKey(t *testing.T) {
 	const path = "/v1/agents/kate/creds"
 	now := time.Now()
 	at := func(i int) time.Time { return now.Add(time.Duration(-i) * time.Second) }
-	post := func(auth, body string) agentAnswer { t.Helper(); return agentCall(t, e, e.main, "POST", path, auth, body) }
+	post := func(auth, body string) agentAnswer {
+		t.Helper()
+		return agentCall(t, e, e.main, "POST", path, auth, body)
+	}
 
 	newKey, _ := nkeys.CreateUser()
 	newPub := must(newKey.PublicKey())

@@ -115,8 +115,12 @@ func (s *Server) checkAgent(w http.ResponseWriter, r *http.Request) *agentReques
 	name, source := chi.URLParam(r, "name"), sourceOf(r)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
 	if err != nil {
-		s.refuseAgent(w, r, name, "", &rotate.Refused{Reason: refusals.ReasonBadBody,
-			Err: rotatord.Errorf(rotatord.ETOOLARGE, "body is larger than %d bytes", s.maxBody)})
+		var tooBig *http.MaxBytesError
+		e := rotatord.Errorf(rotatord.EINVALID, "cannot read the body")
+		if errors.As(err, &tooBig) {
+			e = rotatord.Errorf(rotatord.ETOOLARGE, "body is larger than %d bytes", s.maxBody)
+		}
+		s.refuseAgent(w, r, name, "", &rotate.Refused{Reason: refusals.ReasonBadBody, Err: e})
 		return nil
 	}
 	target := r.URL.EscapedPath()
@@ -169,6 +173,9 @@ func (s *Server) finishAgent(w http.ResponseWriter, r *http.Request, a *agentReq
 	}
 	now := s.now()
 	s.agent.agents.Allow(a.proof.Agent, now)
+	if info, ok := r.Context().Value(infoKey).(*requestInfo); ok {
+		info.actor = "agent:" + a.proof.Agent
+	}
 	if err == nil || errors.Is(err, rotatord.ErrNotModified) {
 		s.agent.used.Put(string(a.proof.Sig), struct{}{}, now)
 	}
