@@ -493,3 +493,40 @@ func TestRolledBackKeyFallsBackToThePreviousOne(t *testing.T) {
 		t.Fatalf("server sees keys %v; want [%s]", got, pubA)
 	}
 }
+
+// A RotateOwnKey whose answer was lost (a 5xx) sends the same key again on
+// the next call: rotatord answers a retry of the rotation in flight with
+// the same 202, where a new key would be refused while it is in flight.
+func TestRotateOwnKeyRetriesWithTheSameKey(t *testing.T) {
+	t.Parallel()
+	f := &fleet{acc: must(nkeys.CreateAccount())} // no nats-server needed
+	credsA, pubA := f.user(t, f.acc)
+	rd := newFakeRotatord(t, f, "agent-kate", pubA)
+	rd.postStatus = http.StatusServiceUnavailable
+	a, _ := newClient(t, rd, credsA)
+	if err := a.RotateOwnKey(t.Context()); err == nil {
+		t.Fatal("RotateOwnKey succeeded against a 503")
+	}
+	rd.mu.Lock()
+	rd.postStatus = 0
+	rd.mu.Unlock()
+	if err := a.RotateOwnKey(t.Context()); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	posts := rd.postBodies()
+	if len(posts) != 2 {
+		t.Fatalf("%d POSTs, want 2", len(posts))
+	}
+	var first, second struct {
+		PublicKey string `json:"public_key"`
+		KeyProof  string `json:"key_proof"`
+	}
+	json.Unmarshal(posts[0], &first)
+	json.Unmarshal(posts[1], &second)
+	if first.PublicKey == "" || first.PublicKey != second.PublicKey {
+		t.Fatalf("retry sent key %s after %s; want the same key", second.PublicKey, first.PublicKey)
+	}
+	if a.PublicKey() != second.PublicKey {
+		t.Fatalf("client on %s, want the sent key %s", a.PublicKey(), second.PublicKey)
+	}
+}
