@@ -67,6 +67,10 @@ type Config struct {
 	NATSCAFile   string
 	NATSCertFile string
 	NATSKeyFile  string
+
+	// MaxControlLine is the servers' max_control_line: no agent gets a
+	// user JWT whose CONNECT line would be longer.
+	MaxControlLine int
 }
 
 // DefaultConfig returns the defaults.
@@ -84,6 +88,8 @@ func DefaultConfig() Config {
 
 		AuthFailThreshold: 10,
 		AuthFailWindow:    5 * time.Minute,
+
+		MaxControlLine: 4096, // nats-server's default
 	}
 }
 
@@ -112,6 +118,7 @@ var envNames = map[string]string{
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
+	"max-control-line":     "ROTATORD_MAX_CONTROL_LINE",
 }
 
 // fromEnv applies the environment to c.
@@ -156,6 +163,14 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 5m", envNames["auth-fail-window"], v))
 		} else {
 			c.AuthFailWindow = d
+		}
+	}
+	if v := getenv(envNames["max-control-line"]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number of bytes", envNames["max-control-line"], v))
+		} else {
+			c.MaxControlLine = n
 		}
 	}
 	c.VaultAddr = getenv("VAULT_ADDR")
@@ -215,6 +230,8 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.AuthFailThreshold, n, c.AuthFailThreshold, "alert when a source or agent has more NATS auth failures than this within --auth-fail-window "+help)
 		case "auth-fail-window":
 			fs.DurationVar(&c.AuthFailWindow, n, c.AuthFailWindow, "sliding window of the auth failure threshold "+help)
+		case "max-control-line":
+			fs.IntVar(&c.MaxControlLine, n, c.MaxControlLine, "the nats-servers' max_control_line: agents whose CONNECT line would be longer are refused "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -288,6 +305,9 @@ func (c *Config) Validate(needs ...string) error {
 	}
 	if c.AuthFailWindow < time.Second {
 		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
+	}
+	if c.MaxControlLine < 1024 || c.MaxControlLine > 64<<20 {
+		errs = append(errs, fmt.Errorf("max control line %d must be between 1024 and %d bytes, as the servers' max_control_line", c.MaxControlLine, 64<<20))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))

@@ -136,6 +136,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
 		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
+		MaxControlLine: m.Config.MaxControlLine,
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)

@@ -5,6 +5,7 @@
 package rotate
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -86,6 +87,8 @@ type Store interface {
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+
+	RoleStore
 }
 
 // Pusher sends an account JWT to the nats-servers.
@@ -121,6 +124,9 @@ type Config struct {
 	// account's JWT, so this replica's resolver cache follows at once (other
 	// replicas learn of it through LISTEN/NOTIFY).
 	AccountChanged func(ctx context.Context, accountPub string)
+	// MaxControlLine is the servers' max_control_line (4096 when 0): no
+	// user JWT is issued whose CONNECT line would not fit it.
+	MaxControlLine int
 }
 
 // Service implements rotatord's operations. It is safe for concurrent use.
@@ -142,12 +148,13 @@ type Service struct {
 	alertKick    chan struct{}
 	watchKick    chan struct{}
 	checker      ConnChecker
+	maxControl   int
 
 	mu         sync.Mutex
 	lastSweep  time.Time
 	lastConnz  time.Time
 	lastResign time.Time
-	signers    sync.Map // account ID -> nkeys.KeyPair
+	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
 }
 
 // New returns a Service.
@@ -175,7 +182,8 @@ func New(cfg Config) *Service {
 	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
-		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
+		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
+		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine)}
 }
 
 // Actor names who asked for a change, for the audit trail.
