@@ -116,11 +116,11 @@ const ConnectLineMargin = 256
 // nats-server compares with max_control_line) that nats.go sends for a
 // user JWT: the JWT, the base64url signature of the server's nonce (64
 // bytes, 86 characters), the connection name (name; pkg/agent uses the
-// agent's name), lang and version, over TLS. Add ConnectLineMargin before
-// comparing.
+// agent's name), lang and version ("tls_required":false, one byte longer
+// than true). Add ConnectLineMargin before comparing.
 func ConnectLine(userJWT, name string) int {
 	b, err := json.Marshal(connectInfo{
-		UserJWT: userJWT, Signature: strings.Repeat("A", 86), TLS: true, Name: name,
+		UserJWT: userJWT, Signature: strings.Repeat("A", 86), Name: name,
 		Lang: nats.LangString, Version: nats.Version, Protocol: 1, Echo: true, Headers: true, NoResponders: true,
 	})
 	if err != nil {
