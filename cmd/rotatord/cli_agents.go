@@ -152,8 +152,14 @@ func runAgentsAdd(ctx context.Context, c *cli, args []string) error {
 		discardFile(out)
 		return err
 	}
-	if in.Role == "" && !anySet(c, "pub", "sub") {
+	switch {
+	case in.Role != "":
+	case !anySet(c, "pub", "sub"):
 		fmt.Fprintf(c.stderr, "note: no --pub or --sub: agent %s may neither publish nor subscribe\n", in.Name)
+	case !c.isSet("pub"):
+		fmt.Fprintf(c.stderr, "note: no --pub: agent %s may publish nowhere (--pub '>' reaches everything)\n", in.Name)
+	case !c.isSet("sub"):
+		fmt.Fprintf(c.stderr, "note: no --sub: agent %s may subscribe nowhere (--sub '>' reaches everything)\n", in.Name)
 	}
 	a, err := decodeView[agentView](raw)
 	if err != nil {

@@ -416,4 +416,10 @@ func TestUserClaimsBadInput(t *testing.T) {
 	if len(list) != 1 || list[0].(map[string]any)["agents"] != float64(1) {
 		t.Errorf("roles = %v", list)
 	}
+	if r := e.must(200, "GET", "/v1/accounts/fleet/roles/worker", nil); r["agents"] != float64(1) || r["signing_key"] == "" {
+		t.Errorf("role = %v", r)
+	}
+	e.must(201, "POST", "/v1/accounts/fleet/roles", map[string]any{"name": "spare", "limits": map[string]any{"subs": 1}})
+	e.must(204, "DELETE", "/v1/accounts/fleet/roles/spare", nil)
+	e.must(404, "GET", "/v1/accounts/fleet/roles/spare", nil)
 }
