@@ -132,9 +132,6 @@ func newUserModelEnv(t *testing.T) *env {
 func TestDefaultDenyEndToEnd(t *testing.T) {
 	e := newUserModelEnv(t)
 	bare := addAgent(e, "bare", nil)
-	if uc := credsJWT(t, bare); !uc.Pub.Deny.Contains(">") || !uc.Sub.Deny.Contains(">") {
-		t.Fatalf("user JWT without permissions: pub %+v sub %+v, want '>' denied both ways", uc.Pub, uc.Sub)
-	}
 	all := map[string]any{"allow": []string{">"}}
 	root := dialAgent(e, addAgent(e, "root", map[string]any{"permissions": map[string]any{"pub": all, "sub": all}}))
 	cards := dialAgent(e, addAgent(e, "cards", map[string]any{"permissions": map[string]any{"pub": map[string]any{"allow": []string{"cards.>"}}}}))
@@ -167,6 +164,9 @@ func TestDefaultDenyEndToEnd(t *testing.T) {
 		if n, _, _ := s.Pending(); n != 0 {
 			t.Fatalf("the agent without permissions received %d messages on %s", n, s.Subject)
 		}
+	}
+	if uc := credsJWT(t, bare); !uc.Pub.Deny.Contains(">") || !uc.Sub.Deny.Contains(">") {
+		t.Fatalf("user JWT without permissions: pub %+v sub %+v, want '>' denied both ways", uc.Pub, uc.Sub)
 	}
 }
 
@@ -323,6 +323,9 @@ func TestRoleScopeChangeReconnects(t *testing.T) {
 	echo(t, r, pub, "feed.a")
 	r.SubscribeSync("feed.b")
 	r.violation(t, "subscription", "feed.b")
+	// The role allows no publish: default deny holds for its template too.
+	r.Publish("feed.a", []byte("x")) //nolint:errcheck // the violation is the test
+	r.violation(t, "publish", "feed.a")
 
 	before := e.must(200, "GET", "/v1/accounts/fleet", nil)["updated_at"]
 	desc := e.must(200, "PATCH", "/v1/accounts/fleet/roles/reader", map[string]any{"description": "readers"})

@@ -54,6 +54,10 @@ type RoleUpdate struct {
 	ScopeChanged bool
 }
 
+// maxRoleScope bounds what one role adds to its account JWT, which every
+// server must load and every push carries.
+const maxRoleScope = 64 << 10
+
 // roleAccount finds the account a role call names; the system account
 // has no roles.
 func (s *Service) roleAccount(ctx context.Context, name string) (*rotatord.Account, error) {
@@ -74,6 +78,12 @@ func checkRoleTemplate(t rotatord.UserTemplate, acc *rotatord.Account) (rotatord
 	t, err := checkTemplate(t, true)
 	if err != nil {
 		return t, err
+	}
+	if scope, err := json.Marshal(jwtissue.PermissionLimits(t)); err != nil {
+		return t, fmt.Errorf("encode role template: %w", err)
+	} else if len(scope) > maxRoleScope {
+		return t, rotatord.Errorf(rotatord.EINVALID, "the role's template is %d bytes in the account JWT, more than %d: "+
+			"use wildcards or templates for fewer subjects", len(scope), maxRoleScope)
 	}
 	need := t.AccountTagsNeeded()
 	if len(need) == 0 {

@@ -231,6 +231,22 @@ func TestDeleteRole(t *testing.T) {
 	if _, err := svc.Role(ctx, "fleet", "worker"); !errors.Is(err, rotatord.ErrNotFound) {
 		t.Fatalf("deleted role: %v", err)
 	}
+	// An account without agents goes with its roles.
+	svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "tmp"})
+	if _, err := svc.CreateRole(ctx, "test", "tmp", rotate.RoleInput{Name: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.DeleteAccount(ctx, "test", "tmp"); err != nil {
+		t.Fatalf("delete an account with a role: %v", err)
+	}
+	// A template too large for the account JWT is refused.
+	var huge []string
+	for i := range 256 {
+		huge = append(huge, fmt.Sprintf("%s.%d", strings.Repeat("x", 300), i))
+	}
+	big := rotatord.Permissions{Pub: rotatord.PermissionList{Allow: huge}, Sub: rotatord.PermissionList{Allow: huge}}
+	_, err = svc.CreateRole(ctx, "test", "fleet", rotate.RoleInput{Name: "huge", Template: rotatord.UserTemplate{Permissions: big}})
+	wantCode(t, "huge template", err, rotatord.EINVALID, "bytes in the account JWT")
 }
 
 // Moving into a role clears the agent's own claims; the next credentials
