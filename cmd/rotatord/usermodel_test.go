@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,10 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/rotatord/rotatord/internal/natsrun"
 )
 
 // The user model end to end: a real nats-server holds agents to the claims
@@ -425,4 +429,48 @@ func TestUserClaimsBadInput(t *testing.T) {
 	e.must(201, "POST", "/v1/accounts/fleet/roles", map[string]any{"name": "spare", "limits": map[string]any{"subs": 1}})
 	e.must(204, "DELETE", "/v1/accounts/fleet/roles/spare", nil)
 	e.must(404, "GET", "/v1/accounts/fleet/roles/spare", nil)
+}
+
+// ROTATORD_MAX_CONTROL_LINE follows the servers' max_control_line: raised
+// on both, an agent with 200 subjects of its own is accepted and connects.
+func TestMaxControlLineSetting(t *testing.T) {
+	getenv := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	cfg := DefaultConfig()
+	if cfg.MaxControlLine != 4096 {
+		t.Fatalf("default = %d, want nats-server's 4096", cfg.MaxControlLine)
+	}
+	cfg.fromEnv(getenv(map[string]string{"ROTATORD_MAX_CONTROL_LINE": "16384"}))
+	if cfg.MaxControlLine != 16384 || cfg.Validate() != nil {
+		t.Fatalf("from env = %d, %v", cfg.MaxControlLine, cfg.Validate())
+	}
+	for v, want := range map[string]string{"big": "is not a whole number", "100": "between 1024"} {
+		cfg := DefaultConfig()
+		cfg.fromEnv(getenv(map[string]string{"ROTATORD_MAX_CONTROL_LINE": v}))
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ROTATORD_MAX_CONTROL_LINE=%s: Validate = %v, want %q", v, err, want)
+		}
+	}
+
+	e := newEnvWith(t, func(c *Config) { c.MaxControlLine = 16384 })
+	op, err := e.main.Store.Operator(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsrun.Start(natsrun.Options{OperatorJWT: op.JWT, SystemAccount: op.SystemAccount,
+		ResolverURL: e.main.URL() + "/jwt/v1/accounts/", Port: e.natsPort,
+		Configure: func(o *server.Options) { o.MaxControlLine = 16384 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ns = ns
+	t.Cleanup(ns.Shutdown)
+	e.waitNATS()
+	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
+	var subjects []string
+	for i := range 200 {
+		subjects = append(subjects, fmt.Sprintf("svc.bob.s%03d", i))
+	}
+	bob := dialAgent(e, addAgent(e, "bob", map[string]any{"permissions": map[string]any{"pub": map[string]any{"allow": subjects},
+		"sub": map[string]any{"allow": subjects}}}))
+	echo(t, bob, bob, "svc.bob.s199")
 }
