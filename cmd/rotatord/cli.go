@@ -47,6 +47,7 @@ const agentsUsage = `Usage:
                       [--grace DURATION] [--delivery poll|vault|file] [claims] [--no-resp]
   rotatord agents rotate NAME [--wait [--wait-timeout DURATION]]
   rotatord agents revoke NAME [--reason TEXT]
+  rotatord agents reissue NAME [--creds-out FILE|-]
 ` + claimsUsage + connectionUsage
 
 const rolesUsage = `Usage:
@@ -96,12 +97,13 @@ func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatchCLI(ctx, "agents", agentsUsage, map[string]cliCommand{
-		"list":   {"agents list [--account ACCOUNT] [flags]", runAgentsList},
-		"show":   {"agents show NAME [flags]", runAgentsShow},
-		"add":    {"agents add NAME --account ACCOUNT [flags]", runAgentsAdd},
-		"rotate": {"agents rotate NAME [--wait] [flags]", runAgentsRotate},
-		"revoke": {"agents revoke NAME [--reason TEXT] [flags]", runAgentsRevoke},
-		"update": {"agents update NAME [--role ROLE] [--tag KEY:VALUE,...] [claims] [flags]", runAgentsUpdate},
+		"list":    {"agents list [--account ACCOUNT] [flags]", runAgentsList},
+		"show":    {"agents show NAME [flags]", runAgentsShow},
+		"add":     {"agents add NAME --account ACCOUNT [flags]", runAgentsAdd},
+		"rotate":  {"agents rotate NAME [--wait] [flags]", runAgentsRotate},
+		"revoke":  {"agents revoke NAME [--reason TEXT] [flags]", runAgentsRevoke},
+		"reissue": {"agents reissue NAME [--creds-out FILE|-] [flags]", runAgentsReissue},
+		"update":  {"agents update NAME [--role ROLE] [--tag KEY:VALUE,...] [claims] [flags]", runAgentsUpdate},
 	}, args, stdout, stderr)
 }
 

@@ -50,6 +50,50 @@ func scanAgentClaims(g *rotatord.Agent, raw []byte, roleID *int64) error {
 	}
 	if roleID != nil {
 		g.RoleID = *roleID
+	} else {
+		g.Role, g.RoleKey = "", ""
+	}
+	return nil
+}
+
+// refreshRoles reads the role name and key of locked agents again, in a
+// statement of its own: the ones joined by the locking read may be from
+// before it waited for a lock (an agent moved to another role meanwhile).
+func (s *Store) refreshRoles(ctx context.Context, gs []*rotatord.Agent) error {
+	var ids []int64
+	byID := map[int64]*rotatord.Agent{}
+	for _, g := range gs {
+		if g.RoleID != 0 {
+			ids = append(ids, g.ID)
+			byID[g.ID] = g
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := s.q(ctx).Query(ctx, `SELECT g.id, g.role_id, coalesce(r.name, ''),
+		coalesce((SELECT sk.public_key FROM signing_keys sk WHERE sk.role_id = g.role_id AND sk.retired_at IS NULL
+			ORDER BY sk.created_at DESC, sk.public_key DESC LIMIT 1), '')
+		FROM agents g LEFT JOIN roles r ON r.id = g.role_id WHERE g.id = ANY($1)`, ids)
+	if err != nil {
+		return mapErr(fmt.Errorf("read roles of locked agents: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var roleID *int64
+		var name, key string
+		if err := rows.Scan(&id, &roleID, &name, &key); err != nil {
+			return mapErr(fmt.Errorf("read roles of locked agents: %w", err))
+		}
+		g := byID[id]
+		g.RoleID, g.Role, g.RoleKey = 0, name, key
+		if roleID != nil {
+			g.RoleID = *roleID
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return mapErr(fmt.Errorf("read roles of locked agents: %w", err))
 	}
 	return nil
 }

@@ -171,3 +171,71 @@ func userModelVersion(t *testing.T) int64 {
 	}
 	return v
 }
+
+// A batch that waited for an agent's lock while the agent moved to another
+// role signs with the new role's key, not the one it joined before waiting.
+func TestLockedAgentsReadTheirRoleFresh(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	acc := account("fleet")
+	if err := s.CreateAccount(ctx, acc); err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]*rotatord.Role{}
+	for _, name := range []string{"a", "b"} {
+		r := &rotatord.Role{AccountID: acc.ID, Name: name, Template: rotatord.UserTemplate{Limits: rotatord.NoUserLimits}}
+		if err := s.CreateRole(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddRoleSigningKey(ctx, r, "AKEY"+strings.ToUpper(name), []byte("sealed")); err != nil {
+			t.Fatal(err)
+		}
+		roles[name] = r
+	}
+	g := &rotatord.Agent{AccountID: acc.ID, Name: "kate", State: rotatord.AgentActive, Delivery: rotatord.DeliveryPoll,
+		Rotation: rotatord.RotationPolicy{Schedule: "@every 1h", Grace: time.Minute}, Limits: rotatord.NoUserLimits, RoleID: roles["a"].ID}
+	if err := s.CreateAgent(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *rotatord.Agent, 1)
+	errs := make(chan error, 1)
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		moved := *g
+		moved.RoleID = roles["b"].ID
+		if err := s.UpdateAgent(ctx, &moved); err != nil {
+			return err
+		}
+		go func() {
+			errs <- s.InTx(context.Background(), func(ctx context.Context) error {
+				m, err := s.LockAgentsByID(ctx, []int64{g.ID})
+				got <- m[g.ID]
+				return err
+			})
+		}()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var n int
+			if err := s.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR NO KEY UPDATE%'`).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil // the batch waits for kate's lock; commit the move
+			}
+			if time.Now().After(deadline) {
+				return errors.New("the batch never waited for the agent's lock")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if a := <-got; a == nil || a.RoleID != roles["b"].ID || a.Role != "b" || a.RoleKey != "AKEYB" {
+		t.Fatalf("locked agent = %+v; want role b with key AKEYB", a)
+	}
+}
