@@ -141,6 +141,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
 		AgentRotateMinInterval: m.Config.AgentRotateMinInterval,
+		MaxControlLine:         m.Config.MaxControlLine,
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)

@@ -98,6 +98,8 @@ func New(cfg Config) *Server {
 			r.Get("/agents", s.listAgents)
 			r.Get("/agents/{name}", s.getAgent)
 			r.Get("/audit", s.listAudit)
+			r.Get("/accounts/{name}/roles", s.listRoles)
+			r.Get("/accounts/{name}/roles/{role}", s.getRole)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRotate))
@@ -113,6 +115,9 @@ func New(cfg Config) *Server {
 			r.Patch("/agents/{name}", s.updateAgent)
 			r.Delete("/agents/{name}", s.deleteAgent)
 			r.Post("/agents/{name}/reissue", s.reissueAgent)
+			r.Post("/accounts/{name}/roles", s.createRole)
+			r.Patch("/accounts/{name}/roles/{role}", s.updateRole)
+			r.Delete("/accounts/{name}/roles/{role}", s.deleteRole)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
