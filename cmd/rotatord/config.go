@@ -67,6 +67,11 @@ type Config struct {
 	NATSCAFile   string
 	NATSCertFile string
 	NATSKeyFile  string
+
+	// MaxAccountJWTBytes is the guard account JWTs stay under
+	// (ROTATORD_MAX_ACCOUNT_JWT_BYTES, default 512 KiB); the console and
+	// GET /v1/accounts show each JWT's size against it.
+	MaxAccountJWTBytes int64
 }
 
 // DefaultConfig returns the defaults.
@@ -84,6 +89,8 @@ func DefaultConfig() Config {
 
 		AuthFailThreshold: 10,
 		AuthFailWindow:    5 * time.Minute,
+
+		MaxAccountJWTBytes: 512 << 10,
 	}
 }
 
@@ -112,6 +119,8 @@ var envNames = map[string]string{
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
+	// The account JWT guard.
+	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
 }
 
 // fromEnv applies the environment to c.
@@ -156,6 +165,14 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 5m", envNames["auth-fail-window"], v))
 		} else {
 			c.AuthFailWindow = d
+		}
+	}
+	if v := getenv(envNames["max-account-jwt-bytes"]); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a number of bytes", envNames["max-account-jwt-bytes"], v))
+		} else {
+			c.MaxAccountJWTBytes = n
 		}
 	}
 	c.VaultAddr = getenv("VAULT_ADDR")
@@ -215,6 +232,8 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.AuthFailThreshold, n, c.AuthFailThreshold, "alert when a source or agent has more NATS auth failures than this within --auth-fail-window "+help)
 		case "auth-fail-window":
 			fs.DurationVar(&c.AuthFailWindow, n, c.AuthFailWindow, "sliding window of the auth failure threshold "+help)
+		case "max-account-jwt-bytes":
+			fs.Int64Var(&c.MaxAccountJWTBytes, n, c.MaxAccountJWTBytes, "largest account JWT rotatord stores or pushes, in bytes "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -288,6 +307,9 @@ func (c *Config) Validate(needs ...string) error {
 	}
 	if c.AuthFailWindow < time.Second {
 		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
+	}
+	if c.MaxAccountJWTBytes < 4<<10 || c.MaxAccountJWTBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("max account jwt bytes %d must be between 4096 and 67108864", c.MaxAccountJWTBytes))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))

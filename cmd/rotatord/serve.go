@@ -18,6 +18,8 @@ import (
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/alert"
+	"github.com/rotatord/rotatord/internal/auditchain"
+	"github.com/rotatord/rotatord/internal/console"
 	"github.com/rotatord/rotatord/internal/authwatch"
 	"github.com/rotatord/rotatord/internal/httpapi"
 	"github.com/rotatord/rotatord/internal/registry"
@@ -208,6 +210,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxBody:  m.Config.MaxBody,
 		// Only with a client CA does the listener ask for certificates.
 		RequireClientCert: m.Config.TLSClientCAFile != "",
+		// The fleet console and what it reads.
+		Console:            console.Handler(),
+		MaxAccountJWTBytes: m.Config.MaxAccountJWTBytes,
+		AuditVerify: func(ctx context.Context, anchors []auditchain.Head) (*auditchain.Report, error) {
+			return m.Store.VerifyAudit(ctx, registry.VerifyAuditOptions{Anchors: anchors})
+		},
 	})
 	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
 	if err != nil {
