@@ -120,3 +120,13 @@ func Handler() http.Handler {
 		}
 	})
 }
+
+// Files returns the console's files (index.html, app.js, ...), for tests
+// and tools that check them.
+func Files() fs.FS {
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(fmt.Sprintf("console: %v", err))
+	}
+	return sub
+}

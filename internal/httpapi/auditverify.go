@@ -83,12 +83,13 @@ func anchorsKey(anchors []auditchain.Head) string {
 	return strings.Join(slices.Compact(keys), ",")
 }
 
-// fresh returns the cached result for key if it finished within maxAge.
+// fresh returns the cached result for key if it finished within maxAge
+// (never for 0).
 func (v *auditVerifier) fresh(key string, maxAge time.Duration) *verification {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := v.cached[key]
-	if c == nil || v.now().Sub(c.finished) > maxAge {
+	if c == nil || maxAge == 0 || v.now().Sub(c.finished) > maxAge {
 		return nil
 	}
 	return c

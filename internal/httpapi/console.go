@@ -195,7 +195,8 @@ func (s *Server) listAgentKeys(w http.ResponseWriter, r *http.Request) {
 
 // redirectTo answers 302 to path (the console's /ui/ from / and /ui).
 func redirectTo(path string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, path, http.StatusFound)
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Location", path)
+		w.WriteHeader(http.StatusFound)
 	}
 }
