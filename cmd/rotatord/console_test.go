@@ -33,6 +33,7 @@ const (
 // audit trail with its verification. Every attacker-influenced value is
 // shown as text, and the pages raise no exception and no CSP refusal.
 func TestConsole(t *testing.T) {
+	b := newBrowser(t)
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()
@@ -71,7 +72,6 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b := newBrowser(t)
 	ui := e.main.URL() + "/ui/"
 
 	t.Run("sign in", func(t *testing.T) {
