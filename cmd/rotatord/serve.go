@@ -200,6 +200,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.goBackground(func() { m.Alerts.Run(bg, time.Minute, m.authWatch.AlertKicks()) })
 	}
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
+	// Fleet and signing-key rotations step at once when one changes here
+	// (an emergency re-issue must not wait for the tick), and every few
+	// seconds for those other replicas changed; Tick drives them too.
+	m.goBackground(func() { m.Service.RunKeyLifecycle(bg, 5*time.Second) })
 	m.goBackground(func() { m.Store.RunAuditSealer(bg, m.Log, auditSealInterval) })
 	if m.Config.TickSpec != "" {
 		if m.scheduler, err = m.Service.StartScheduler(bg, m.Config.TickSpec); err != nil {

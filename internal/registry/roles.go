@@ -251,10 +251,11 @@ func (s *Store) CountValidSignedBy(ctx context.Context, keys []string) (int, err
 }
 
 // SigningKeySeed returns the encrypted seed of a live signing key (of the
-// operator, an account or a role) by its public key, or ENOTFOUND.
+// operator, an account or a role) by its public key, or ENOTFOUND. Inside a
+// transaction it locks the key as SigningKey does.
 func (s *Store) SigningKeySeed(ctx context.Context, pub string) ([]byte, error) {
 	var enc []byte
-	err := s.q(ctx).QueryRow(ctx, `SELECT seed_enc FROM signing_keys WHERE public_key = $1 AND retired_at IS NULL`, pub).Scan(&enc)
+	err := s.q(ctx).QueryRow(ctx, `SELECT seed_enc FROM signing_keys WHERE public_key = $1 AND retired_at IS NULL`+keyShare(ctx), pub).Scan(&enc)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, rotatord.Errorf(rotatord.ENOTFOUND, "no live signing key %s", pub)
 	}

@@ -15,6 +15,9 @@ type AccountInput struct {
 	Name        string
 	Description string
 	Limits      *rotatord.LimitsPatch // fields left nil are unlimited
+	// KeyRotationSchedule, when set, schedules staged rotations of the
+	// account's signing key (a cron expression or "@every 720h").
+	KeyRotationSchedule string
 }
 
 // AccountPatch changes an account; nil fields stay as they are.
@@ -25,6 +28,9 @@ type AccountPatch struct {
 	// folded into '*' once rotatord manages all its users (see
 	// rotatord.Account.KeepRevocations).
 	KeepRevocations *bool
+	// KeyRotationSchedule sets the schedule of staged signing-key
+	// rotations; "" turns them off.
+	KeyRotationSchedule *string
 }
 
 const maxDescription = 1024
@@ -63,10 +69,20 @@ func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInpu
 	if err != nil {
 		return nil, err
 	}
+	if in.KeyRotationSchedule != "" {
+		if err := checkKeySchedule(in.KeyRotationSchedule); err != nil {
+			return nil, err
+		}
+	}
 	var acc *rotatord.Account
 	err = s.store.InTx(ctx, func(ctx context.Context) error {
-		acc, err = s.createAccount(ctx, actor, in, identity, false)
-		return err
+		if acc, err = s.createAccount(ctx, actor, in, identity, false); err != nil {
+			return err
+		}
+		if in.KeyRotationSchedule == "" {
+			return nil
+		}
+		return s.setKeySchedule(ctx, acc, in.KeyRotationSchedule)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create account %s: %w", in.Name, err)
@@ -135,6 +151,10 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	if err != nil {
 		return err
 	}
+	// A staged key rotation's new key is trusted before it signs.
+	if keys, err = s.withPendingKeys(ctx, acc.ID, keys); err != nil {
+		return err
+	}
 	revs, err := s.store.Revocations(ctx, acc.ID)
 	if err != nil {
 		return err
@@ -147,13 +167,17 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	return s.store.UpdateAccount(ctx, acc)
 }
 
-// Account returns the named account with its signing keys.
+// Account returns the named account with its signing keys and key
+// rotation schedule.
 func (s *Service) Account(ctx context.Context, name string) (*rotatord.Account, error) {
 	acc, err := s.store.FindAccountByName(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	if acc.SigningKeys, err = s.store.SigningKeys(ctx, acc.ID); err != nil {
+		return nil, err
+	}
+	if err := s.fillKeySchedules(ctx, acc); err != nil {
 		return nil, err
 	}
 	return acc, nil
@@ -169,6 +193,9 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 		if a.SigningKeys, err = s.store.SigningKeys(ctx, a.ID); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.fillKeySchedules(ctx, accs...); err != nil {
+		return nil, err
 	}
 	return accs, nil
 }
@@ -201,6 +228,11 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if p.Limits != nil {
 			acc.Limits = p.Limits.Apply(acc.Limits)
 		}
+		if p.KeyRotationSchedule != nil {
+			if err := s.setKeySchedule(ctx, acc, *p.KeyRotationSchedule); err != nil {
+				return err
+			}
+		}
 		if p.KeepRevocations != nil && *p.KeepRevocations != acc.KeepRevocations {
 			acc.KeepRevocations = *p.KeepRevocations
 			// The re-signer folds what can be folded now.
@@ -211,8 +243,11 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return err
 		}
-		return s.audit(ctx, actor, "account.update", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
-			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations}})
+		details := map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations}
+		if p.KeyRotationSchedule != nil {
+			details["key_rotation_schedule"] = *p.KeyRotationSchedule
+		}
+		return s.audit(ctx, actor, "account.update", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey, Details: details})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update account %s: %w", name, err)

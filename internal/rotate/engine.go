@@ -110,6 +110,9 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 // distributing, so those rotations are stored distributed at once. pub is
 // a key the agent generated (one agent only) or empty.
 func (s *Service) start(ctx context.Context, actor Actor, gs []*rotatord.Agent, trigger, pub string, now time.Time) ([]*rotatord.Rotation, error) {
+	if memoOf(ctx) == nil {
+		ctx = withSignerMemo(ctx) // one read of each signing key per batch
+	}
 	creds := make([]*rotatord.Credential, len(gs))
 	for i, g := range gs {
 		var cred *rotatord.Credential
@@ -254,7 +257,17 @@ func (s *Service) step(ctx context.Context, id string, expire bool) (r *rotatord
 			moved = err == nil
 		case rotatord.RotationDistributed:
 			if expire || (r.Deadline != nil && !now.Before(*r.Deadline)) {
-				after, err = s.rollback(ctx, g, r, now, "the agent did not reconnect with the new key before the deadline")
+				var held bool
+				if !expire {
+					// A rollback to credentials that stopped working would
+					// lock the agent out (keyhold.go).
+					if held, after, err = s.hold(ctx, g, r, now); err != nil {
+						return err
+					}
+				}
+				if !held {
+					after, err = s.rollback(ctx, g, r, now, "the agent did not reconnect with the new key before the deadline")
+				}
 				moved = err == nil
 			}
 		}
@@ -466,6 +479,10 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 	if err != nil {
 		return nil, err
 	}
+	dead, err := s.signedByRetired(ctx, olds)
+	if err != nil {
+		return nil, err
+	}
 	var retire []int64
 	revs := map[int64][]rotatord.Revocation{}
 	var accounts []int64
@@ -475,6 +492,11 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 			continue
 		}
 		retire = append(retire, old.ID)
+		if dead[old.SigningKey] {
+			// Its signing key is out of the account JWT: the servers refuse
+			// it already, and an entry would only grow the JWT.
+			continue
+		}
 		if revs[it.g.AccountID] == nil {
 			accounts = append(accounts, it.g.AccountID)
 		}

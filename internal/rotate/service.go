@@ -91,6 +91,8 @@ type Store interface {
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
 
 	RoleStore
+	// Fleet and signing-key rotations (keystore.go).
+	KeyLifecycleStore
 	// The fleet console's reads (console.go).
 	LastRotations(ctx context.Context, agentIDs []int64) (map[int64]*rotatord.Rotation, error)
 	ListAlertsBy(ctx context.Context, f rotatord.AlertFilter) ([]*rotatord.Alert, error)
@@ -172,7 +174,11 @@ type Service struct {
 	lastSweep  time.Time
 	lastConnz  time.Time
 	lastResign time.Time
-	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
+	signers    sync.Map // signing key's public key (string) -> nkeys.KeyPair (signers.go)
+
+	// keyKick wakes RunKeyLifecycle (keyrotation.go).
+	keyKick     chan struct{}
+	keyKickOnce sync.Once
 }
 
 // New returns a Service.
