@@ -65,6 +65,8 @@ type KeyRotation struct {
 	// RemovedVersion the first one without the old keys.
 	AddedVersion   int64
 	RemovedVersion int64
+	// RemovedAt is when the old keys were retired (the database's clock).
+	RemovedAt *time.Time
 	// Stragglers counts the agents still holding credentials signed by an
 	// old key when last checked (or dropped, for a completed rotation).
 	Stragglers int

@@ -67,6 +67,7 @@ CREATE TABLE key_rotations (
     new_seed_enc      bytea,
     added_version     bigint      NOT NULL DEFAULT 0,
     removed_version   bigint      NOT NULL DEFAULT 0,
+    removed_at        timestamptz,
     stragglers        integer     NOT NULL DEFAULT 0,
     fleet_rotation_id uuid        REFERENCES fleet_rotations (id) ON DELETE SET NULL,
     actor             text        NOT NULL DEFAULT '',

@@ -16,7 +16,7 @@ import (
 
 const keyRotationCols = `k.id::text, k.kind, coalesce(k.account_id, 0), coalesce(a.name, ''), coalesce(a.public_key, ''),
 	coalesce(k.role_id, 0), coalesce(ro.name, ''), k.mode, k.state, k.trigger, k.old_keys, k.new_key, k.new_seed_enc,
-	k.added_version, k.removed_version, k.stragglers, coalesce(k.fleet_rotation_id::text, ''), k.actor, k.reason,
+	k.added_version, k.removed_version, k.removed_at, k.stragglers, coalesce(k.fleet_rotation_id::text, ''), k.actor, k.reason,
 	k.created_at, k.updated_at, k.finished_at`
 
 const keyRotationFrom = ` FROM key_rotations k LEFT JOIN accounts a ON a.id = k.account_id LEFT JOIN roles ro ON ro.id = k.role_id`
@@ -24,7 +24,7 @@ const keyRotationFrom = ` FROM key_rotations k LEFT JOIN accounts a ON a.id = k.
 func scanKeyRotation(row pgx.Row) (*rotatord.KeyRotation, error) {
 	var k rotatord.KeyRotation
 	err := row.Scan(&k.ID, &k.Kind, &k.AccountID, &k.Account, &k.AccountKey, &k.RoleID, &k.Role, &k.Mode, &k.State, &k.Trigger,
-		&k.OldKeys, &k.NewKey, &k.NewSeedEnc, &k.AddedVersion, &k.RemovedVersion, &k.Stragglers, &k.FleetRotation,
+		&k.OldKeys, &k.NewKey, &k.NewSeedEnc, &k.AddedVersion, &k.RemovedVersion, &k.RemovedAt, &k.Stragglers, &k.FleetRotation,
 		&k.Actor, &k.Reason, &k.CreatedAt, &k.UpdatedAt, &k.FinishedAt)
 	return &k, err
 }
@@ -58,9 +58,10 @@ func (s *Store) UpdateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) 
 		fleet = k.FleetRotation
 	}
 	err := s.q(ctx).QueryRow(ctx, `UPDATE key_rotations SET state = $2, new_seed_enc = $3, added_version = $4,
-			removed_version = $5, stragglers = $6, fleet_rotation_id = $7::uuid, reason = $8, finished_at = $9, updated_at = now()
-		WHERE id = $1::uuid RETURNING updated_at`, k.ID, k.State, k.NewSeedEnc, k.AddedVersion, k.RemovedVersion, k.Stragglers,
-		fleet, k.Reason, k.FinishedAt).Scan(&k.UpdatedAt)
+			removed_version = $5, removed_at = $6, stragglers = $7, fleet_rotation_id = $8::uuid, reason = $9, finished_at = $10,
+			updated_at = now()
+		WHERE id = $1::uuid RETURNING updated_at`, k.ID, k.State, k.NewSeedEnc, k.AddedVersion, k.RemovedVersion, k.RemovedAt,
+		k.Stragglers, fleet, k.Reason, k.FinishedAt).Scan(&k.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return notFound("key rotation", k.ID)
 	}

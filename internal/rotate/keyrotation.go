@@ -219,7 +219,11 @@ func (s *Service) retireOldKeys(ctx context.Context, actor Actor, k *rotatord.Ke
 	if err := s.resignAccount(ctx, acc); err != nil {
 		return err
 	}
-	k.RemovedVersion = acc.JWTVersion
+	at, err := s.store.DBNow(ctx)
+	if err != nil {
+		return err
+	}
+	k.RemovedVersion, k.RemovedAt = acc.JWTVersion, &at
 	return s.audit(ctx, actor, "signing_key.retire", rotatord.AuditEvent{Account: acc.Name, PublicKey: k.NewKey,
 		Details: map[string]any{"key_rotation": k.ID, "keys": k.OldKeys, "revocations_pruned": pruned, "account_jwt_id": acc.JWTID}})
 }
@@ -491,8 +495,9 @@ func (s *Service) checkStragglers(ctx context.Context, k *rotatord.KeyRotation, 
 }
 
 // notRotatedSince returns those of the agents that had no rotation since t
-// (the start of a key rotation): a rotation since then was signed by the
-// new key, and one that failed is retried by the agent's own schedule.
+// (the start of a key rotation, or the removal of its old keys): a rotation
+// since then was signed by the new key, and one that failed is retried by
+// the agent's own schedule.
 func (s *Service) notRotatedSince(ctx context.Context, ids []int64, t time.Time) ([]int64, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -522,7 +527,7 @@ func listNames(names []string, n int) string {
 // finishRemoval completes a removing key rotation once the servers
 // acknowledged the JWT without its old keys and every agent still holding
 // a credential they signed (now refused by the servers) was given new ones
-// since the key rotation started; it hands those that were not to reissue.
+// since the keys were removed; it hands those that were not to reissue.
 // One whose re-issue failed (rolled back) is left to its own retry, which
 // signs with the new key.
 func (s *Service) finishRemoval(ctx context.Context, k *rotatord.KeyRotation, acc *rotatord.Account, now time.Time) (keyStep, error) {
@@ -530,8 +535,12 @@ func (s *Service) finishRemoval(ctx context.Context, k *rotatord.KeyRotation, ac
 	if err != nil {
 		return keyStep{}, err
 	}
+	since := k.CreatedAt
+	if k.RemovedAt != nil {
+		since = *k.RemovedAt
+	}
 	var step keyStep
-	if step.reissue, err = s.notRotatedSince(ctx, ids, k.CreatedAt); err != nil {
+	if step.reissue, err = s.notRotatedSince(ctx, ids, since); err != nil {
 		return keyStep{}, err
 	}
 	if !s.pushed(acc, k.RemovedVersion) {
