@@ -17,7 +17,7 @@ func TestValidateWaves(t *testing.T) {
 		{[]int{10, 100}, true},
 		{nil, false},
 		{[]int{}, false},
-		{[]int{1, 10}, false},      // not every agent
+		{[]int{1, 10}, false},       // not every agent
 		{[]int{10, 10, 100}, false}, // not increasing
 		{[]int{50, 10, 100}, false},
 		{[]int{0, 100}, false},
