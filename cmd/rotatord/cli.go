@@ -33,8 +33,11 @@ const accountsUsage = `Usage:
   rotatord accounts list
   rotatord accounts show NAME
   rotatord accounts add NAME [--description TEXT] [--conn N] [--subs N] [--payload BYTES] [--data BYTES]
+                        [--key-rotation SCHEDULE]
   rotatord accounts update NAME [--description TEXT] [--conn N] [--subs N] [--payload BYTES]
-                        [--data BYTES] [--keep-revocations true|false]
+                        [--data BYTES] [--keep-revocations true|false] [--key-rotation SCHEDULE|off]
+  rotatord accounts rotate-all NAME [--waves 1,10,100] [--halt-on-failure-rate 0.05] [--wait]
+  rotatord accounts rotate-key NAME [--role ROLE] [--mode staged|emergency] [--wait]
 ` + connectionUsage
 
 const agentsUsage = `Usage:
@@ -91,7 +94,10 @@ func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		"list":   {"accounts list [flags]", runAccountsList},
 		"show":   {"accounts show NAME [flags]", runAccountsShow},
 		"add":    {"accounts add NAME [--description TEXT] [limits] [flags]", runAccountsAdd},
-		"update": {"accounts update NAME [--description TEXT] [limits] [--keep-revocations true|false] [flags]", runAccountsUpdate},
+		"update": {"accounts update NAME [--description TEXT] [limits] [--keep-revocations true|false] [--key-rotation SCHEDULE|off] [flags]", runAccountsUpdate},
+		// Fleet and signing-key rotations (cli_keys.go).
+		"rotate-all": {"accounts rotate-all NAME [--waves 1,10,100] [--halt-on-failure-rate 0.05] [--wait] [flags]", runAccountsRotateAll},
+		"rotate-key": {"accounts rotate-key NAME [--role ROLE] [--mode staged|emergency] [--wait] [flags]", runAccountsRotateKey},
 	}, args, stdout, stderr)
 }
 

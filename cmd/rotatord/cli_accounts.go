@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 // accountView is what the CLI reads of an Account.
@@ -22,6 +23,10 @@ type accountView struct {
 	Revocations     int          `json:"revocations"`
 	KeepRevocations bool         `json:"keep_revocations"`
 	Agents          int          `json:"agents"`
+	KeyRotation     *struct {
+		Schedule string     `json:"schedule"`
+		NextAt   *time.Time `json:"next_at"`
+	} `json:"key_rotation"`
 }
 
 // accountLimit is the Limits schema; -1 is unlimited.
@@ -102,6 +107,7 @@ func runAccountsShow(ctx context.Context, c *cli, args []string) error {
 
 func runAccountsAdd(ctx context.Context, c *cli, args []string) error {
 	description := c.fs.String("description", "", "what the account is for")
+	keyRotation := c.fs.String("key-rotation", "", `schedule staged rotations of the account's signing key ("@every 2160h", a cron expression)`)
 	var limits limitFlags
 	limits.bind(c, -1)
 	pos, err := c.parse(args, 1)
@@ -112,9 +118,11 @@ func runAccountsAdd(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.do(ctx, http.MethodPost, "/v1/accounts", nil, map[string]any{
-		"name": pos[0], "description": *description, "limits": limits.l,
-	})
+	body := map[string]any{"name": pos[0], "description": *description, "limits": limits.l}
+	if *keyRotation != "" {
+		body["key_rotation"] = map[string]string{"schedule": *keyRotation}
+	}
+	raw, err := api.do(ctx, http.MethodPost, "/v1/accounts", nil, body)
 	if err != nil {
 		return err
 	}
@@ -124,6 +132,7 @@ func runAccountsAdd(ctx context.Context, c *cli, args []string) error {
 func runAccountsUpdate(ctx context.Context, c *cli, args []string) error {
 	description := c.fs.String("description", "", "new description")
 	keep := c.fs.String("keep-revocations", "", "true: keep revocation entries until they expire; false: fold them into '*' (see README)")
+	keyRotation := c.fs.String("key-rotation", "", `schedule staged rotations of the account's signing key ("@every 2160h", a cron expression), or "off"`)
 	var limits limitFlags
 	limits.bind(c, -1)
 	pos, err := c.parse(args, 1)
@@ -136,6 +145,13 @@ func runAccountsUpdate(ctx context.Context, c *cli, args []string) error {
 			patch["description"] = *description
 		}
 	})
+	switch *keyRotation {
+	case "":
+	case "off":
+		patch["key_rotation"] = nil
+	default:
+		patch["key_rotation"] = map[string]string{"schedule": *keyRotation}
+	}
 	if *keep != "" {
 		b, err := strconv.ParseBool(*keep)
 		if err != nil {
@@ -183,6 +199,11 @@ func (c *cli) printAccount(raw []byte) error {
 	t.row("Agents:", strconv.Itoa(a.Agents))
 	t.row("Revocations:", strconv.Itoa(a.Revocations))
 	t.row("Keep revocations:", strconv.FormatBool(a.KeepRevocations))
+	if k := a.KeyRotation; k != nil {
+		t.row("Key rotation:", k.Schedule+", next "+fmtTime(k.NextAt))
+	} else {
+		t.row("Key rotation:", "off")
+	}
 	return t.flush()
 }
 
