@@ -266,15 +266,20 @@ func (s *Store) WaitingMembers(ctx context.Context, fleetID string, wave int) ([
 }
 
 // LockWaitingMembers locks those of the given agents that still wait in
-// the fleet rotation, skipping ones another transaction holds, and returns
-// their IDs in order.
-func (s *Store) LockWaitingMembers(ctx context.Context, fleetID string, agentIDs []int64) ([]int64, error) {
+// the fleet rotation and returns their IDs in order. With skip, ones another
+// transaction holds are skipped; without, it waits for them (and leaves out
+// those that no longer wait once it got them).
+func (s *Store) LockWaitingMembers(ctx context.Context, fleetID string, agentIDs []int64, skip bool) ([]int64, error) {
 	if err := needTx(ctx, "lock fleet members"); err != nil {
 		return nil, err
 	}
+	lock := " FOR UPDATE"
+	if skip {
+		lock += " SKIP LOCKED"
+	}
 	rows, err := s.q(ctx).Query(ctx, `SELECT agent_id FROM fleet_rotation_agents
 		WHERE fleet_id = $1::uuid AND agent_id = ANY($2) AND state = 'waiting'
-		ORDER BY agent_id FOR UPDATE SKIP LOCKED`, fleetID, agentIDs)
+		ORDER BY agent_id`+lock, fleetID, agentIDs)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("lock agents of fleet rotation %s: %w", fleetID, err))
 	}
@@ -305,6 +310,21 @@ func (s *Store) SetFleetMembers(ctx context.Context, fleetID string, ms []rotato
 		return mapErr(fmt.Errorf("update %d agents of fleet rotation %s: %w", n, fleetID, err))
 	}
 	return nil
+}
+
+// WaitingFleetOf returns the running fleet rotation whose current wave holds
+// the agent, still waiting to be rotated, or nil.
+func (s *Store) WaitingFleetOf(ctx context.Context, agentID int64) (*rotatord.FleetRotation, error) {
+	f, err := scanFleet(s.q(ctx).QueryRow(ctx, `SELECT `+fleetCols+fleetFrom+`
+		JOIN fleet_rotation_agents m ON m.fleet_id = f.id
+		WHERE m.agent_id = $1 AND m.state = 'waiting' AND f.state = 'running' AND m.wave = f.wave`, agentID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("find the fleet rotation of agent %d: %w", agentID, err))
+	}
+	return f, nil
 }
 
 // FleetMemberIDs returns the IDs of every agent of a fleet rotation.

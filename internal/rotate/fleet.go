@@ -472,6 +472,9 @@ type reissueSpec struct {
 	replacing []string
 	trigger   string
 	actor     Actor
+	// wait waits for fleet members another transaction holds (an agent
+	// asking for its own re-issue) instead of skipping them.
+	wait bool
 }
 
 // reissue starts rotations of the given agents (see startBatch) and hands
@@ -518,7 +521,7 @@ func (s *Service) startBatch(ctx context.Context, spec reissueSpec, batch []int6
 		ids := batch
 		if spec.fleet != nil {
 			var err error
-			if ids, err = s.store.LockWaitingMembers(ctx, spec.fleet.ID, batch); err != nil || len(ids) == 0 {
+			if ids, err = s.store.LockWaitingMembers(ctx, spec.fleet.ID, batch, !spec.wait); err != nil || len(ids) == 0 {
 				return err
 			}
 		}
@@ -610,6 +613,30 @@ func (s *Service) startBatch(ctx context.Context, spec reissueSpec, batch []int6
 		return 0, nil, fmt.Errorf("start rotations of %d agents: %w", len(batch), err)
 	}
 	return started, deliver, nil
+}
+
+// startOwnReissue starts at once the rotation of an agent that asks for new
+// credentials while the current wave of a running fleet rotation holds it,
+// still waiting: when a fleet is dropped at once (an emergency rotation of
+// its signing key), every agent polls at the same moment, and each finds its
+// new credentials on its first poll instead of waiting for the batches to
+// reach it. It returns the agent's rotation in flight, or nil when it has
+// none (no fleet rotation waits for it, or it was skipped). Waves are kept:
+// an agent of a later wave is not started.
+func (s *Service) startOwnReissue(ctx context.Context, g *rotatord.Agent) (*rotatord.Rotation, error) {
+	f, err := s.store.WaitingFleetOf(ctx, g.ID)
+	if err != nil || f == nil {
+		return nil, err
+	}
+	n, _, err := s.startBatch(ctx, reissueSpec{fleet: f, replacing: f.Replacing, trigger: f.Trigger, actor: Actor(f.Actor), wait: true},
+		[]int64{g.ID})
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		s.metrics.started(f.Trigger)
+	}
+	return s.store.InFlightRotation(ctx, g.ID)
 }
 
 // supersede ends a rotation in flight whose new credentials were signed by

@@ -20,7 +20,8 @@ type KeyLifecycleStore interface {
 	RunningFleetRotations(ctx context.Context, limit int) ([]string, error)
 	FleetProgress(ctx context.Context, fleetID string, kinds []string, since map[int]time.Time) (map[int]rotatord.FleetWave, error)
 	WaitingMembers(ctx context.Context, fleetID string, wave int) ([]int64, error)
-	LockWaitingMembers(ctx context.Context, fleetID string, agentIDs []int64) ([]int64, error)
+	LockWaitingMembers(ctx context.Context, fleetID string, agentIDs []int64, skip bool) ([]int64, error)
+	WaitingFleetOf(ctx context.Context, agentID int64) (*rotatord.FleetRotation, error)
 	SetFleetMembers(ctx context.Context, fleetID string, ms []rotatord.FleetMember) error
 	FleetMemberIDs(ctx context.Context, fleetID string) ([]int64, error)
 	AgentIDsOf(ctx context.Context, accountID, roleID int64) ([]int64, error)
