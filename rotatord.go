@@ -243,6 +243,34 @@ type Token struct {
 	Name      string
 	Scope     Scope
 	CreatedAt time.Time
+	// CreatedBy is the actor that made the token (for the audit trail and
+	// the token list).
+	CreatedBy string
+	// ExpiresAt is when the token stops authenticating; nil for never.
+	ExpiresAt *time.Time
+	// LastUsedAt is when it last authenticated a request, to the minute
+	// (it is written at most once a minute); nil when never used.
+	LastUsedAt *time.Time
+	// RevokedAt is when it was revoked; nil while it is not.
+	RevokedAt *time.Time
+}
+
+// Token states, as Token.State reports them.
+const (
+	TokenActive  = "active"
+	TokenExpired = "expired"
+	TokenRevoked = "revoked"
+)
+
+// State says whether t authenticates at now: revoked, expired or active.
+func (t *Token) State(now time.Time) string {
+	switch {
+	case t.RevokedAt != nil:
+		return TokenRevoked
+	case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
+		return TokenExpired
+	}
+	return TokenActive
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)

@@ -99,6 +99,9 @@ func New(cfg Config) *Server {
 			r.Post("/agents", s.createAgent)
 			r.Patch("/agents/{name}", s.updateAgent)
 			r.Delete("/agents/{name}", s.deleteAgent)
+			r.Get("/tokens", s.listTokens)
+			r.Post("/tokens", s.createToken)
+			r.Delete("/tokens/{name}", s.revokeToken)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

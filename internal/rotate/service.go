@@ -85,7 +85,11 @@ type Store interface {
 	AuditBatch(ctx context.Context, events []*rotatord.AuditEvent) error
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
-	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+	UseToken(ctx context.Context, hash []byte, now time.Time) (*rotatord.Token, error)
+	ListTokens(ctx context.Context) ([]*rotatord.Token, error)
+	LockToken(ctx context.Context, name string) (*rotatord.Token, error)
+	LockLiveTokens(ctx context.Context, scope rotatord.Scope, now time.Time) ([]string, error)
+	RevokeToken(ctx context.Context, name string, at time.Time) error
 }
 
 // Pusher sends an account JWT to the nats-servers.
@@ -177,6 +181,9 @@ func New(cfg Config) *Service {
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
 }
+
+// Now is the service's clock (Config.Now).
+func (s *Service) Now() time.Time { return s.now() }
 
 // Actor names who asked for a change, for the audit trail.
 type Actor string
