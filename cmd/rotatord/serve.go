@@ -222,8 +222,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		TLSConfig:         serverTLS,
+		// Above httpapi's own limit, so that rotatord answers oversized
+		// headers with its JSON 431 before Go's plain-text one.
+		MaxHeaderBytes: httpapi.ServerMaxHeaderBytes,
+		TLSConfig:      serverTLS,
 		// Failed TLS handshakes (a client certificate of another CA, a
 		// client that does not trust ours) go to the structured log.
 		ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn),

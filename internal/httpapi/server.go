@@ -76,7 +76,7 @@ func New(cfg Config) *Server {
 		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Post("/agents/{name}/creds", s.agentKey)
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRead))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRead))
 			r.Get("/rotations", s.listRotations)
 			r.Get("/rotations/{id}", s.getRotation)
 			r.Get("/agents/{name}/rotations", s.listRotations)
@@ -87,12 +87,12 @@ func New(cfg Config) *Server {
 			r.Get("/audit", s.listAudit)
 		})
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRotate))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRotate))
 			r.Post("/agents/{name}/revoke", s.revokeAgent)
 			r.Post("/agents/{name}/rotate", s.rotateAgent)
 		})
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeAdmin))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeAdmin))
 			r.Post("/accounts", s.createAccount)
 			r.Patch("/accounts/{name}", s.updateAccount)
 			r.Delete("/accounts/{name}", s.deleteAccount)
@@ -114,7 +114,12 @@ func New(cfg Config) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.checkHeaderSize(w, r) {
+		return
+	}
+	s.router.ServeHTTP(w, r)
+}
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.ready != nil {
@@ -195,7 +200,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		info := &requestInfo{actor: "anonymous"}
 		start := time.Now()
 		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), infoKey, info)))
-		s.log.Info("http request", "method", r.Method, "path", r.URL.Path, "status", ww.Status(),
+		s.log.Info("http request", "method", r.Method, "path", redactSeeds(r.URL.Path), "status", ww.Status(),
 			"duration", time.Since(start), "actor", info.actor)
 	})
 }
