@@ -208,6 +208,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxBody:  m.Config.MaxBody,
 		// Only with a client CA does the listener ask for certificates.
 		RequireClientCert: m.Config.TLSClientCAFile != "",
+		ClientAllowed:     m.Config.clientAllowed(),
 	})
 	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
 	if err != nil {
@@ -240,7 +241,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	})
 	m.Log.Info("rotatord serving", "listen", m.listener.Addr().String(), "public_url", m.Config.publicURL(),
-		"tls", serverTLS != nil, "admin_client_certs", m.Config.TLSClientCAFile != "",
+		"tls", serverTLS != nil, "admin_client_certs", m.Config.TLSClientCAFile != "", "admin_client_identities", m.Config.clientAllowed(),
 		"operator", op.Name, "accounts", m.Cache.Len(), "nats", redactURL(m.Config.NATSURL))
 	return nil
 }

@@ -34,6 +34,11 @@ type Config struct {
 	// client certificate (mtls.go). The listener must ask for them
 	// (tls.VerifyClientCertIfGiven with the client CA).
 	RequireClientCert bool
+	// ClientAllowed are the certificate identities (DNS or URI SANs, or
+	// subject CNs) allowed on the token-authenticated API when
+	// RequireClientCert is set; a verified certificate without one of them
+	// is refused with 403. Empty allows none.
+	ClientAllowed []string
 }
 
 // Server is the HTTP handler of rotatord.
@@ -45,11 +50,14 @@ type Server struct {
 	router  chi.Router
 	// clientCert: see Config.RequireClientCert.
 	clientCert bool
+	// clientAllowed: see Config.ClientAllowed.
+	clientAllowed ClientAllowlist
 }
 
 // New returns the server's handler.
 func New(cfg Config) *Server {
-	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody, clientCert: cfg.RequireClientCert}
+	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody, clientCert: cfg.RequireClientCert,
+		clientAllowed: NewClientAllowlist(cfg.ClientAllowed)}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
 	}
