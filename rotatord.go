@@ -15,6 +15,9 @@ const (
 	// ExpiryMargin is added to a user JWT's lifetime beyond interval + grace,
 	// so that a rotation that runs a little late never finds the agent expired.
 	ExpiryMargin = time.Hour
+	// MinGrace and MaxGrace bound a rotation's grace period.
+	MinGrace = time.Minute
+	MaxGrace = 7 * 24 * time.Hour
 )
 
 // Delivery says how an agent receives new credentials.
@@ -351,7 +354,7 @@ func (p Permissions) Normalize() Permissions {
 // Validate checks the grace period; the schedule is checked by the scheduler
 // that parses it.
 func (r RotationPolicy) Validate() error {
-	if r.Grace < time.Minute || r.Grace > 7*24*time.Hour {
+	if r.Grace < MinGrace || r.Grace > MaxGrace {
 		return Errorf(EINVALID, "rotation.grace %s is out of range: use 1m to 168h", r.Grace)
 	}
 	return nil

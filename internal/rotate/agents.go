@@ -43,7 +43,7 @@ func (s *Service) checkDelivery(d rotatord.Delivery) error {
 }
 
 func (s *Service) checkPolicy(p rotatord.RotationPolicy) error {
-	if _, err := ParseSchedule(p.Schedule); err != nil {
+	if _, err := CheckSchedule(p.Schedule, s.now()); err != nil {
 		return err
 	}
 	return p.Validate()

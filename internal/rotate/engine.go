@@ -612,6 +612,12 @@ func (s *Service) nextRotation(g *rotatord.Agent, now time.Time) time.Time {
 		sched, _ = ParseSchedule(rotatord.DefaultSchedule)
 	}
 	next := sched.Next(now)
+	if next.IsZero() || next.Sub(now) > MaxScheduleInterval {
+		// Schedules are checked when set, but one stored before the
+		// limits may never run again or only in a year: rotate it no
+		// later than its JWT (capped the same way) needs.
+		next = now.Add(MaxScheduleInterval)
+	}
 	spread := min(next.Sub(now)/10, 30*time.Minute)
 	if spread > 0 && s.jitter {
 		next = next.Add(time.Duration(rand.Int64N(int64(spread))))
