@@ -64,6 +64,12 @@ type Main struct {
 
 	// lookups answers cache-mode servers' CLAIMS.LOOKUP (nil without NATS).
 	lookups *resolver.Lookup
+
+	// stats reads the registry gauges of /metrics in the background.
+	stats *statsReader
+	// statsSource, when set before Run, wraps what stats reads (tests
+	// count the reads).
+	statsSource func(statsStore) statsStore
 }
 
 // NewMain returns a Main with the default configuration.
@@ -120,7 +126,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Cache = resolver.NewCache()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(newStatsCollector(m.Store, statsTimeout, m.Log))
+	var stats statsStore = m.Store
+	if m.statsSource != nil {
+		stats = m.statsSource(stats)
+	}
+	m.stats = newStatsReader(stats, statsEvery, statsTimeout, m.Config.Now, m.Log)
+	reg.MustRegister(m.stats)
 
 	if err := m.setupDistributors(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -193,6 +204,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
 	m.goBackground(func() { m.Store.RunAuditSealer(bg, m.Log, auditSealInterval) })
+	// The first reading before serving, so the first scrape has numbers.
+	m.stats.refresh(ctx)
+	m.goBackground(func() { m.stats.Run(bg) })
 	if m.Config.TickSpec != "" {
 		if m.scheduler, err = m.Service.StartScheduler(bg, m.Config.TickSpec); err != nil {
 			return err
