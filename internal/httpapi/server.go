@@ -122,6 +122,8 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// ServeHTTP answers a request whose header is over MaxHeaderBytes with 431
+// (the JSON error body), and routes every other.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.checkHeaderSize(w, r) {
 		return
