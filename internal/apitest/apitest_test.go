@@ -52,7 +52,9 @@ const (
 		`"jwt_id":"F6CK4PZUUKUBWEACOEGYHHZBKRAFLQXILJLQAXRSMFZWT455DQVQ",` +
 		`"issued_at":"2026-11-23T04:24:43Z","expires_at":"2026-11-24T05:54:43Z"},` +
 		`"next_rotation_at":"2026-11-24T04:24:43Z","created_at":"2026-11-23T04:24:43.123456Z",` +
-		`"updated_at":"2026-11-23T04:24:43.123456Z"}`
+		`"updated_at":"2026-11-23T04:24:43.123456Z",` +
+		`"limits":{"subs":-1,"data":-1,"payload":-1},"src":[],"times":[],"times_location":"",` +
+		`"connection_types":[],"tags":[],"role":null}`
 	accountJSON = `{"name":"fleet","public_key":"AA7YSGD4WLBDBFDBS4RC7Z6WQR7SW3ARJPBR2OV5QZMZH6ECUG7BOU2Z",` +
 		`"system":false,"description":"","limits":{"conn":-1,"subs":-1,"payload":-1,"data":-1},` +
 		`"signing_keys":["AAWUHWZP6EAC2SWD5BHEOFRSMJIUJ7QNVEVNC7MEODMUL2FYVTPVEDY3"],` +

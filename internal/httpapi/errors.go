@@ -30,6 +30,10 @@ var statusOf = map[string]int{
 	"unsupported_media_type": http.StatusUnsupportedMediaType,
 	"method_not_allowed":     http.StatusMethodNotAllowed,
 	codeHeaderTooLarge:       http.StatusRequestHeaderFieldsTooLarge,
+	// The agent API's.
+	rotatord.ETOOMANYREQUESTS:  http.StatusTooManyRequests,
+	rotatord.EDELIVERYMISMATCH: http.StatusConflict,
+	rotatord.ECREDEXPIRED:      http.StatusUnauthorized,
 }
 
 type errorBody struct {
@@ -48,7 +52,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	// Messages may quote what the caller sent; never a seed.
 	msg := redactSeeds(rotatord.ErrorMessage(err))
 	if status >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", redactSeeds(r.URL.Path), "status", status, "err", err)
+		s.log.Error("request failed", "method", r.Method, "path", logPath(r), "status", status, "err", err)
 		if code == rotatord.EINTERNAL {
 			msg = "internal error"
 		}
@@ -60,6 +64,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		w.Header().Set("WWW-Authenticate", scheme+` realm="rotatord"`)
 	}
+	setRetryAfter(w, err)
 	writeJSON(w, status, errorBody{Error: msg, Code: code})
 }
 
@@ -84,14 +89,15 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if err != nil {
 		return decodeError(err, s.maxBody)
 	}
-	return decodeBody(raw, v, s.maxBody)
+	return decodeJSON(raw, v, s.maxBody)
 }
 
-// decodeBody reads one JSON object from raw (a body read in full, at most
+// decodeJSON reads one JSON object from raw (a body read in full, at most
 // limit bytes) into v, with the rules of decode: UTF-8 without NUL
 // characters, no unknown fields, nothing after the object. Handlers that
-// need the raw body too (to hash it) read it themselves and call this.
-func decodeBody(raw []byte, v any, limit int64) error {
+// need the raw body too (to hash it) read it themselves and call this
+// (through decodeBody).
+func decodeJSON(raw []byte, v any, limit int64) error {
 	if err := checkJSONText(raw); err != nil {
 		return err
 	}

@@ -102,6 +102,9 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 		Permissions rotatord.Permissions `json:"permissions"`
 		Rotation    rotationInput        `json:"rotation"`
 		Delivery    rotatord.Delivery    `json:"delivery"`
+		claimsInput
+		Tags []string `json:"tags"`
+		Role string   `json:"role"`
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
@@ -112,7 +115,9 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ai := rotate.AgentInput{Name: in.Name, Account: in.Account, Permissions: in.Permissions, Delivery: in.Delivery}
+	ai := rotate.AgentInput{Name: in.Name, Account: in.Account, Permissions: in.Permissions, Delivery: in.Delivery,
+		Limits: in.Limits, Src: in.Src, Times: in.Times, TimesLocation: in.TimesLocation, ConnectionTypes: in.ConnectionTypes,
+		Tags: in.Tags, Role: in.Role}
 	if in.Rotation.Schedule != nil {
 		ai.Schedule = *in.Rotation.Schedule
 		if ai.Schedule == "" {
@@ -191,12 +196,16 @@ func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request) {
 		Permissions *rotatord.Permissions `json:"permissions"`
 		Rotation    *rotationInput        `json:"rotation"`
 		Delivery    *rotatord.Delivery    `json:"delivery"`
+		claimsPatch
+		Tags *[]string `json:"tags"`
+		Role *string   `json:"role"`
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	p := rotate.AgentPatch{Permissions: in.Permissions, Delivery: in.Delivery}
+	p := rotate.AgentPatch{Permissions: in.Permissions, Delivery: in.Delivery, Limits: in.Limits, Src: in.Src, Times: in.Times,
+		TimesLocation: in.TimesLocation, ConnectionTypes: in.ConnectionTypes, Tags: in.Tags, Role: in.Role}
 	if in.Rotation != nil {
 		p.Schedule = in.Rotation.Schedule
 		g, err := parseGrace(in.Rotation.Grace)

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"strings"
 	"time"
 
 	"github.com/rotatord/rotatord"
@@ -42,10 +41,11 @@ type rotationJSON struct {
 }
 
 type credentialJSON struct {
-	PublicKey string    `json:"public_key"`
-	JWTID     string    `json:"jwt_id"`
-	IssuedAt  time.Time `json:"issued_at"`
-	ExpiresAt time.Time `json:"expires_at"`
+	PublicKey  string    `json:"public_key"`
+	JWTID      string    `json:"jwt_id"`
+	IssuedAt   time.Time `json:"issued_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	SigningKey string    `json:"signing_key,omitempty"`
 }
 
 type agentJSON struct {
@@ -62,6 +62,10 @@ type agentJSON struct {
 	// Creds is the creds file, only in the response that created the agent
 	// with poll delivery.
 	Creds string `json:"creds,omitempty"`
+
+	claimsJSON
+	Tags []string `json:"tags"`
+	Role *string  `json:"role"`
 }
 
 func toAgentJSON(g *rotatord.Agent) agentJSON {
@@ -71,7 +75,13 @@ func toAgentJSON(g *rotatord.Agent) agentJSON {
 		Delivery: g.Delivery, NextRotationAt: g.NextRotationAt, CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt,
 	}
 	if c := g.Active; c != nil {
-		out.Credential = &credentialJSON{PublicKey: c.PublicKey, JWTID: c.JWTID, IssuedAt: c.IssuedAt.UTC(), ExpiresAt: c.ExpiresAt.UTC()}
+		out.Credential = &credentialJSON{PublicKey: c.PublicKey, JWTID: c.JWTID, IssuedAt: c.IssuedAt.UTC(), ExpiresAt: c.ExpiresAt.UTC(),
+			SigningKey: c.SigningKey}
+	}
+	out.claimsJSON = toClaimsJSON(g.Template())
+	out.Tags = nonNilStrings(g.Tags)
+	if g.Role != "" {
+		out.Role = &g.Role
 	}
 	return out
 }
@@ -98,13 +108,4 @@ func toAuditJSON(e *rotatord.AuditEvent) auditJSON {
 }
 
 // formatDuration writes d the way operators write it: 30m, not 30m0s.
-func formatDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+func formatDuration(d time.Duration) string { return rotatord.FormatDuration(d) }

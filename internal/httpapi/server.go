@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/refusals"
 	"github.com/rotatord/rotatord/internal/rotate"
 )
 
@@ -39,6 +40,11 @@ type Config struct {
 	// RequireClientCert is set; a verified certificate without one of them
 	// is refused with 403. Empty allows none.
 	ClientAllowed []string
+	// AgentLimits are the agent API's rate limits (agentapi.go).
+	AgentLimits AgentLimits
+	// Refusals counts the agent API's refusals for the audit trail; nil
+	// counts nothing.
+	Refusals *refusals.Counter
 }
 
 // Server is the HTTP handler of rotatord.
@@ -52,6 +58,9 @@ type Server struct {
 	clientCert bool
 	// clientAllowed: see Config.ClientAllowed.
 	clientAllowed ClientAllowlist
+	// agent is the agent API's state, now its clock (the service's).
+	agent *agentAPI
+	now   func() time.Time
 }
 
 // New returns the server's handler.
@@ -63,6 +72,10 @@ func New(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.agent, s.now = newAgentAPI(cfg.AgentLimits, cfg.Refusals), time.Now
+	if cfg.Service != nil {
+		s.now = cfg.Service.Now
 	}
 	r := chi.NewRouter()
 	r.Use(s.recoverer)
@@ -93,6 +106,8 @@ func New(cfg Config) *Server {
 			r.Get("/agents", s.listAgents)
 			r.Get("/agents/{name}", s.getAgent)
 			r.Get("/audit", s.listAudit)
+			r.Get("/accounts/{name}/roles", s.listRoles)
+			r.Get("/accounts/{name}/roles/{role}", s.getRole)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRotate))
@@ -110,6 +125,10 @@ func New(cfg Config) *Server {
 			r.Get("/tokens", s.listTokens)
 			r.Post("/tokens", s.createToken)
 			r.Delete("/tokens/{name}", s.revokeToken)
+			r.Post("/agents/{name}/reissue", s.reissueAgent)
+			r.Post("/accounts/{name}/roles", s.createRole)
+			r.Patch("/accounts/{name}/roles/{role}", s.updateRole)
+			r.Delete("/accounts/{name}/roles/{role}", s.deleteRole)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -151,7 +170,10 @@ const (
 )
 
 // requestInfo is filled in by inner middleware for the request log.
-type requestInfo struct{ actor string }
+type requestInfo struct {
+	actor string
+	quiet bool // counted elsewhere (an agent API refusal): not logged one by one
+}
 
 // actor names the caller of a request for the audit trail.
 func actor(r *http.Request) rotate.Actor {
@@ -210,10 +232,22 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		info := &requestInfo{actor: "anonymous"}
 		start := time.Now()
 		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), infoKey, info)))
-		s.log.Info("http request", "method", r.Method, "path", redactSeeds(r.URL.Path), "status", ww.Status(),
+		if info.quiet {
+			return
+		}
+		s.log.Info("http request", "method", r.Method, "path", logPath(r), "status", ww.Status(),
 			"duration", time.Since(start), "actor", info.actor)
 	})
 }
 
 // Routes exposes the router for walking its routes (the spec test does).
 func (s *Server) Routes() chi.Routes { return s.router }
+
+// maxLoggedPath bounds the request paths written to the log.
+const maxLoggedPath = 256
+
+// logPath is the request's path cut and cleaned for the log.
+func logPath(r *http.Request) string {
+	// Seeds out before the cut, so that no part of one is left.
+	return refusals.CleanN(redactSeeds(r.URL.Path), maxLoggedPath)
+}

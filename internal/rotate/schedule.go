@@ -155,6 +155,19 @@ func MaxInterval(sched cron.Schedule, now time.Time) time.Duration {
 	return min(longest, MaxScheduleInterval)
 }
 
+// nextRun is sched's next run after now, but no later than
+// MaxScheduleInterval from now: schedules are checked when set, but one
+// stored before the limits may never run again (next run zero) or only in a
+// year, and its agent must still be rotated before its JWT (capped the same
+// way, see MaxInterval) expires.
+func nextRun(sched cron.Schedule, now time.Time) time.Time {
+	next := sched.Next(now)
+	if next.IsZero() || next.Sub(now) > MaxScheduleInterval {
+		return now.Add(MaxScheduleInterval)
+	}
+	return next
+}
+
 // CredentialLifetime is how long a user JWT issued under policy p at now
 // stays valid: the longest interval, the grace period and a margin. It is
 // never more than MaxCredentialLifetime.
