@@ -172,6 +172,9 @@ type Agent struct {
 	Role    string
 	RoleID  int64
 	RoleKey string
+	// LastRotation is the agent's newest rotation, in flight or finished;
+	// nil when it has had none. Filled by the reads that list agents.
+	LastRotation *Rotation
 }
 
 // Credential is a user key of an agent with the JWT issued for it.
@@ -226,6 +229,13 @@ type AgentFilter struct {
 	Account string // account name
 	After   string // names after this one, for paging
 	Limit   int    // at most this many; 0 for all
+	// State is an agent state (AgentActive, AgentRevoked).
+	State string
+	// Search matches agents whose name contains it, ignoring case.
+	Search string
+	// Outcomes match agents whose newest rotation is in one of these
+	// rotation states, or OutcomeNone for agents without a rotation.
+	Outcomes []string
 }
 
 // AuditFilter selects audit events; zero fields match everything.
@@ -235,6 +245,9 @@ type AuditFilter struct {
 	Since   time.Time
 	AfterID int64
 	Limit   int
+	// Newest lists the newest events first; AfterID then means events
+	// with a smaller ID.
+	Newest bool
 }
 
 // Scope is what an API token may do. Each scope includes the ones below it:

@@ -18,7 +18,9 @@ import (
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/alert"
+	"github.com/rotatord/rotatord/internal/auditchain"
 	"github.com/rotatord/rotatord/internal/authwatch"
+	"github.com/rotatord/rotatord/internal/console"
 	"github.com/rotatord/rotatord/internal/httpapi"
 	"github.com/rotatord/rotatord/internal/refusals"
 	"github.com/rotatord/rotatord/internal/registry"
@@ -234,6 +236,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		ClientAllowed:     m.Config.clientAllowed(),
 		AgentLimits:       httpapi.AgentLimits{FailRate: m.Config.AgentFailRate, Rate: m.Config.AgentRate},
 		Refusals:          m.Refusals,
+		// The fleet console and what it reads.
+		Console:            console.Handler(),
+		MaxAccountJWTBytes: m.Config.MaxAccountJWTBytes,
+		AuditVerify: func(ctx context.Context, anchors []auditchain.Head) (*auditchain.Report, error) {
+			return m.Store.VerifyAudit(ctx, registry.VerifyAuditOptions{Anchors: anchors})
+		},
 	})
 	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
 	if err != nil {

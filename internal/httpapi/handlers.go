@@ -27,7 +27,7 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/v1/accounts/"+acc.Name)
-	writeJSON(w, http.StatusCreated, toAccountJSON(acc))
+	writeJSON(w, http.StatusCreated, s.accountOut(acc))
 }
 
 func (s *Server) listAccounts(w http.ResponseWriter, r *http.Request) {
@@ -38,7 +38,7 @@ func (s *Server) listAccounts(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]accountJSON, 0, len(accs))
 	for _, a := range accs {
-		out = append(out, toAccountJSON(a))
+		out = append(out, s.accountOut(a))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
 }
@@ -49,7 +49,7 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toAccountJSON(acc))
+	writeJSON(w, http.StatusOK, s.accountOut(acc))
 }
 
 func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
@@ -166,7 +166,13 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	agents, err := s.svc.Agents(r.Context(), rotatord.AgentFilter{Account: q.Get("account"), After: q.Get("after"), Limit: limit})
+	outcomes, err := rotate.ParseOutcomes(q.Get("outcome"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	agents, err := s.svc.Agents(r.Context(), rotatord.AgentFilter{Account: q.Get("account"), After: q.Get("after"), Limit: limit,
+		State: q.Get("state"), Search: q.Get("search"), Outcomes: outcomes})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -220,6 +226,10 @@ func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.svc.FillLastRotations(r.Context(), g); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, toAgentJSON(g))
 }
 
@@ -265,6 +275,14 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := rotatord.AuditFilter{Agent: q.Get("agent"), Action: q.Get("action"), Limit: limit}
+	switch q.Get("order") {
+	case "", "asc":
+	case "desc":
+		f.Newest = true
+	default:
+		s.writeError(w, r, rotatord.Errorf(rotatord.EINVALID, "order %.20q is not asc or desc", q.Get("order")))
+		return
+	}
 	if v := q.Get("since"); v != "" {
 		if f.Since, err = time.Parse(time.RFC3339, v); err != nil {
 			s.writeError(w, r, rotatord.Errorf(rotatord.EINVALID, "since %q is not an RFC 3339 time", v))

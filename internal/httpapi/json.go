@@ -21,6 +21,10 @@ type accountJSON struct {
 	Agents      int             `json:"agents"`
 	CreatedAt   time.Time       `json:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`
+	// JWTBytes is the size of the current account JWT; JWTMaxBytes the
+	// guard it must stay under (ROTATORD_MAX_ACCOUNT_JWT_BYTES).
+	JWTBytes    int   `json:"jwt_bytes"`
+	JWTMaxBytes int64 `json:"jwt_max_bytes"`
 }
 
 func toAccountJSON(a *rotatord.Account) accountJSON {
@@ -32,6 +36,7 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 		Name: a.Name, PublicKey: a.PublicKey, System: a.System, Description: a.Description, Limits: a.Limits,
 		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+		JWTBytes: len(a.JWT),
 	}
 }
 
@@ -59,6 +64,8 @@ type agentJSON struct {
 	NextRotationAt *time.Time           `json:"next_rotation_at"`
 	CreatedAt      time.Time            `json:"created_at"`
 	UpdatedAt      time.Time            `json:"updated_at"`
+	// LastRotation is the newest rotation; null when there was none.
+	LastRotation *lastRotationJSON `json:"last_rotation"`
 	// Creds is the creds file, only in the response that created the agent
 	// with poll delivery.
 	Creds string `json:"creds,omitempty"`
@@ -83,6 +90,7 @@ func toAgentJSON(g *rotatord.Agent) agentJSON {
 	if g.Role != "" {
 		out.Role = &g.Role
 	}
+	out.LastRotation = toLastRotationJSON(g.LastRotation)
 	return out
 }
 

@@ -113,8 +113,13 @@ func (s *Store) ListAgents(ctx context.Context, f rotatord.AgentFilter) ([]*rota
 	if f.Limit > 0 {
 		limit = f.Limit
 	}
+	outcomes := f.Outcomes
+	if outcomes == nil {
+		outcomes = []string{}
+	}
 	rows, err := s.q(ctx).Query(ctx, `SELECT `+agentCols+agentFrom+`
-		WHERE ($1 = '' OR a.name = $1) AND g.name > $2 ORDER BY g.name LIMIT $3`, f.Account, f.After, limit)
+		WHERE ($1 = '' OR a.name = $1) AND g.name > $2`+agentFilterSQL+` ORDER BY g.name LIMIT $3`,
+		f.Account, f.After, limit, f.State, f.Search, outcomes)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list agents: %w", err))
 	}

@@ -218,14 +218,32 @@ func (s *Service) issueFor(ctx context.Context, g *rotatord.Agent, pub string, n
 	}, nil
 }
 
-// Agent returns the named agent.
+// Agent returns the named agent with its newest rotation.
 func (s *Service) Agent(ctx context.Context, name string) (*rotatord.Agent, error) {
-	return s.store.FindAgentByName(ctx, name)
+	g, err := s.store.FindAgentByName(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.FillLastRotations(ctx, g); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
-// Agents lists agents matching f.
+// Agents lists agents matching f, each with its newest rotation. An
+// unknown state or outcome in f is EINVALID.
 func (s *Service) Agents(ctx context.Context, f rotatord.AgentFilter) ([]*rotatord.Agent, error) {
-	return s.store.ListAgents(ctx, f)
+	if err := checkAgentFilter(f); err != nil {
+		return nil, err
+	}
+	agents, err := s.store.ListAgents(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.FillLastRotations(ctx, agents...); err != nil {
+		return nil, err
+	}
+	return agents, nil
 }
 
 // UpdateAgent changes an agent's claims, role, rotation policy or

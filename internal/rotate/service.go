@@ -95,6 +95,11 @@ type Store interface {
 	RevokeToken(ctx context.Context, name string, at time.Time) error
 
 	RoleStore
+	// The fleet console's reads (console.go).
+	LastRotations(ctx context.Context, agentIDs []int64) (map[int64]*rotatord.Rotation, error)
+	ListAlertsBy(ctx context.Context, f rotatord.AlertFilter) ([]*rotatord.Alert, error)
+	ListRevocationsPage(ctx context.Context, accountID int64, f rotatord.PageFilter) ([]rotatord.Revocation, error)
+	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
 }
 
 // Pusher sends an account JWT to the nats-servers.
