@@ -208,8 +208,11 @@ type AuditFilter struct {
 	Agent   string
 	Action  string
 	Since   time.Time
-	AfterID int64
+	AfterID int64 // events after this one in the listing's order
 	Limit   int
+	// NewestFirst lists the newest events first; AfterID then selects
+	// older ones.
+	NewestFirst bool
 }
 
 // Scope is what an API token may do. Each scope includes the ones below it:

@@ -268,6 +268,14 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	switch order := q.Get("order"); order {
+	case "", "asc":
+	case "desc":
+		f.NewestFirst = true
+	default:
+		s.writeError(w, r, rotatord.Errorf(rotatord.EINVALID, "order %.40q is not asc or desc", order))
+		return
+	}
 	events, err := s.svc.Audit(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
