@@ -31,6 +31,8 @@ Usage:
                                            create an API token and print it once
   rotatord dev [--dir DIR]                 run everything locally: PostgreSQL, nats-server, rotatord
   rotatord import [flags]                  import an nsc store or JWT/creds files (see rotatord import -h)
+  rotatord doctor [--json] [flags]         check the deployment end to end and say what to fix
+                                           (exit 0 all well, 1 a check failed, 2 warnings only)
 
 Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
   rotatord accounts list|show|add|update
@@ -117,6 +119,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemoAgent(ctx, args, os.Stdin, stderr)
 	case "import":
 		return runImport(ctx, cfg, args, stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, cfg, args, stdout, stderr)
 	case "accounts":
 		return runAccounts(ctx, args, stdout, stderr)
 	case "agents":
