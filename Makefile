@@ -14,7 +14,8 @@ build:
 # process that rotates every two minutes. The binary runs itself (not
 # `go run`), so Ctrl-C ends it with exit status 0. DEVFLAGS adds flags
 # (rotatord dev -h lists them).
-run: build
+run:
+	@$(GO) build -o bin/rotatord ./cmd/rotatord
 	@bin/rotatord dev $(DEVFLAGS)
 
 # Formatting, vet, and every test with the race detector. Tests start their
