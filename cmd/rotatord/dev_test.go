@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
+
 	"github.com/rotatord/rotatord/internal/natsrun"
 	"github.com/rotatord/rotatord/internal/pglocal"
 )
@@ -290,6 +292,72 @@ func TestDevAsAUserWould(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dataDir, "pg", "data", "postmaster.pid")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("PostgreSQL still runs after dev stopped: %v", err)
 	}
+
+	// Started again, dev keeps its data: the same database URL, and the
+	// demo agent goes on with the creds it saved.
+	saved, err := os.ReadFile(filepath.Join(dataDir, devCredsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	savedKey := credsKey(t, saved)
+	logPath := filepath.Join(dataDir, devAgentLog)
+	fi, err := os.Stat(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logBefore := fi.Size()
+	stdout2, stderr2 := &syncBuffer{}, &syncBuffer{}
+	again := exec.Command(bin, "dev", "--listen", "127.0.0.1:0", "--nats-port", strconv.Itoa(natsPort), "--pg-port", strconv.Itoa(pgPort),
+		"--demo-first-rotation", "1h")
+	again.Dir, again.Env, again.Stdout, again.Stderr = work, userEnv(), stdout2, stderr2
+	if err := again.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan error, 1)
+	go func() { exited <- again.Wait() }()
+	stopped, dev, stdout, stderr = false, again, stdout2, stderr2
+	waitFor("the banner after a restart", 90*time.Second, func() bool { return strings.Contains(stdout2.String(), "Ctrl-C stops everything") })
+	b, err = os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := parseEnvFile(string(b))["ROTATORD_DATABASE_URL"]; got != vars["ROTATORD_DATABASE_URL"] {
+		t.Errorf("database URL after a restart = %q, want %q", got, vars["ROTATORD_DATABASE_URL"])
+	}
+	if strings.Contains(stderr2.String(), "creating it again") || strings.Contains(stdout2.String(), "Ignored from your environment") {
+		t.Errorf("restart: dev made the demo agent again, or saw ignored variables:\n%s\n%s", stdout2, stderr2)
+	}
+	waitFor("the demo agent to connect with its saved key after the restart", 30*time.Second, func() bool {
+		b, err := os.ReadFile(logPath)
+		return err == nil && int64(len(b)) > logBefore &&
+			strings.Contains(string(b[logBefore:]), "msg=connected agent=demo-agent key="+savedKey)
+	})
+	if err := again.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Fatalf("dev after SIGTERM: %v, want exit status 0", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("dev did not stop after SIGTERM")
+	}
+}
+
+// credsKey is the user public key of a creds file.
+func credsKey(t *testing.T, creds []byte) string {
+	t.Helper()
+	token, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uc.Subject
 }
 
 func lastLine(s string) string {
