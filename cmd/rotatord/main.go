@@ -29,7 +29,8 @@ Usage:
                                            print the nats-server configuration block again
   rotatord token create --name NAME --scope admin|rotate|read [flags]
                                            create an API token and print it once
-  rotatord dev [--dir DIR]                 run everything locally: PostgreSQL, nats-server, rotatord
+  rotatord dev [--dir DIR] [flags]         run everything locally: PostgreSQL, nats-server, rotatord
+                                           and a demo agent that rotates every 2 minutes (make run)
   rotatord import [flags]                  import an nsc store or JWT/creds files (see rotatord import -h)
   rotatord doctor [--json] [flags]         check the deployment end to end and say what to fix
                                            (exit 0 all well, 1 a check failed, 2 warnings only)

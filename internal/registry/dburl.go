@@ -56,7 +56,10 @@ func parseError(s string, err error) error {
 	return fmt.Errorf("database url %q does not parse (%s): %s", RedactURL(s), reason, urlForm)
 }
 
-var kvPassword = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+var (
+	kvPassword    = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+	queryPassword = regexp.MustCompile(`([?&]password=)[^&]*`)
+)
 
 // RedactURL returns a database URL or key=value string as given, with the
 // password replaced by xxxxx; nothing else is re-encoded.
@@ -83,7 +86,7 @@ func RedactURL(s string) string {
 
 // kvQueryRedact hides a password given as a query parameter.
 func kvQueryRedact(s string) string {
-	return regexp.MustCompile(`([?&]password=)[^&]*`).ReplaceAllString(s, "${1}xxxxx")
+	return queryPassword.ReplaceAllString(s, "${1}xxxxx")
 }
 
 // urlPassword returns the password of a URL, "" for none.
