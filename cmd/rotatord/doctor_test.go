@@ -31,7 +31,8 @@ func (e *env) doctorConfig() Config {
 }
 
 func doctorOpts() doctorOptions {
-	return doctorOptions{now: time.Now, timeout: 5 * time.Second, maxJWT: doctor.DefaultMaxAccountJWTBytes,
+	// A generous timeout: each probe bounds only what fails to answer.
+	return doctorOptions{now: time.Now, timeout: 20 * time.Second, maxJWT: doctor.DefaultMaxAccountJWTBytes,
 		stuckAfter: time.Minute, rollbacks: 24 * time.Hour}
 }
 

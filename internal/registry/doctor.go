@@ -2,23 +2,31 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/migrations"
 )
 
-// SchemaVersion returns the newest migration applied to the database and
-// the newest one this binary holds. It changes nothing.
+// SchemaVersion returns the newest migration applied to the database (0
+// before the first) and the newest one this binary holds. It reads goose's
+// table without its lock, so it neither waits for a migration that runs
+// nor changes anything.
 func (s *Store) SchemaVersion(ctx context.Context) (current, latest int64, err error) {
-	db := stdlib.OpenDBFromPool(s.pool)
-	defer db.Close()
-	current, latest, err = migrations.Version(ctx, db)
+	if latest, err = migrations.Latest(); err != nil {
+		return 0, 0, err
+	}
+	err = s.q(ctx).QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version WHERE is_applied`).Scan(&current)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table: never migrated
+		return 0, latest, nil
+	}
 	if err != nil {
-		return 0, 0, connectError(err)
+		return 0, 0, mapErr(fmt.Errorf("read schema version: %w", connectError(err)))
 	}
 	return current, latest, nil
 }
