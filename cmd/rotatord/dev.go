@@ -423,6 +423,7 @@ func (d *dev) banner(w io.Writer) {
 	fmt.Fprintf(w, `
 rotatord dev is running.
   API and resolver:  %[1]s   (admin token in %[2]s)
+  fleet console:     %[1]s/ui/   (sign in with that token)
   nats-server:       %[3]s
   PostgreSQL:        %[4]s
   demo agent:        %[5]s, a process built on pkg/agent (pid %[6]d; its log: %[7]s):

@@ -165,7 +165,7 @@ func TestDevAsAUserWould(t *testing.T) {
 	for _, want := range []string{
 		"source .rotatord-dev/env", "audit verify", "agents rotate demo-agent --wait",
 		"rotates @every 2m (grace 1m)", "the first time at ", "Ignored from your environment (dev uses its own; flags change them): ROTATORD_DATABASE_URL",
-		"PostgreSQL:        local, in .rotatord-dev/pg",
+		"PostgreSQL:        local, in .rotatord-dev/pg", "/ui/   (sign in with that token)",
 	} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("banner lacks %q:\n%s", want, banner)
@@ -248,8 +248,14 @@ func TestDevAsAUserWould(t *testing.T) {
 	if err != nil || !regexp.MustCompile(`^ok: \d+ events, head \d+ [0-9a-f]+`).MatchString(strings.TrimSpace(lastLine(out))) {
 		t.Fatalf("audit verify with the env file: %v\n%s", err, out)
 	}
-	if _, err := os.Stat(vars["ROTATORD_TOKEN_FILE"]); err != nil {
+	// The console the banner names answers.
+	resp, err := http.Get(vars["ROTATORD_URL"] + "/ui/")
+	if err != nil {
 		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET /ui/ = %d, want 200", resp.StatusCode)
 	}
 
 	// A second dev on the same folder says so in one line and exits 0.

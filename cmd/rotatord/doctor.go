@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -22,10 +21,6 @@ import (
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/seal"
 )
-
-// envMaxAccountJWTBytes is the guard on account JWT sizes, which doctor
-// checks against.
-const envMaxAccountJWTBytes = "ROTATORD_MAX_ACCOUNT_JWT_BYTES"
 
 // doctorOptions are doctor's own flags.
 type doctorOptions struct {
@@ -49,15 +44,15 @@ func runDoctor(ctx context.Context, cfg Config, args []string, stdout, stderr io
 	fs.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long each probe (a connection, a request) may take")
 	fs.StringVar(&o.caFile, "ca-file", os.Getenv("ROTATORD_CA_FILE"), "PEM CA(s) that signed rotatord's HTTPS certificate, for the resolver check (env ROTATORD_CA_FILE)")
-	fs.IntVar(&o.maxJWT, "max-account-jwt-bytes", envInt(envMaxAccountJWTBytes, doctor.DefaultMaxAccountJWTBytes),
-		"the guard on account JWT sizes (env "+envMaxAccountJWTBytes+")")
 	fs.DurationVar(&o.stuckAfter, "stuck-after", time.Minute, "a rotation past its deadline by more than this is stuck")
 	fs.DurationVar(&o.rollbacks, "rollbacks-within", 24*time.Hour, "rollbacks this recent are reported")
+	// The guard on account JWT sizes is serve's: the same variable and flag.
 	cfg.bind(fs, "database-url", "master-key-file", "nats-url", "public-url", "listen",
-		"nats-ca-file", "nats-cert-file", "nats-key-file", "tls-cert-file", "log-level", "log-format")
+		"nats-ca-file", "nats-cert-file", "nats-key-file", "tls-cert-file", "max-account-jwt-bytes", "log-level", "log-format")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	o.maxJWT = int(cfg.MaxAccountJWTBytes)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("doctor: unexpected argument %q", fs.Arg(0))
 	}
@@ -77,13 +72,6 @@ func runDoctor(ctx context.Context, cfg Config, args []string, stdout, stderr io
 		return &exitError{code: 2, msg: fmt.Sprintf("doctor: %d warnings", n)}
 	}
 	return nil
-}
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
 }
 
 // diagnose gathers the facts of the deployment cfg describes and checks
