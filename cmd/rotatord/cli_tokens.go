@@ -47,8 +47,7 @@ func runToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 		fmt.Fprint(stdout, tokenUsage)
 		return nil
 	}
-	fmt.Fprint(stderr, tokenUsage)
-	return fmt.Errorf("token: unknown command %q", args[0])
+	return fmt.Errorf("token: unknown command %q (rotatord token help lists them)", args[0])
 }
 
 func runTokenCreate(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
