@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rotatord/rotatord/internal/httpapi"
+	"github.com/rotatord/rotatord/internal/rotate"
 )
 
 // Config is rotatord's configuration: DefaultConfig, then ROTATORD_*
@@ -67,6 +70,17 @@ type Config struct {
 	NATSCAFile   string
 	NATSCertFile string
 	NATSKeyFile  string
+
+	// Propagation and outages. DBTimeout is the deadline of each API
+	// request's database work (past it: 503 unavailable).
+	// ServerForgetAfter is how long a silent nats-server is remembered (and
+	// counted behind when it missed a push).
+	DBTimeout         time.Duration
+	ServerForgetAfter time.Duration
+	// ResignEvery and Cluster tune re-signs and the tracking of the
+	// cluster's servers (tests shorten them).
+	ResignEvery time.Duration
+	Cluster     rotate.ClusterConfig
 }
 
 // DefaultConfig returns the defaults.
@@ -84,6 +98,9 @@ func DefaultConfig() Config {
 
 		AuthFailThreshold: 10,
 		AuthFailWindow:    5 * time.Minute,
+
+		DBTimeout:         httpapi.DefaultDBTimeout,
+		ServerForgetAfter: rotate.DefaultServerForgetAfter,
 	}
 }
 
@@ -112,6 +129,8 @@ var envNames = map[string]string{
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
+	"db-timeout":           "ROTATORD_DB_TIMEOUT",
+	"server-forget-after":  "ROTATORD_SERVER_FORGET_AFTER",
 }
 
 // fromEnv applies the environment to c.
@@ -158,6 +177,8 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.AuthFailWindow = d
 		}
 	}
+	c.durationFromEnv(getenv, "db-timeout", &c.DBTimeout, "5s")
+	c.durationFromEnv(getenv, "server-forget-after", &c.ServerForgetAfter, "15m")
 	c.VaultAddr = getenv("VAULT_ADDR")
 	if v := getenv("ROTATORD_NO_MIGRATE"); v == "1" || v == "true" {
 		c.NoMigrate = true
@@ -215,6 +236,10 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.AuthFailThreshold, n, c.AuthFailThreshold, "alert when a source or agent has more NATS auth failures than this within --auth-fail-window "+help)
 		case "auth-fail-window":
 			fs.DurationVar(&c.AuthFailWindow, n, c.AuthFailWindow, "sliding window of the auth failure threshold "+help)
+		case "db-timeout":
+			fs.DurationVar(&c.DBTimeout, n, c.DBTimeout, "deadline of each API request's database work; past it the request answers 503 "+help)
+		case "server-forget-after":
+			fs.DurationVar(&c.ServerForgetAfter, n, c.ServerForgetAfter, "forget a nats-server not heard from for this long "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -289,6 +314,12 @@ func (c *Config) Validate(needs ...string) error {
 	if c.AuthFailWindow < time.Second {
 		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
 	}
+	if c.DBTimeout < 100*time.Millisecond || c.DBTimeout > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("database timeout %s must be between 100ms and 5m (%s)", c.DBTimeout, envNames["db-timeout"]))
+	}
+	if c.ServerForgetAfter < time.Minute {
+		errs = append(errs, fmt.Errorf("server forget interval %s must be at least 1m (%s)", c.ServerForgetAfter, envNames["server-forget-after"]))
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))
 	}
@@ -311,4 +342,19 @@ func (c *Config) logger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// durationFromEnv sets *dst from the environment variable of flag name,
+// noting a value that does not parse for Validate.
+func (c *Config) durationFromEnv(getenv func(string) string, name string, dst *time.Duration, example string) {
+	v := getenv(envNames[name])
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as %s", envNames[name], v, example))
+		return
+	}
+	*dst = d
 }

@@ -110,6 +110,7 @@ func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) 
 		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir",
 		"auth-fail-threshold", "auth-fail-window",
 		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "nats-ca-file", "nats-cert-file", "nats-key-file")
+	cfg.bind(fs, "db-timeout", "server-forget-after")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

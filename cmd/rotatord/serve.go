@@ -64,6 +64,9 @@ type Main struct {
 
 	// lookups answers cache-mode servers' CLAIMS.LOOKUP (nil without NATS).
 	lookups *resolver.Lookup
+
+	// stopServers stops watching the servers' heartbeats (propagation.go).
+	stopServers func()
 }
 
 // NewMain returns a Main with the default configuration.
@@ -125,17 +128,23 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.setupDistributors(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
-	var pusher rotate.Pusher
+	var (
+		pusher rotate.Pusher
+		prober rotate.Prober
+	)
 	if m.Config.NATSURL != "" {
-		// After the first server's reply, wait 5 ms for the others: servers
-		// of a cluster answer within a few milliseconds of each other, and
-		// the account's row lock is held meanwhile, delaying the next write.
-		pusher = resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 5*time.Millisecond, m.Log, reg)
+		// A push waits for every server known to answer; after the last
+		// one (or, knowing none, the first) it waits 5 ms for servers it
+		// does not know yet: servers of a cluster answer within a few
+		// milliseconds of each other.
+		p := resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 5*time.Millisecond, m.Log, reg)
+		pusher, prober = p, p
 	}
 	m.Service = rotate.New(rotate.Config{
-		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
+		Store: m.Store, Sealer: sealer, Pusher: pusher, Prober: prober, Log: m.Log, PublicURL: m.Config.publicURL(),
 		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
+		ResignEvery: m.Config.ResignEvery, Cluster: m.clusterConfig(),
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -165,6 +174,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			OnConnect: func(*nats.Conn) {
 				// Connect events may have been missed while disconnected.
 				m.Service.MarkEventsMissed()
+				m.discoverServers(bg)
 				m.kickPush()
 			},
 		})
@@ -184,6 +194,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 		m.Service.SetConnChecker(rotate.NATSChecker{Conn: m.natsConn})
 		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
+		if err := m.startServerWatch(bg); err != nil {
+			return err
+		}
 	}
 	m.Alerts = alert.New(alert.Dispatcher{Store: m.Store, Webhook: m.Config.AlertWebhook, Conn: m.natsConn, Log: m.Log, Now: m.Config.Now}, reg)
 	m.goBackground(func() { m.Alerts.Run(bg, 2*time.Second, m.Service.AlertKicks()) })
@@ -208,6 +221,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxBody:  m.Config.MaxBody,
 		// Only with a client CA does the listener ask for certificates.
 		RequireClientCert: m.Config.TLSClientCAFile != "",
+		DBTimeout:         m.Config.DBTimeout,
 	})
 	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
 	if err != nil {
@@ -331,6 +345,9 @@ func (m *Main) Close() error {
 	}
 	if m.stopAuthWatch != nil {
 		m.stopAuthWatch()
+	}
+	if m.stopServers != nil {
+		m.stopServers()
 	}
 	if m.lookups != nil {
 		if err := m.lookups.Close(); err != nil {

@@ -22,6 +22,9 @@ type accountJSON struct {
 	Agents      int             `json:"agents"`
 	CreatedAt   time.Time       `json:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`
+	// JWTVersion and Servers: see servers.go.
+	JWTVersion int64                `json:"jwt_version"`
+	Servers    *[]accountServerJSON `json:"servers,omitempty"`
 }
 
 func toAccountJSON(a *rotatord.Account) accountJSON {
@@ -32,7 +35,7 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 	return accountJSON{
 		Name: a.Name, PublicKey: a.PublicKey, System: a.System, Description: a.Description, Limits: a.Limits,
 		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, JWTVersion: a.JWTVersion,
 	}
 }
 

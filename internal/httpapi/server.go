@@ -34,6 +34,9 @@ type Config struct {
 	// client certificate (mtls.go). The listener must ask for them
 	// (tls.VerifyClientCertIfGiven with the client CA).
 	RequireClientCert bool
+	// DBTimeout is the deadline of each API request's database work
+	// (DefaultDBTimeout when zero): past it the request answers 503.
+	DBTimeout time.Duration
 }
 
 // Server is the HTTP handler of rotatord.
@@ -45,6 +48,7 @@ type Server struct {
 	router  chi.Router
 	// clientCert: see Config.RequireClientCert.
 	clientCert bool
+	dbTimeout  time.Duration
 }
 
 // New returns the server's handler.
@@ -55,6 +59,10 @@ func New(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.dbTimeout = cfg.DBTimeout
+	if s.dbTimeout <= 0 {
+		s.dbTimeout = DefaultDBTimeout
 	}
 	r := chi.NewRouter()
 	r.Use(s.recoverer)
@@ -72,6 +80,7 @@ func New(cfg Config) *Server {
 	}
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.logRequests)
+		r.Use(s.storeDeadline)
 		// Agents authenticate with a proof of possession of their key.
 		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Post("/agents/{name}/creds", s.agentKey)

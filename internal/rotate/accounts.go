@@ -136,7 +136,10 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	if err := s.signAccount(ctx, acc, revs); err != nil {
 		return err
 	}
-	return s.store.UpdateAccount(ctx, acc)
+	if err := s.store.UpdateAccount(ctx, acc); err != nil {
+		return err
+	}
+	return s.stampResigned(ctx, acc)
 }
 
 // Account returns the named account with its signing keys.

@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -86,8 +87,11 @@ func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (
 	var creds []byte
 	err := s.store.InTx(ctx, func(ctx context.Context) error {
 		acc, err := s.store.FindAccountByName(ctx, in.Account)
-		if err != nil {
+		if errors.Is(err, rotatord.ErrNotFound) {
 			return rotatord.Errorf(rotatord.EINVALID, "account %q does not exist", in.Account)
+		}
+		if err != nil {
+			return err
 		}
 		if acc.System {
 			return rotatord.Errorf(rotatord.EINVALID, "agents cannot be created in the system account")
@@ -248,6 +252,10 @@ type RevokeResult struct {
 	Pushed bool
 	// Servers counts the servers that applied the update.
 	Servers int
+	// ServersBehind counts the known servers that do not hold the new
+	// account JWT yet (they did not answer the push, or refused it); they
+	// get it as soon as they answer again.
+	ServersBehind int
 }
 
 // RevokeAgent revokes every key of an agent now: each goes into the
@@ -268,10 +276,12 @@ func (s *Service) RevokeAgent(ctx context.Context, actor Actor, name, reason str
 		return nil, fmt.Errorf("revoke agent %s: %w", name, err)
 	}
 	if len(res.RevokedKeys) > 0 {
-		// Push first: the servers drop the agent when they get it.
-		pr, err := s.PushAccount(ctx, res.Agent.AccountID)
-		res.Pushed, res.Servers = err == nil, pr.Updated
+		// The resolver serves the new JWT before the push, so that a server
+		// that has not loaded the account (and only acknowledges the push)
+		// loads the revoking one; the servers drop the agent when they get it.
 		s.changed(ctx, res.Agent.AccountKey)
+		pr, err := s.PushAccount(ctx, res.Agent.AccountID)
+		res.Pushed, res.Servers, res.ServersBehind = err == nil && pr.Acked, pr.Updated, pr.Behind
 	}
 	return res, nil
 }
@@ -304,7 +314,9 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 	}
 	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
 		return nil, nil, err
-	} else if r != nil {
+	} else if r != nil && r.State != rotatord.RotationConfirmed {
+		// A confirmed rotation's old key is retired already: the re-sign
+		// below carries it, and its push completes the rotation.
 		r.State, r.Reason, r.FinishedAt = rotatord.RotationRolledBack, "agent revoked: "+reason, &now
 		if err := s.store.UpdateRotation(ctx, r); err != nil {
 			return nil, nil, err
@@ -322,6 +334,13 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 		}
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return nil, nil, err
+		}
+		if s.pusher != nil {
+			// Timed until the last server holds it
+			// (rotatord_revocation_propagation_seconds).
+			if err := s.store.AddRevocationWait(ctx, acc.ID, acc.JWTVersion, now); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	for _, k := range keys {
