@@ -386,7 +386,7 @@ func (s *Service) DeleteAgent(ctx context.Context, actor Actor, name string) err
 	}
 	if len(keys) > 0 {
 		s.changed(ctx, g.AccountKey)
-		s.PushAccount(ctx, g.AccountID) //nolint:errcheck // logged; the push stays owed
+		s.pushSoon(g.AccountID)
 	}
 	return nil
 }

@@ -50,6 +50,10 @@ func (s *Service) PushAccount(ctx context.Context, accountID int64) (PushOutcome
 	return s.pushAccount(ctx, accountID, false)
 }
 
+// pushSoon starts pushing an account (or joins the next push of it)
+// without waiting: for changes whose caller does not report the push.
+func (s *Service) pushSoon(accountID int64) { s.joinPush(accountID, false) }
+
 // pushAccount is PushAccount; force pushes even when every server heard
 // from lately holds the stored version (one behind came back).
 func (s *Service) pushAccount(ctx context.Context, accountID int64, force bool) (PushOutcome, error) {
@@ -340,7 +344,9 @@ func (s *Service) settle(ctx context.Context, acc *rotatord.Account, version int
 func (s *Service) outcome(acc *rotatord.Account, servers []rotatord.AccountServer, res *resolver.PushResult) PushOutcome {
 	out := PushOutcome{Version: acc.JWTVersion}
 	for i := range servers {
-		if !servers[i].Holds(acc.JWTVersion) {
+		// Servers that never answered for the account are not known to be
+		// behind: the sync loop asks them.
+		if servers[i].Status != "" && !servers[i].Holds(acc.JWTVersion) {
 			out.Behind++
 		}
 	}

@@ -125,6 +125,12 @@ func (s *Service) kickSync() { kick(s.syncKick) }
 // callback.
 func (s *Service) ServerSeen(sv rotatord.Server) {
 	s.seenMu.Lock()
+	if _, down := s.shutDown[sv.ID]; down {
+		// A heartbeat sent before its shutdown, handled after it: a server
+		// never comes back under the same ID.
+		s.seenMu.Unlock()
+		return
+	}
 	_, behind := s.behindIDs[sv.ID]
 	s.seen[sv.ID] = sv
 	s.seenMu.Unlock()
@@ -140,6 +146,16 @@ func (s *Service) ServerGone(id string) {
 	s.seenMu.Lock()
 	s.gone = append(s.gone, id)
 	delete(s.seen, id)
+	if s.shutDown == nil {
+		s.shutDown = map[string]time.Time{}
+	}
+	now := s.now()
+	for gid, at := range s.shutDown {
+		if now.Sub(at) > time.Hour {
+			delete(s.shutDown, gid)
+		}
+	}
+	s.shutDown[id] = now
 	s.seenMu.Unlock()
 	s.kickSync()
 }

@@ -195,6 +195,7 @@ type Service struct {
 	seen        map[string]rotatord.Server // heard from since the last flush
 	gone        []string                   // announced their shutdown since the last flush
 	behindIDs   map[string]struct{}        // behind at the last sync
+	shutDown    map[string]time.Time       // IDs of servers that shut down, for an hour
 	syncKick    chan struct{}
 
 	mu         sync.Mutex
