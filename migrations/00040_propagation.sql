@@ -49,8 +49,18 @@ ALTER TABLE rotations
     ADD COLUMN old_revoked_at timestamptz,
     ADD COLUMN resign_version bigint;
 CREATE INDEX rotations_confirmed ON rotations (agent_id) WHERE state = 'confirmed';
+-- Every re-sign (an operator revocation too) looks for the rotations whose
+-- old key it is the first to revoke: those confirmed since the last one.
+CREATE INDEX rotations_awaiting_resign ON rotations (agent_id)
+    WHERE state = 'confirmed' AND resign_version IS NULL AND old_revoked_at IS NOT NULL;
+-- The scheduler looks for confirmed rotations whose old key was not retired
+-- (left so by an older rotatord) every tick: normally none, while thousands
+-- may be confirmed and waiting for their push.
+CREATE INDEX rotations_confirmed_unretired ON rotations (updated_at) WHERE state = 'confirmed' AND old_revoked_at IS NULL;
 
 -- +goose Down
+DROP INDEX rotations_confirmed_unretired;
+DROP INDEX rotations_awaiting_resign;
 DROP INDEX rotations_confirmed;
 ALTER TABLE rotations DROP COLUMN old_revoked_at, DROP COLUMN resign_version;
 DROP TABLE revocation_waits;

@@ -276,9 +276,16 @@ func (s *Store) PopRevocationWaits(ctx context.Context, accountID int64) ([]time
 // whose old key's revocation is recorded and that no stored JWT version
 // carries yet.
 func (s *Store) RotationsAwaitingResign(ctx context.Context, accountID int64) ([]rotatord.RetiredKey, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT r.id::text, coalesce(r.old_public_key, ''), coalesce(c.issued_at, 'epoch'), coalesce(c.expires_at, 'epoch')
-		FROM rotations r JOIN agents g ON g.id = r.agent_id LEFT JOIN credentials c ON c.id = r.old_credential_id
-		WHERE r.state = 'confirmed' AND g.account_id = $1 AND r.old_revoked_at IS NOT NULL AND r.resign_version IS NULL`, accountID)
+	// Few rotations wait at any time, however large the account: start from
+	// them (a small partial index), not from the account's agents.
+	rows, err := s.q(ctx).Query(ctx, `
+		WITH waiting AS MATERIALIZED (
+			SELECT r.id, r.agent_id, r.old_public_key, r.old_credential_id FROM rotations r
+			WHERE r.state = 'confirmed' AND r.resign_version IS NULL AND r.old_revoked_at IS NOT NULL)
+		SELECT w.id::text, coalesce(w.old_public_key, ''), coalesce(c.issued_at, 'epoch'), coalesce(c.expires_at, 'epoch')
+		FROM waiting w
+		CROSS JOIN LATERAL (SELECT 1 FROM agents g WHERE g.id = w.agent_id AND g.account_id = $1) g
+		LEFT JOIN LATERAL (SELECT issued_at, expires_at FROM credentials c WHERE c.id = w.old_credential_id) c ON true`, accountID)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list rotations awaiting a re-sign: %w", err))
 	}
@@ -308,9 +315,11 @@ func (s *Store) SetResignVersion(ctx context.Context, ids []string, version int6
 // returns them (completed, with agent, account, keys and start time).
 func (s *Store) CompleteRotations(ctx context.Context, accountID, version int64, at time.Time) ([]*rotatord.Rotation, error) {
 	rows, err := s.q(ctx).Query(ctx, `
+		WITH done AS MATERIALIZED (
+			SELECT r.id FROM rotations r WHERE r.state = 'confirmed' AND r.resign_version <= $2)
 		UPDATE rotations r SET state = 'completed', finished_at = $3, updated_at = now()
-		FROM agents g JOIN accounts a ON a.id = g.account_id
-		WHERE g.id = r.agent_id AND g.account_id = $1 AND r.state = 'confirmed' AND r.resign_version <= $2
+		FROM done, agents g JOIN accounts a ON a.id = g.account_id
+		WHERE r.id = done.id AND g.id = r.agent_id AND g.account_id = $1 AND r.state = 'confirmed' AND r.resign_version <= $2
 		RETURNING r.id::text, r.agent_id, g.name, a.name, a.id, a.public_key, coalesce(r.old_public_key, ''), r.new_public_key,
 			r.created_at, r.resign_version`, accountID, version, dbTime(at))
 	if err != nil {
