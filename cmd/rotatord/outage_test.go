@@ -244,3 +244,43 @@ func TestDatabaseFrozenAndStopped(t *testing.T) {
 		return false
 	})
 }
+
+// ROTATORD_DB_TIMEOUT and ROTATORD_SERVER_FORGET_AFTER, and their flags.
+func TestPropagationConfig(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	cfg := DefaultConfig()
+	if cfg.DBTimeout != 5*time.Second || cfg.ServerForgetAfter != 15*time.Minute {
+		t.Fatalf("defaults = %s, %s; want 5s, 15m", cfg.DBTimeout, cfg.ServerForgetAfter)
+	}
+	cfg.fromEnv(env(map[string]string{"ROTATORD_DB_TIMEOUT": "2s", "ROTATORD_SERVER_FORGET_AFTER": "1h"}))
+	if cfg.DBTimeout != 2*time.Second || cfg.ServerForgetAfter != time.Hour || cfg.Validate() != nil {
+		t.Fatalf("from env = %s, %s, %v; want 2s, 1h, valid", cfg.DBTimeout, cfg.ServerForgetAfter, cfg.Validate())
+	}
+	for vars, want := range map[[2]string]string{
+		{"soon", ""}:   `ROTATORD_DB_TIMEOUT="soon" is not a duration`,
+		{"", "15"}:     `ROTATORD_SERVER_FORGET_AFTER="15" is not a duration`,
+		{"10ms", ""}:   "database timeout 10ms must be between 100ms and 5m",
+		{"10m", ""}:    "database timeout 10m0s must be between 100ms and 5m",
+		{"", "30s"}:    "server forget interval 30s must be at least 1m",
+		{"-1s", "-1m"}: "must be at least 1m",
+	} {
+		cfg := DefaultConfig()
+		cfg.fromEnv(env(map[string]string{"ROTATORD_DB_TIMEOUT": vars[0], "ROTATORD_SERVER_FORGET_AFTER": vars[1]}))
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("env %q: Validate = %v, want %q", vars, err, want)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--db-timeout", "1ms"}, "database timeout 1ms"},
+		{[]string{"--server-forget-after", "10s"}, "server forget interval 10s"},
+	} {
+		args := append([]string{"serve", "--database-url", "postgres://127.0.0.1:1/x", "--master-key-file", "/nonexistent"}, c.args...)
+		var stderr strings.Builder
+		if err := run(context.Background(), args, io.Discard, &stderr); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("serve %v = %v, want an error naming %q", c.args, err, c.want)
+		}
+	}
+}
