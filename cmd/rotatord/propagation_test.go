@@ -108,7 +108,9 @@ func TestClusterServerBehind(t *testing.T) {
 	portA := freePort(t)
 	e := newEnvWith(t, func(c *Config) {
 		c.NATSURL = fmt.Sprintf("nats://127.0.0.1:%d", portA)
-		c.PushTimeout = time.Second
+		// How long the revoke waits for nats-c; long enough for nats-a
+		// and nats-b to answer on a busy machine.
+		c.PushTimeout = 3 * time.Second
 		c.Cluster.AlertAfter = time.Second
 	})
 	clusterA, clusterB, clusterC := freePort(t), freePort(t), freePort(t)

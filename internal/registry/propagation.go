@@ -86,27 +86,32 @@ func scanServer(row pgx.Row) (rotatord.Server, error) {
 	return sv, err
 }
 
-// TouchServers records that servers were heard from at at: unknown ones
-// are added, known ones get the later last-seen time (and their name and
-// cluster, when given).
+// TouchServers records that servers were heard from, each at its
+// LastSeen, or at at when that is zero: unknown ones are added, known ones
+// get the later last-seen time (and their name and cluster, when given).
 func (s *Store) TouchServers(ctx context.Context, servers []rotatord.Server, at time.Time) error {
 	if len(servers) == 0 {
 		return nil
 	}
 	n := len(servers)
 	ids, names, clusters := make([]string, n), make([]string, n), make([]string, n)
+	seen := make([]time.Time, n)
 	for i, sv := range servers {
-		ids[i], names[i], clusters[i] = sv.ID, sv.Name, sv.Cluster
+		ids[i], names[i], clusters[i], seen[i] = sv.ID, sv.Name, sv.Cluster, dbTime(at)
+		if !sv.LastSeen.IsZero() {
+			seen[i] = dbTime(sv.LastSeen)
+		}
 	}
 	_, err := s.q(ctx).Exec(ctx, `
 		INSERT INTO nats_servers (id, name, cluster, first_seen, last_seen)
-		SELECT id, max(name), max(cluster), $4, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, name, cluster)
+		SELECT id, max(name), max(cluster), max(seen), max(seen)
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS v(id, name, cluster, seen)
 		WHERE id <> '' GROUP BY id
 		ON CONFLICT (id) DO UPDATE SET
 			name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE nats_servers.name END,
 			cluster = CASE WHEN excluded.cluster <> '' THEN excluded.cluster ELSE nats_servers.cluster END,
 			last_seen = greatest(nats_servers.last_seen, excluded.last_seen)`,
-		ids, names, clusters, dbTime(at))
+		ids, names, clusters, seen)
 	if err != nil {
 		return mapErr(fmt.Errorf("record %d nats-servers seen: %w", n, err))
 	}

@@ -132,6 +132,9 @@ func (s *Service) ServerSeen(sv rotatord.Server) {
 		return
 	}
 	_, behind := s.behindIDs[sv.ID]
+	// When it was heard, not when it is written down: a push that found it
+	// silent meanwhile must not see it as answering again.
+	sv.LastSeen = s.now()
 	s.seen[sv.ID] = sv
 	s.seenMu.Unlock()
 	if behind {
@@ -320,7 +323,9 @@ func (s *Service) catchUp(ctx context.Context, checks []rotatord.ServerCheck) er
 			continue
 		}
 		// It answered: it is reachable, and pushes wait for it again.
-		if err := s.store.TouchServers(ctx, []rotatord.Server{c.Server}, s.now()); err != nil {
+		sv := c.Server
+		sv.LastSeen = s.now()
+		if err := s.store.TouchServers(ctx, []rotatord.Server{sv}, sv.LastSeen); err != nil {
 			return err
 		}
 		if !loaded || token == c.JWT {
