@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rotatord/rotatord/internal/httpapi"
+	"github.com/rotatord/rotatord/internal/ratelimit"
 	"github.com/rotatord/rotatord/internal/rotate"
 )
 
@@ -46,6 +47,12 @@ type Config struct {
 	// AuthFailThreshold NATS authentication failures within AuthFailWindow.
 	AuthFailThreshold int
 	AuthFailWindow    time.Duration
+	// The agent API's limits: refused requests per source address,
+	// authenticated requests per agent, and the least time between two
+	// rotations an agent starts itself.
+	AgentFailRate          ratelimit.Rate
+	AgentRate              ratelimit.Rate
+	AgentRotateMinInterval time.Duration
 	// TickSpec is the robfig/cron schedule of the rotation scheduler's tick;
 	// empty turns the scheduler off (tests drive Tick themselves).
 	TickSpec string
@@ -71,6 +78,13 @@ type Config struct {
 	NATSCertFile string
 	NATSKeyFile  string
 
+	// MaxControlLine is the servers' max_control_line: no agent gets a
+	// user JWT whose CONNECT line would be longer.
+	MaxControlLine int
+	// MaxAccountJWTBytes is the guard account JWTs stay under
+	// (ROTATORD_MAX_ACCOUNT_JWT_BYTES, default 512 KiB); the console and
+	// GET /v1/accounts show each JWT's size against it.
+	MaxAccountJWTBytes int64
 	// Propagation and outages. DBTimeout is the deadline of each API
 	// request's database work (past it: 503 unavailable).
 	// ServerForgetAfter is how long a silent nats-server is remembered (and
@@ -99,8 +113,13 @@ func DefaultConfig() Config {
 		AuthFailThreshold: 10,
 		AuthFailWindow:    5 * time.Minute,
 
-		DBTimeout:         httpapi.DefaultDBTimeout,
-		ServerForgetAfter: rotate.DefaultServerForgetAfter,
+		AgentFailRate:          httpapi.DefaultAgentFailRate,
+		AgentRate:              httpapi.DefaultAgentRate,
+		AgentRotateMinInterval: rotate.DefaultAgentRotateMinInterval,
+		MaxControlLine:         4096, // nats-server's default
+		MaxAccountJWTBytes:     512 << 10,
+		DBTimeout:              httpapi.DefaultDBTimeout,
+		ServerForgetAfter:      rotate.DefaultServerForgetAfter,
 	}
 }
 
@@ -129,8 +148,15 @@ var envNames = map[string]string{
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
-	"db-timeout":           "ROTATORD_DB_TIMEOUT",
-	"server-forget-after":  "ROTATORD_SERVER_FORGET_AFTER",
+	// The agent API's limits.
+	"agent-fail-rate":           "ROTATORD_AGENT_FAIL_RATE",
+	"agent-rate":                "ROTATORD_AGENT_RATE",
+	"agent-rotate-min-interval": "ROTATORD_AGENT_ROTATE_MIN_INTERVAL",
+	"max-control-line":          "ROTATORD_MAX_CONTROL_LINE",
+	// The account JWT guard.
+	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
+	"db-timeout":            "ROTATORD_DB_TIMEOUT",
+	"server-forget-after":   "ROTATORD_SERVER_FORGET_AFTER",
 }
 
 // fromEnv applies the environment to c.
@@ -175,6 +201,23 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 5m", envNames["auth-fail-window"], v))
 		} else {
 			c.AuthFailWindow = d
+		}
+	}
+	c.agentFromEnv(getenv)
+	if v := getenv(envNames["max-control-line"]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number of bytes", envNames["max-control-line"], v))
+		} else {
+			c.MaxControlLine = n
+		}
+	}
+	if v := getenv(envNames["max-account-jwt-bytes"]); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a number of bytes", envNames["max-account-jwt-bytes"], v))
+		} else {
+			c.MaxAccountJWTBytes = n
 		}
 	}
 	c.durationFromEnv(getenv, "db-timeout", &c.DBTimeout, "5s")
@@ -236,6 +279,16 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.AuthFailThreshold, n, c.AuthFailThreshold, "alert when a source or agent has more NATS auth failures than this within --auth-fail-window "+help)
 		case "auth-fail-window":
 			fs.DurationVar(&c.AuthFailWindow, n, c.AuthFailWindow, "sliding window of the auth failure threshold "+help)
+		case "agent-fail-rate":
+			fs.Var(&c.AgentFailRate, n, "refused agent API requests allowed per source address, RATE/UNIT[:BURST] "+help)
+		case "agent-rate":
+			fs.Var(&c.AgentRate, n, "authenticated agent API requests allowed per agent, RATE/UNIT[:BURST] "+help)
+		case "agent-rotate-min-interval":
+			fs.DurationVar(&c.AgentRotateMinInterval, n, c.AgentRotateMinInterval, "least time between two rotations an agent starts itself "+help)
+		case "max-control-line":
+			fs.IntVar(&c.MaxControlLine, n, c.MaxControlLine, "the nats-servers' max_control_line: agents whose CONNECT line would be longer are refused "+help)
+		case "max-account-jwt-bytes":
+			fs.Int64Var(&c.MaxAccountJWTBytes, n, c.MaxAccountJWTBytes, "largest account JWT rotatord stores or pushes, in bytes "+help)
 		case "db-timeout":
 			fs.DurationVar(&c.DBTimeout, n, c.DBTimeout, "deadline of each API request's database work; past it the request answers 503 "+help)
 		case "server-forget-after":
@@ -314,6 +367,13 @@ func (c *Config) Validate(needs ...string) error {
 	if c.AuthFailWindow < time.Second {
 		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
 	}
+	errs = append(errs, c.validateAgentLimits()...)
+	if c.MaxControlLine < 1024 || c.MaxControlLine > 64<<20 {
+		errs = append(errs, fmt.Errorf("max control line %d must be between 1024 and %d bytes, as the servers' max_control_line", c.MaxControlLine, 64<<20))
+	}
+	if c.MaxAccountJWTBytes < 4<<10 || c.MaxAccountJWTBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("max account jwt bytes %d must be between 4096 and 67108864", c.MaxAccountJWTBytes))
+	}
 	if c.DBTimeout < 100*time.Millisecond || c.DBTimeout > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("database timeout %s must be between 100ms and 5m (%s)", c.DBTimeout, envNames["db-timeout"]))
 	}
@@ -342,6 +402,43 @@ func (c *Config) logger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// agentFromEnv reads the agent API's limits from the environment.
+func (c *Config) agentFromEnv(getenv func(string) string) {
+	for _, r := range []struct {
+		name string
+		dst  *ratelimit.Rate
+	}{{"agent-fail-rate", &c.AgentFailRate}, {"agent-rate", &c.AgentRate}} {
+		if v := getenv(envNames[r.name]); v != "" {
+			if err := r.dst.Set(v); err != nil {
+				c.envErrs = append(c.envErrs, fmt.Errorf("%s: %w", envNames[r.name], err))
+			}
+		}
+	}
+	if v := getenv(envNames["agent-rotate-min-interval"]); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 10m", envNames["agent-rotate-min-interval"], v))
+		} else {
+			c.AgentRotateMinInterval = d
+		}
+	}
+}
+
+// validateAgentLimits checks the agent API's limits.
+func (c *Config) validateAgentLimits() []error {
+	var errs []error
+	if !c.AgentFailRate.Valid() {
+		errs = append(errs, fmt.Errorf("agent fail rate %v is not a rate such as 10/s:20", c.AgentFailRate))
+	}
+	if !c.AgentRate.Valid() {
+		errs = append(errs, fmt.Errorf("agent rate %v is not a rate such as 5/s:10", c.AgentRate))
+	}
+	if c.AgentRotateMinInterval < time.Second || c.AgentRotateMinInterval > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("agent rotate min interval %s must be between 1s and 720h", c.AgentRotateMinInterval))
+	}
+	return errs
 }
 
 // durationFromEnv sets *dst from the environment variable of flag name,

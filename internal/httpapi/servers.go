@@ -48,11 +48,3 @@ func toAccountServersJSON(acc *rotatord.Account, list []rotatord.AccountServer) 
 	}
 	return out
 }
-
-func utcPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}

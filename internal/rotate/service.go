@@ -5,6 +5,7 @@
 package rotate
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -78,7 +79,9 @@ type Store interface {
 	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
 	OldestValidIssuedAt(ctx context.Context, accountID int64) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
-	PruneProofs(ctx context.Context, t time.Time) error
+	PruneProofs(ctx context.Context, margin time.Duration) error
+	AgentRotationWait(ctx context.Context, agentID int64, every time.Duration) (time.Duration, error)
+	ForgetSeed(ctx context.Context, credentialID int64) error
 	AddAlert(ctx context.Context, a *rotatord.Alert) error
 
 	Audit(ctx context.Context, e *rotatord.AuditEvent) error
@@ -86,6 +89,13 @@ type Store interface {
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+
+	RoleStore
+	// The fleet console's reads (console.go).
+	LastRotations(ctx context.Context, agentIDs []int64) (map[int64]*rotatord.Rotation, error)
+	ListAlertsBy(ctx context.Context, f rotatord.AlertFilter) ([]*rotatord.Alert, error)
+	ListRevocationsPage(ctx context.Context, accountID int64, f rotatord.PageFilter) ([]rotatord.Revocation, error)
+	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
 
 	PropagationStore
 }
@@ -161,10 +171,22 @@ type Config struct {
 	// account's JWT, so this replica's resolver cache follows at once (other
 	// replicas learn of it through LISTEN/NOTIFY).
 	AccountChanged func(ctx context.Context, accountPub string)
+	// AgentRotateMinInterval is the least time between two rotations an
+	// agent starts itself (own-key POST); DefaultAgentRotateMinInterval
+	// when zero.
+	AgentRotateMinInterval time.Duration
+	// MaxControlLine is the servers' max_control_line (4096 when 0): no
+	// user JWT is issued whose CONNECT line would not fit it.
+	MaxControlLine int
 	// Cluster configures the tracking of the cluster's servers (servers.go);
 	// zero fields take the defaults.
 	Cluster ClusterConfig
 }
+
+// DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
+// every own-key rotation adds a revocation entry to the account JWT, so an
+// agent must not be able to start them in a loop.
+const DefaultAgentRotateMinInterval = 10 * time.Minute
 
 // Service implements rotatord's operations. It is safe for concurrent use.
 type Service struct {
@@ -185,6 +207,9 @@ type Service struct {
 	alertKick    chan struct{}
 	watchKick    chan struct{}
 	checker      ConnChecker
+	// agentRotateEvery: see Config.AgentRotateMinInterval.
+	agentRotateEvery time.Duration
+	maxControl       int
 
 	// Pushes and the cluster's servers (push.go, servers.go).
 	prober      Prober
@@ -203,7 +228,7 @@ type Service struct {
 	lastConnz  time.Time
 	lastResign time.Time
 	lastPing   time.Time
-	signers    sync.Map // account ID -> nkeys.KeyPair
+	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
 }
 
 // New returns a Service.
@@ -228,11 +253,16 @@ func New(cfg Config) *Service {
 	if every == 0 {
 		every = 5 * time.Second
 	}
-	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
+	agentEvery := cfg.AgentRotateMinInterval
+	if agentEvery <= 0 {
+		agentEvery = DefaultAgentRotateMinInterval
+	}
+	return &Service{agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
-		prober: cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
+		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine),
+		prober:     cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
 		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1)}
 }
 
