@@ -618,6 +618,11 @@ func (s *Service) ReissueAgent(ctx context.Context, actor Actor, name string) (*
 			if err := s.resignAccount(ctx, acc); err != nil {
 				return err
 			}
+			if s.pusher != nil {
+				if err := s.store.AddRevocationWait(ctx, acc.ID, acc.JWTVersion, now); err != nil {
+					return err
+				}
+			}
 		}
 		if err := s.auditRevoked(ctx, actor, g, acc, res.RevokedKeys, "reissued"); err != nil {
 			return err
@@ -637,9 +642,10 @@ func (s *Service) ReissueAgent(ctx context.Context, actor Actor, name string) (*
 		fin()
 	}
 	if len(res.RevokedKeys) > 0 {
-		pr, err := s.PushAccount(ctx, acc.ID)
-		res.Pushed, res.Servers = err == nil, pr.Updated
+		// As for a revocation: the resolver serves the revoking JWT first.
 		s.changed(ctx, acc.PublicKey)
+		pr, err := s.PushAccount(ctx, acc.ID)
+		res.Pushed, res.Servers = err == nil && pr.Acked, pr.Updated
 	}
 	return res, nil
 }
