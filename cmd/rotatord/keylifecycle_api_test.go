@@ -166,7 +166,7 @@ func TestCLIKeyRotations(t *testing.T) {
 		t.Fatalf("rotate-key --role printed:\n%s", r.stdout)
 	}
 	eventually(t, 20*time.Second, "the role's key rotation to complete", func() bool {
-		return e.getJSON("/v1/key-rotations/"+id)["state"] == "completed"
+		return e.getJSON("/v1/key-rotations/" + id)["state"] == "completed"
 	})
 	r = e.runCLI("key-rotations", "show", id).ok(t)
 	for _, want := range []string{"role worker of account fleet", "emergency", "completed"} {

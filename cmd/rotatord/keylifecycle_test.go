@@ -32,6 +32,9 @@ func keyEnv(t *testing.T) (*env, *vaulttest.Server, *clock) {
 		c.VaultAddr = v.URL()
 		c.Now = clk.Now
 		c.TickSpec = ""
+		// A rotation completes with the push of the re-sign that refuses
+		// its old key; a wave ends when its rotations did.
+		c.ResignEvery = time.Second
 	})
 	e.startNATS()
 	e.waitNATS()
@@ -577,14 +580,16 @@ func TestRotateAllCanaryHaltsEndToEnd(t *testing.T) {
 	if len(alerts) != 1 || alerts[0].(map[string]any)["severity"] != "critical" {
 		t.Fatalf("halt alerts = %v", alerts)
 	}
-	for i, m := range ms {
+	rotated := 0
+	for _, m := range ms {
 		rots := e.getJSON("/v1/agents/" + m.name + "/rotations")["rotations"].([]any)
-		if want := map[bool]int{true: 1, false: 0}[i == 0]; len(rots) != want {
-			t.Errorf("%s has %d rotations, want %d", m.name, len(rots), want)
-		}
+		rotated += len(rots)
 		if !m.nc.IsConnected() {
 			t.Errorf("%s lost its connection", m.name)
 		}
+	}
+	if rotated != 1 {
+		t.Errorf("%d rotations in all, want only the canary's", rotated)
 	}
 	// One fleet operation at a time: a key rotation waits too.
 	if status, body := e.do("POST", "/v1/accounts/fleet/signing-keys/rotate", e.admin, nil); status != 409 || !strings.Contains(string(body), id) {

@@ -64,15 +64,28 @@ func inFlight(t *testing.T, store *registry.Store, names []string) map[string]*r
 	return out
 }
 
-// confirmAll confirms the rotations as if their agents reconnected.
+// confirmAll confirms the rotations as if their agents reconnected, and
+// lets the re-sign that refuses their old keys be stored and pushed, which
+// completes them.
 func confirmAll(t *testing.T, svc *rotate.Service, rs map[string]*rotatord.Rotation) {
 	t.Helper()
+	ctx := context.Background()
 	conns := map[string]string{}
+	accounts := map[int64]bool{}
 	for _, r := range rs {
 		conns[r.NewKey] = ""
+		accounts[r.AccountID] = true
 	}
-	if _, err := svc.ConfirmMany(context.Background(), conns, "event"); err != nil {
+	if _, err := svc.ConfirmMany(ctx, conns, "event"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := svc.ResignQueued(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for id := range accounts {
+		if _, err := svc.PushAccount(ctx, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

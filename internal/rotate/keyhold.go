@@ -30,6 +30,24 @@ func (s *Service) signedByRetired(ctx context.Context, creds map[int64]*rotatord
 	return s.store.RetiredSigningKeys(ctx, keys)
 }
 
+// stampSignedByRetired records, for confirmed rotations whose old
+// credentials were signed by a retired key (by account), that the account's
+// stored JWT already refuses their old keys: its signer is out of it. The
+// push of that version (or the next settle, when it was pushed already)
+// completes them, without a revocation entry.
+func (s *Service) stampSignedByRetired(ctx context.Context, byAccount map[int64][]string) error {
+	for acc, ids := range byAccount {
+		v, err := s.store.AccountVersion(ctx, acc)
+		if err != nil {
+			return err
+		}
+		if err := s.store.SetResignVersion(ctx, ids, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // hold holds a distributed rotation past its deadline instead of rolling it
 // back when its old credentials were signed by a retired key and its new
 // ones were not and have not expired. It reports whether it held it.

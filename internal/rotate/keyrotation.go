@@ -236,7 +236,8 @@ func (s *Service) afterKeyChange(ctx context.Context, k *rotatord.KeyRotation, a
 		s.dropSigners(k.OldKeys)
 	}
 	s.changed(ctx, acc.PublicKey)
-	s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed and the key rotation waits for it
+	// The answer does not wait for the servers; the key rotation does.
+	s.pushSoon(acc.ID)
 	s.kickKeys()
 }
 
@@ -367,7 +368,7 @@ func (s *Service) driveKeyRotation(ctx context.Context, id string) (bool, error)
 	if step.resign {
 		s.afterKeyChange(ctx, k, acc)
 	} else if step.push {
-		s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+		s.pushSoon(acc.ID)
 	}
 	if step.moved && k.State == rotatord.KeyRotationReissuing {
 		s.kickKeys() // the fleet rotation may start

@@ -116,7 +116,7 @@ func TestWatchFileLooksAtOnceWhenRefused(t *testing.T) {
 	go func() { defer close(done); a.WatchFile(ctx, path, time.Hour) }()
 	defer func() { cancel(); <-done }()
 	time.Sleep(100 * time.Millisecond) // the first read
-	writeFile(t, path, credsB)          // delivered, but the interval is an hour
+	writeFile(t, path, credsB)         // delivered, but the interval is an hour
 	f.setSigningKeys(t, true, sk2)
 	waitFor(t, "the agent on the delivered creds", func() bool {
 		st := a.Status()

@@ -159,7 +159,6 @@ func (c *Client) vaultCreds(data map[string]any) ([]byte, string, error) {
 	return file, uc.Subject, nil
 }
 
-
 // problems logs a watcher's failures once each, not at every interval.
 type problems struct {
 	c             *Client
