@@ -620,23 +620,91 @@ func (s *Service) startBatch(ctx context.Context, spec reissueSpec, batch []int6
 // still waiting: when a fleet is dropped at once (an emergency rotation of
 // its signing key), every agent polls at the same moment, and each finds its
 // new credentials on its first poll instead of waiting for the batches to
-// reach it. It returns the agent's rotation in flight, or nil when it has
-// none (no fleet rotation waits for it, or it was skipped). Waves are kept:
-// an agent of a later wave is not started.
+// reach it. Agents asking at the same time are started together, in one
+// transaction (ownBatch). It returns the agent's rotation in flight, or nil
+// when it has none (no fleet rotation waits for it, or it was skipped).
+// Waves are kept: an agent of a later wave is not started.
 func (s *Service) startOwnReissue(ctx context.Context, g *rotatord.Agent) (*rotatord.Rotation, error) {
 	f, err := s.store.WaitingFleetOf(ctx, g.ID)
 	if err != nil || f == nil {
 		return nil, err
 	}
-	n, _, err := s.startBatch(ctx, reissueSpec{fleet: f, replacing: f.Replacing, trigger: f.Trigger, actor: Actor(f.Actor), wait: true},
-		[]int64{g.ID})
-	if err != nil {
-		return nil, err
+	b := s.joinOwnBatch(f, g.ID)
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	if n > 0 {
-		s.metrics.started(f.Trigger)
+	if b.err != nil {
+		return nil, b.err
 	}
 	return s.store.InFlightRotation(ctx, g.ID)
+}
+
+// Agents' own re-issues are gathered for ownBatchWait, or until
+// batchSize of them, and started in one transaction.
+const ownBatchWait = 5 * time.Millisecond
+
+// ownBatch is the agents of one fleet rotation asking for their re-issue
+// together.
+type ownBatch struct {
+	fleet *rotatord.FleetRotation
+	ids   []int64
+	full  chan struct{} // closed at batchSize agents
+	done  chan struct{} // closed once started (err says how it went)
+	err   error
+}
+
+// ownBatches gathers the agents' own re-issues by fleet rotation.
+type ownBatches struct {
+	mu      sync.Mutex
+	pending map[string]*ownBatch
+}
+
+// joinOwnBatch adds an agent to the batch being gathered for its fleet
+// rotation; the first to join starts it once it is full or has waited.
+func (s *Service) joinOwnBatch(f *rotatord.FleetRotation, agentID int64) *ownBatch {
+	s.own.mu.Lock()
+	defer s.own.mu.Unlock()
+	if s.own.pending == nil {
+		s.own.pending = map[string]*ownBatch{}
+	}
+	b := s.own.pending[f.ID]
+	if b == nil {
+		b = &ownBatch{fleet: f, full: make(chan struct{}), done: make(chan struct{})}
+		s.own.pending[f.ID] = b
+		go s.runOwnBatch(b)
+	}
+	b.ids = append(b.ids, agentID)
+	if len(b.ids) == batchSize {
+		delete(s.own.pending, f.ID) // the next agent starts another
+		close(b.full)
+	}
+	return b
+}
+
+func (s *Service) runOwnBatch(b *ownBatch) {
+	t := time.NewTimer(ownBatchWait)
+	select {
+	case <-b.full:
+		t.Stop()
+	case <-t.C:
+		s.own.mu.Lock()
+		if s.own.pending[b.fleet.ID] == b {
+			delete(s.own.pending, b.fleet.ID)
+		}
+		s.own.mu.Unlock()
+	}
+	// Not any one agent's request: they share the outcome.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f := b.fleet
+	n, _, err := s.startBatch(ctx, reissueSpec{fleet: f, replacing: f.Replacing, trigger: f.Trigger, actor: Actor(f.Actor), wait: true}, b.ids)
+	for range n {
+		s.metrics.started(f.Trigger)
+	}
+	b.err = err
+	close(b.done)
 }
 
 // supersede ends a rotation in flight whose new credentials were signed by

@@ -241,6 +241,8 @@ type Service struct {
 	// keyKick wakes RunKeyLifecycle (keyrotation.go).
 	keyKick     chan struct{}
 	keyKickOnce sync.Once
+	// own gathers agents' own re-issues during a fleet rotation (fleet.go).
+	own ownBatches
 }
 
 // New returns a Service.
