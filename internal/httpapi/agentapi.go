@@ -49,8 +49,10 @@ type AgentLimits struct {
 	// (each); default 100,000.
 	MaxKeys int
 	// MaxInFlight bounds the agent requests doing database work at once
-	// (agentload.go); DefaultAgentMaxInFlight when 0.
+	// (agentload.go); DefaultAgentMaxInFlight when 0. QueueWait bounds how
+	// long one waits for its turn; DefaultAgentQueueWait when 0.
 	MaxInFlight int
+	QueueWait   time.Duration
 }
 
 const (
@@ -89,7 +91,7 @@ func newAgentAPI(l AgentLimits, counter *refusals.Counter) *agentAPI {
 		refused: counter,
 		keys:    refusals.NewMemo[error](refusedKeyTTL, l.MaxKeys),
 		used:    refusals.NewMemo[struct{}](usedProofTTL, l.MaxKeys),
-		slots:   newAgentSlots(l.MaxInFlight),
+		slots:   newAgentSlots(l.MaxInFlight, l.QueueWait),
 	}
 }
 

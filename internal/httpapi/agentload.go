@@ -14,34 +14,41 @@ import (
 // pool and starve the work they wait for (issuing their new credentials,
 // confirming their reconnects). At most MaxInFlight agent requests do
 // database work at a time; the others wait in memory, in order, up to
-// agentQueueWait, then get 503 with Retry-After.
+// AgentLimits.QueueWait (10 s), then get 503 with Retry-After.
 
 // DefaultAgentMaxInFlight is AgentLimits.MaxInFlight's default: half of
 // the registry's default pool of 32 connections.
 const DefaultAgentMaxInFlight = 16
 
-// agentQueueWait bounds how long an agent request waits for its turn.
-const agentQueueWait = 10 * time.Second
+// DefaultAgentQueueWait is AgentLimits.QueueWait's default: how long an
+// agent request waits for its turn.
+const DefaultAgentQueueWait = 10 * time.Second
 
-// agentSlots lets at most cap(s) agent requests in at a time.
-type agentSlots chan struct{}
+// agentSlots lets at most cap(slots) agent requests in at a time.
+type agentSlots struct {
+	slots chan struct{}
+	wait  time.Duration
+}
 
-func newAgentSlots(n int) agentSlots {
+func newAgentSlots(n int, wait time.Duration) agentSlots {
 	if n <= 0 {
 		n = DefaultAgentMaxInFlight
 	}
-	return make(agentSlots, n)
+	if wait <= 0 {
+		wait = DefaultAgentQueueWait
+	}
+	return agentSlots{slots: make(chan struct{}, n), wait: wait}
 }
 
 // enter waits for a slot; the caller calls the release it returns. It
 // fails with EUNAVAILABLE (retry after a second) when none was free within
-// agentQueueWait, and when ctx ends first.
+// the queue wait, and when ctx ends first.
 func (s agentSlots) enter(ctx context.Context) (release func(), err error) {
-	t := time.NewTimer(agentQueueWait)
+	t := time.NewTimer(s.wait)
 	defer t.Stop()
 	select {
-	case s <- struct{}{}:
-		return func() { <-s }, nil
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, nil
 	case <-ctx.Done():
 		return nil, busy()
 	case <-t.C:

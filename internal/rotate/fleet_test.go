@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/authwatch"
@@ -370,4 +371,81 @@ func signedBy(t *testing.T, store *registry.Store, names []string) map[string]st
 		out[n] = uc.Issuer
 	}
 	return out
+}
+
+// fetch asks for the agent's creds as the agent would (proof of possession
+// of the key it holds); nil means 304.
+func fetch(t *testing.T, svc *rotate.Service, name string, kp nkeys.KeyPair, at time.Time) []byte {
+	t.Helper()
+	ap, err := rotate.CheckProof(name, signGet(t, kp, name, at), at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := svc.AgentCreds(context.Background(), ap)
+	if errors.Is(err, rotatord.ErrNotModified) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("creds of %s: %v", name, err)
+	}
+	return creds
+}
+
+// An agent of the current wave that polls before the batches reached it is
+// re-issued at once, in its own request; one of a later wave is not, and
+// no agent is before its wave started.
+func TestAgentOfCurrentWaveReissuedOnItsPoll(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	svc, store := newService(t, clk)
+	ctx := context.Background()
+	if _, err := svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]nkeys.KeyPair{}
+	var names []string
+	for i := range 4 {
+		name := fmt.Sprintf("agent-%02d", i)
+		_, creds, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: name, Account: "fleet"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keys[name], err = jwt.ParseDecoratedUserNKey(creds); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	f, err := svc.RotateAll(ctx, "test", "fleet", rotate.FleetInput{Waves: []int{50, 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := clk.Now()
+	if creds := fetch(t, svc, names[0], keys[names[0]], at); creds != nil {
+		t.Fatal("an agent was re-issued before its wave started")
+	}
+	// The driver started wave 1 and stopped before starting its agents (a
+	// replica that died in between).
+	if _, err := store.Pool().Exec(ctx, `UPDATE fleet_rotations SET wave = 1,
+		wave_log = jsonb_build_array(jsonb_build_object('wave', 1, 'started_at', now())) WHERE id = $1`, f.ID); err != nil {
+		t.Fatal(err)
+	}
+	at = at.Add(time.Second)
+	creds := fetch(t, svc, names[0], keys[names[0]], at)
+	if creds == nil {
+		t.Fatal("an agent of the current wave got 304 on its poll, want its new creds")
+	}
+	if rs := inFlight(t, store, names); len(rs) != 1 || rs[names[0]] == nil || rs[names[0]].Trigger != rotatord.TriggerFleet {
+		t.Fatalf("in flight after its poll: %v, want only %s's fleet rotation", rs, names[0])
+	}
+	if creds := fetch(t, svc, names[3], keys[names[3]], at); creds != nil {
+		t.Fatal("an agent of the next wave was re-issued on its poll")
+	}
+	// The driver picks up where it was: the other agent of wave 1 only.
+	tick(t, svc)
+	if rs := inFlight(t, store, names); len(rs) != 2 || rs[names[1]] == nil {
+		t.Fatalf("in flight after the tick: %v, want %s and %s", rs, names[0], names[1])
+	}
+	st := fleetState(t, svc, f.ID)
+	if st.Progress[0].InFlight != 2 || st.Progress[1].Waiting != 2 || st.Progress[1].InFlight != 0 {
+		t.Fatalf("progress %+v", st.Progress)
+	}
 }
