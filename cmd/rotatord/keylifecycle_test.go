@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -28,8 +30,10 @@ func keyEnv(t *testing.T) (*env, *vaulttest.Server, *clock) {
 	v := vaulttest.New(t, "root-token")
 	t.Setenv("VAULT_TOKEN", "root-token")
 	clk := &clock{}
+	fileDir := t.TempDir()
 	e := newEnvWith(t, func(c *Config) {
 		c.VaultAddr = v.URL()
+		c.FileDeliveryDir = fileDir
 		c.Now = clk.Now
 		c.TickSpec = ""
 		// A rotation completes with the push of the re-sign that refuses
@@ -67,9 +71,10 @@ func tickEvery(t *testing.T, m *Main, d time.Duration) (stop func()) {
 
 // fleetMember is an agent of account "fleet" on pkg/agent, connected.
 type fleetMember struct {
-	name  string
-	vault bool
-	a     *agent.Client
+	name     string
+	delivery rotatord.Delivery
+	file     string // its creds file, for file delivery
+	a        *agent.Client
 	nc    *nats.Conn
 
 	mu       sync.Mutex
@@ -77,19 +82,19 @@ type fleetMember struct {
 	rejected []time.Time // when the servers refused every key it held
 }
 
-// joinFleet creates an agent (poll or Vault delivery) and connects it.
-func joinFleet(e *env, v *vaulttest.Server, clk *clock, name string, vault bool) *fleetMember {
+// joinFleet creates an agent (poll, Vault or file delivery) and connects it.
+func joinFleet(e *env, v *vaulttest.Server, clk *clock, name string, d rotatord.Delivery) *fleetMember {
 	e.t.Helper()
-	m, err := newFleetMember(e, v, clk, name, vault)
+	m, err := newFleetMember(e, v, clk, name, d)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	return m
 }
 
-// joinFleetN creates and connects n agents, a few at a time; vault says
-// which have Vault delivery.
-func joinFleetN(e *env, v *vaulttest.Server, clk *clock, n int, vault func(i int) bool) []*fleetMember {
+// joinFleetN creates and connects n agents, a few at a time, with the
+// delivery delivery says.
+func joinFleetN(e *env, v *vaulttest.Server, clk *clock, n int, delivery func(i int) rotatord.Delivery) []*fleetMember {
 	e.t.Helper()
 	ms := make([]*fleetMember, n)
 	errs := make([]error, n)
@@ -100,7 +105,7 @@ func joinFleetN(e *env, v *vaulttest.Server, clk *clock, n int, vault func(i int
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				ms[i], errs[i] = newFleetMember(e, v, clk, fmt.Sprintf("agent-%02d", i), vault(i))
+				ms[i], errs[i] = newFleetMember(e, v, clk, fmt.Sprintf("agent-%02d", i), delivery(i))
 			}
 		}()
 	}
@@ -117,24 +122,27 @@ func joinFleetN(e *env, v *vaulttest.Server, clk *clock, n int, vault func(i int
 	return ms
 }
 
-func newFleetMember(e *env, v *vaulttest.Server, clk *clock, name string, vault bool) (*fleetMember, error) {
-	in := rotate.AgentInput{Name: name, Account: "fleet", Grace: time.Minute,
+func newFleetMember(e *env, v *vaulttest.Server, clk *clock, name string, d rotatord.Delivery) (*fleetMember, error) {
+	in := rotate.AgentInput{Name: name, Account: "fleet", Grace: time.Minute, Delivery: d,
 		Permissions: rotatord.Permissions{Pub: rotatord.PermissionList{Allow: []string{"orders.>"}}, Sub: rotatord.PermissionList{Allow: []string{"orders.>"}}}}
-	if vault {
-		in.Delivery = rotatord.DeliveryVault
-	}
 	_, creds, err := e.main.Service.CreateAgent(context.Background(), "test", in)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
-	if vault {
+	m := &fleetMember{name: name, delivery: d}
+	switch d {
+	case rotatord.DeliveryVault:
 		data, _, ok := v.Secret("nats/fleet/" + name)
 		if !ok {
 			return nil, fmt.Errorf("no vault secret for %s", name)
 		}
 		creds = []byte(data["creds"].(string))
+	case rotatord.DeliveryFile:
+		m.file = filepath.Join(e.main.Config.FileDeliveryDir, "fleet", name+".creds")
+		if creds, err = os.ReadFile(m.file); err != nil {
+			return nil, fmt.Errorf("creds file of %s: %w", name, err)
+		}
 	}
-	m := &fleetMember{name: name, vault: vault}
 	a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, Now: clk.Now,
 		Log: discardLogger(), OnState: func(s agent.State, _ error) {
 			if s == agent.StateRejected {
@@ -166,9 +174,12 @@ func (m *fleetMember) follow(t *testing.T, v *vaulttest.Server, interval time.Du
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if m.vault {
+		switch m.delivery {
+		case rotatord.DeliveryVault:
 			m.a.WatchVault(ctx, v.Client(t), "secret", "nats/fleet/"+m.name, interval)
-		} else {
+		case rotatord.DeliveryFile:
+			m.a.WatchFile(ctx, m.file, interval)
+		default:
 			m.a.Run(ctx, interval)
 		}
 	}()
@@ -337,9 +348,11 @@ func TestStagedSigningKeyRotationEndToEnd(t *testing.T) {
 	t0 := time.Now()
 	e, v, clk := keyEnv(t)
 	const n = 50
-	ms := joinFleetN(e, v, clk, n-1, func(i int) bool { return i%5 == 1 }) // 10 Vault agents
+	ms := joinFleetN(e, v, clk, n-1, func(i int) rotatord.Delivery { // 10 Vault agents
+		return map[bool]rotatord.Delivery{true: rotatord.DeliveryVault, false: rotatord.DeliveryPoll}[i%5 == 1]
+	})
 	// Created last, so in the last wave; it never looks for new creds.
-	straggler := joinFleet(e, v, clk, fmt.Sprintf("agent-%02d", n-1), false)
+	straggler := joinFleet(e, v, clk, fmt.Sprintf("agent-%02d", n-1), rotatord.DeliveryPoll)
 	ms = append(ms, straggler)
 	t.Logf("%s phase: %d agents created and connected", time.Since(t0), n)
 	for _, m := range ms[:n-1] {
@@ -432,11 +445,13 @@ func TestStagedSigningKeyRotationEndToEnd(t *testing.T) {
 // An emergency rotation: the servers drop the old key's users at once, and
 // they are back on the new key within seconds, by themselves: poll agents
 // authenticate to rotatord with their old user key (their interval here is
-// an hour), Vault agents find new deliveries. A user JWT minted with the
+// an hour), Vault and file agents find new deliveries. A user JWT minted with the
 // old ("leaked") key is refused from then on.
 func TestEmergencySigningKeyRotationEndToEnd(t *testing.T) {
 	e, v, clk := keyEnv(t)
-	ms := joinFleetN(e, v, clk, 12, func(i int) bool { return i%3 == 0 })
+	ms := joinFleetN(e, v, clk, 12, func(i int) rotatord.Delivery {
+		return []rotatord.Delivery{rotatord.DeliveryVault, rotatord.DeliveryPoll, rotatord.DeliveryFile}[i%3]
+	})
 	for _, m := range ms {
 		m.follow(t, v, time.Hour)
 	}
@@ -490,9 +505,16 @@ func TestEmergencySigningKeyRotationEndToEnd(t *testing.T) {
 		return e.getJSON("/v1/key-rotations/" + id)["state"] == "completed"
 	})
 	for _, m := range ms {
-		if m.vault {
+		switch m.delivery {
+		case rotatord.DeliveryVault:
 			if _, version, _ := v.Secret("nats/fleet/" + m.name); version < 2 {
 				t.Errorf("%s's vault secret is at version %d, want a new delivery", m.name, version)
+			}
+		case rotatord.DeliveryFile:
+			if creds, err := os.ReadFile(m.file); err != nil || !strings.Contains(string(creds), "NATS USER JWT") {
+				t.Errorf("%s's creds file after the rotation: %v", m.name, err)
+			} else if uc := credsJWT(t, string(creds)); uc.Issuer != newKey {
+				t.Errorf("%s's creds file is signed by %s, want the new key", m.name, uc.Issuer)
 			}
 		}
 	}
@@ -550,7 +572,7 @@ func mintWithSigningKey(t *testing.T, e *env, account string) string {
 // progress and exits non-zero; abort ends it.
 func TestRotateAllCanaryHaltsEndToEnd(t *testing.T) {
 	e, v, clk := keyEnv(t)
-	ms := joinFleetN(e, v, clk, 10, func(int) bool { return false }) // none looks for new creds
+	ms := joinFleetN(e, v, clk, 10, func(int) rotatord.Delivery { return rotatord.DeliveryPoll }) // none looks for new creds
 	done := make(chan cliResult, 1)
 	go func() {
 		done <- e.runCLI("accounts", "rotate-all", "fleet", "--waves", "10,100", "--halt-on-failure-rate", "0.05", "--wait")
@@ -609,7 +631,7 @@ func TestRotateAllCanaryHaltsEndToEnd(t *testing.T) {
 func TestKeyRotationResumedByAnotherReplica(t *testing.T) {
 	e, v, clk := keyEnv(t)
 	b := e.startMain(e.config()) // the replica that survives
-	ms := joinFleetN(e, v, clk, 6, func(int) bool { return false })
+	ms := joinFleetN(e, v, clk, 6, func(int) rotatord.Delivery { return rotatord.DeliveryPoll })
 	// The agents talk to the surviving replica.
 	for _, m := range ms {
 		a, err := agent.New(agent.Config{Server: b.URL(), Name: m.name, Creds: m.a.CredsFile(), Now: clk.Now, Log: discardLogger()})
