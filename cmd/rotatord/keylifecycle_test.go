@@ -75,7 +75,7 @@ type fleetMember struct {
 	delivery rotatord.Delivery
 	file     string // its creds file, for file delivery
 	a        *agent.Client
-	nc    *nats.Conn
+	nc       *nats.Conn
 
 	mu       sync.Mutex
 	drops    []time.Time // disconnects, when they happened
