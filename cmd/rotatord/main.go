@@ -31,6 +31,8 @@ Usage:
                                            create an API token and print it once
   rotatord dev [--dir DIR]                 run everything locally: PostgreSQL, nats-server, rotatord
   rotatord import [flags]                  import an nsc store or JWT/creds files (see rotatord import -h)
+  rotatord master-key rotate --new-key-file FILE | status [flags]
+                                           re-seal every secret under a new master key; show the keys in use
 
 Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
   rotatord accounts list|show|add|update
@@ -79,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDev(ctx, cfg, args, stdout, stderr)
 	case "import":
 		return runImport(ctx, cfg, args, stdout, stderr)
+	case "master-key":
+		return runMasterKey(ctx, cfg, args, stdout, stderr)
 	case "accounts":
 		return runAccounts(ctx, args, stdout, stderr)
 	case "agents":

@@ -68,6 +68,9 @@ type Main struct {
 
 	// Refusals counts the agent API's refusals for the audit trail.
 	Refusals *refusals.Counter
+
+	// replica is this process's record of the master keys it holds.
+	replica *rotatord.Replica
 }
 
 // NewMain returns a Main with the default configuration.
@@ -142,9 +145,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
 		AgentRotateMinInterval: m.Config.AgentRotateMinInterval,
 	})
+	if err := m.recordReplica(ctx); err != nil {
+		return err
+	}
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
+	m.warnSealed(ctx)
 
 	// Fill the resolver cache before serving: nats-server must never get
 	// a 404 for an account that exists.
@@ -198,6 +205,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
 	m.goBackground(func() { m.Store.RunAuditSealer(bg, m.Log, auditSealInterval) })
+	m.goBackground(func() { m.Service.RunReplicaHeartbeat(bg, m.replica, rotatord.ReplicaHeartbeat) })
 	if m.Config.TickSpec != "" {
 		if m.scheduler, err = m.Service.StartScheduler(bg, m.Config.TickSpec); err != nil {
 			return err
@@ -354,6 +362,7 @@ func (m *Main) Close() error {
 		m.vaultStop()
 	}
 	m.wg.Wait()
+	m.forgetReplica()
 	if m.Store != nil {
 		m.Store.Close()
 	}

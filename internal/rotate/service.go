@@ -88,6 +88,8 @@ type Store interface {
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+
+	MasterKeyStore
 }
 
 // Pusher sends an account JWT to the nats-servers.
