@@ -40,6 +40,8 @@ Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o 
   rotatord rotations list --agent NAME | show ID
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]
   rotatord audit verify [flags]            check the audit trail's hash chain in the database
+  rotatord operator rotate-key [--wait]    rotate the operator's signing key (restart the servers with each new block)
+  rotatord key-rotations show ID [--wait]
 
 Every command takes -h for its flags. Flags mirror the ROTATORD_* environment variables.
 `
@@ -83,6 +85,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runImport(ctx, cfg, args, stdout, stderr)
 	case "master-key":
 		return runMasterKey(ctx, cfg, args, stdout, stderr)
+	case "operator":
+		return runOperator(ctx, args, stdout, stderr)
+	case "key-rotations":
+		return runKeyRotations(ctx, args, stdout, stderr)
 	case "accounts":
 		return runAccounts(ctx, args, stdout, stderr)
 	case "agents":

@@ -195,6 +195,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 		m.Service.SetConnChecker(rotate.NATSChecker{Conn: m.natsConn})
+		if p, ok := pusher.(*resolver.Pusher); ok {
+			m.startKeyRotations(bg, p)
+		}
 		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
 	}
 	m.Alerts = alert.New(alert.Dispatcher{Store: m.Store, Webhook: m.Config.AlertWebhook, Conn: m.natsConn, Log: m.Log, Now: m.Config.Now}, reg)
@@ -283,8 +286,10 @@ func (m *Main) kickPush() {
 	}
 }
 
-// loadAccounts replaces the resolver cache with every account JWT.
+// loadAccounts replaces the resolver cache with every account JWT, and
+// reloads the operator JWT.
 func (m *Main) loadAccounts(ctx context.Context) error {
+	m.refreshOperator(ctx, "")
 	mark := m.Cache.Snapshot()
 	all, err := m.Store.AccountJWTs(ctx)
 	if err != nil {
@@ -300,6 +305,9 @@ func (m *Main) loadAccounts(ctx context.Context) error {
 
 // refreshAccount reloads one account after a change notification.
 func (m *Main) refreshAccount(ctx context.Context, pub string) {
+	if m.refreshOperator(ctx, pub) {
+		return
+	}
 	a, err := m.Store.FindAccountJWT(ctx, pub)
 	switch {
 	case errors.Is(err, rotatord.ErrNotFound):

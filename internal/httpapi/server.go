@@ -98,6 +98,7 @@ func New(cfg Config) *Server {
 			r.Get("/agents", s.listAgents)
 			r.Get("/agents/{name}", s.getAgent)
 			r.Get("/audit", s.listAudit)
+			r.Get("/key-rotations/{id}", s.getKeyRotation)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRotate))
@@ -113,6 +114,7 @@ func New(cfg Config) *Server {
 			r.Patch("/agents/{name}", s.updateAgent)
 			r.Delete("/agents/{name}", s.deleteAgent)
 			r.Post("/agents/{name}/reissue", s.reissueAgent)
+			r.Post("/operator/signing-keys/rotate", s.rotateOperatorKey)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

@@ -90,6 +90,7 @@ type Store interface {
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
 
 	MasterKeyStore
+	KeyRotationStore
 }
 
 // Pusher sends an account JWT to the nats-servers.
@@ -129,6 +130,13 @@ type Config struct {
 	// agent starts itself (own-key POST); DefaultAgentRotateMinInterval
 	// when zero.
 	AgentRotateMinInterval time.Duration
+
+	// OperatorProber asks the nats-servers which operator JWT they run;
+	// without it the operator's signing key cannot be rotated.
+	OperatorProber OperatorProber
+	// KeyRotationServerLive is how long an operator key rotation waits for
+	// a server that stopped answering; DefaultServerLive when zero.
+	KeyRotationServerLive time.Duration
 }
 
 // DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
@@ -163,6 +171,14 @@ type Service struct {
 	lastConnz  time.Time
 	lastResign time.Time
 	signers    sync.Map // account ID -> nkeys.KeyPair
+
+	// Operator signing-key rotation (operatorkey.go): the prober, how long
+	// a silent server is waited for, the kick of RunKeyRotations, and the
+	// opened operator signing key, by public key.
+	prober     OperatorProber
+	serverLive time.Duration
+	keyKick    chan struct{}
+	opSigner   opSigner
 }
 
 // New returns a Service.
@@ -191,7 +207,12 @@ func New(cfg Config) *Service {
 	if agentEvery <= 0 {
 		agentEvery = DefaultAgentRotateMinInterval
 	}
-	return &Service{agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
+	serverLive := cfg.KeyRotationServerLive
+	if serverLive <= 0 {
+		serverLive = DefaultServerLive
+	}
+	return &Service{prober: cfg.OperatorProber, serverLive: serverLive, keyKick: make(chan struct{}, 1),
+		agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
