@@ -46,6 +46,10 @@ const DefaultServerLive = 5 * time.Minute
 // varzWait bounds one round of VARZ answers.
 const varzWait = 2 * time.Second
 
+// resignBudget bounds the re-signing one step does while it holds the key
+// rotation's lock; the next step goes on where it stopped.
+const resignBudget = 10 * time.Second
+
 // The instructions an operator key rotation gives while it waits.
 const (
 	pasteBlock     = "paste the block from `rotatord nats-config` into the servers' configuration and restart them one by one"
@@ -182,15 +186,17 @@ func (s *Service) AdvanceKeyRotations(ctx context.Context) (int, error) {
 	var errs []error
 	for _, id := range ids {
 		for ctx.Err() == nil {
-			moved, err := s.advanceOperatorKey(ctx, id)
+			moved, again, err := s.advanceOperatorKey(ctx, id)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("key rotation %s: %w", id, err))
 				break
 			}
-			if !moved {
+			if moved {
+				steps++
+			}
+			if !moved && !again {
 				break
 			}
-			steps++
 		}
 	}
 	return steps, errors.Join(errs...)
@@ -198,17 +204,15 @@ func (s *Service) AdvanceKeyRotations(ctx context.Context) (int, error) {
 
 // advanceOperatorKey takes one step of an operator key rotation if it can,
 // holding its row lock so that one replica at a time moves it. It reports
-// whether the state changed.
-func (s *Service) advanceOperatorKey(ctx context.Context, id string) (bool, error) {
-	var (
-		moved bool
-		opKey string
-	)
+// whether the state changed, and whether to go on at once although it did
+// not (re-signing stopped at its time budget).
+func (s *Service) advanceOperatorKey(ctx context.Context, id string) (moved, again bool, err error) {
+	var opKey string
 	// Work that needs no lock of its own (asking the servers, re-signing
 	// accounts in their own transactions) runs on outer, which carries no
 	// transaction.
 	outer := ctx
-	err := s.inTx(ctx, func(ctx context.Context) error {
+	err = s.inTx(ctx, func(ctx context.Context) error {
 		kr, ok, err := s.store.LockKeyRotation(ctx, id)
 		if err != nil || !ok {
 			return err
@@ -238,15 +242,22 @@ func (s *Service) advanceOperatorKey(ctx context.Context, id string) (bool, erro
 				break
 			}
 			// A JWT signed by an old key before the switch must not be left.
-			if left, err := s.resignWithKey(outer, kr); err != nil || left > 0 {
+			if notYet, owed, err := s.resignWithKey(outer, kr); err != nil || notYet+owed > 0 {
+				again = notYet > 0
 				return err
 			}
 			// Waiting keeps checkServers' note of servers not waited for.
 			kr.State = rotatord.KeyRotationCompleted
 		case rotatord.KeyRotationResigning:
-			left, err := s.resignWithKey(outer, kr)
-			if err != nil || left > 0 {
+			notYet, owed, err := s.resignWithKey(outer, kr)
+			if err != nil {
 				return err
+			}
+			if notYet+owed > 0 {
+				// Stopped at the budget (go on at once), or pushes are owed
+				// (RunPushRetry sends them; the next round looks again).
+				again = notYet > 0
+				break
 			}
 			if err := s.removeOldOperatorKeys(ctx, kr); err != nil {
 				return err
@@ -265,12 +276,12 @@ func (s *Service) advanceOperatorKey(ctx context.Context, id string) (bool, erro
 		return nil
 	})
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if moved {
 		s.changed(ctx, opKey)
 	}
-	return moved, nil
+	return moved, again, nil
 }
 
 // checkServers asks the servers which operator JWT they run, merges their
@@ -337,15 +348,21 @@ func (s *Service) checkServers(ctx context.Context, kr *rotatord.KeyRotation, op
 }
 
 // resignWithKey re-signs, with the live operator signing key, every account
-// whose JWT is not signed by it, and pushes each. It returns how many are
-// left to wait for: accounts it could not re-sign now, and pushes owed.
-func (s *Service) resignWithKey(ctx context.Context, kr *rotatord.KeyRotation) (int, error) {
+// whose JWT is not signed by it, and pushes each, for at most resignBudget.
+// It returns how many accounts are not re-signed yet and how many pushes
+// are owed; kr.Waiting says so.
+func (s *Service) resignWithKey(ctx context.Context, kr *rotatord.KeyRotation) (notYet, owed int, err error) {
 	accs, err := s.store.ListAccounts(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	resigned, owed := 0, 0
+	resigned := 0
+	until := time.Now().Add(resignBudget)
 	for _, a := range accs {
+		if issuer(a.JWT) != kr.NewKey && time.Now().After(until) {
+			notYet++
+			continue
+		}
 		if issuer(a.JWT) != kr.NewKey {
 			err := s.store.InTx(ctx, func(ctx context.Context) error {
 				acc, err := s.store.LockAccount(ctx, a.ID)
@@ -358,7 +375,7 @@ func (s *Service) resignWithKey(ctx context.Context, kr *rotatord.KeyRotation) (
 				continue // deleted meanwhile
 			}
 			if err != nil {
-				return 0, fmt.Errorf("re-sign account %s with the new operator key: %w", a.Name, err)
+				return 0, 0, fmt.Errorf("re-sign account %s with the new operator key: %w", a.Name, err)
 			}
 			resigned++
 			s.changed(ctx, a.PublicKey)
@@ -374,10 +391,13 @@ func (s *Service) resignWithKey(ctx context.Context, kr *rotatord.KeyRotation) (
 	if resigned > 0 {
 		s.log.Info("accounts re-signed with the new operator signing key", "key_rotation", kr.ID, "accounts", resigned, "push_owed", owed)
 	}
-	if owed > 0 {
+	switch {
+	case notYet > 0:
+		kr.Waiting = fmt.Sprintf("re-signing the accounts with the new key: %d left", notYet)
+	case owed > 0:
 		kr.Waiting = fmt.Sprintf("%d account JWT(s) signed by the new key wait to be pushed to the nats-servers", owed)
 	}
-	return owed, nil
+	return notYet, owed, nil
 }
 
 // issuer is the key that signed a JWT, "" when it does not decode.
