@@ -5,6 +5,7 @@
 package rotate
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -89,6 +90,12 @@ type Store interface {
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
 
+	RoleStore
+	// The fleet console's reads (console.go).
+	LastRotations(ctx context.Context, agentIDs []int64) (map[int64]*rotatord.Rotation, error)
+	ListAlertsBy(ctx context.Context, f rotatord.AlertFilter) ([]*rotatord.Alert, error)
+	ListRevocationsPage(ctx context.Context, accountID int64, f rotatord.PageFilter) ([]rotatord.Revocation, error)
+	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
 	MasterKeyStore
 	KeyRotationStore
 }
@@ -130,6 +137,9 @@ type Config struct {
 	// agent starts itself (own-key POST); DefaultAgentRotateMinInterval
 	// when zero.
 	AgentRotateMinInterval time.Duration
+	// MaxControlLine is the servers' max_control_line (4096 when 0): no
+	// user JWT is issued whose CONNECT line would not fit it.
+	MaxControlLine int
 
 	// OperatorProber asks the nats-servers which operator JWT they run;
 	// without it the operator's signing key cannot be rotated.
@@ -165,12 +175,13 @@ type Service struct {
 	checker      ConnChecker
 	// agentRotateEvery: see Config.AgentRotateMinInterval.
 	agentRotateEvery time.Duration
+	maxControl       int
 
 	mu         sync.Mutex
 	lastSweep  time.Time
 	lastConnz  time.Time
 	lastResign time.Time
-	signers    sync.Map // account ID -> nkeys.KeyPair
+	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
 
 	// Operator signing-key rotation (operatorkey.go): the prober, how long
 	// a silent server is waited for, the kick of RunKeyRotations, and the
@@ -215,7 +226,8 @@ func New(cfg Config) *Service {
 		agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
-		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
+		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
+		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine)}
 }
 
 // Actor names who asked for a change, for the audit trail.
