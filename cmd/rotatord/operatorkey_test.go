@@ -348,6 +348,7 @@ func TestOperatorKeyRotationAPI(t *testing.T) {
 			t.Fatalf("rotate with body %s = %d %s", body, status, out)
 		}
 	}
+	other := e.startMain(e.config()) // a second replica, to serve the new operator jwt too
 	started := e.must(202, "POST", path, "{}")
 	id := started["id"].(string)
 	if started["state"] != "adding_key" {
@@ -369,6 +370,13 @@ func TestOperatorKeyRotationAPI(t *testing.T) {
 	oc, _ := jwt.DecodeOperatorClaims(op.JWT)
 	if !oc.SigningKeys.Contains(k["new_key"].(string)) {
 		t.Fatal("the stored operator jwt lacks the new key")
+	}
+	// Both replicas' resolvers serve the operator jwt that lists the new key.
+	for _, m := range []*Main{e.main, other} {
+		eventually(t, 10*time.Second, "the resolver to serve the new operator jwt", func() bool {
+			_, body := e.doAt(m, "GET", "/jwt/v1/operator", "", nil)
+			return string(body) == op.JWT
+		})
 	}
 	for _, bad := range []string{"6f1c2b9e-4d3a-4f5e-9a7b-2c8d1e0f3a45", "not-a-uuid"} {
 		e.must(404, "GET", "/v1/key-rotations/"+bad, nil)

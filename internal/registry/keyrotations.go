@@ -74,14 +74,14 @@ func scanKeyRotation(row pgx.Row) (*rotatord.KeyRotation, error) {
 // CreateKeyRotation stores a new key rotation and sets its ID and times.
 // ECONFLICT while another operator key rotation is in flight.
 func (s *Store) CreateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) error {
-	servers, err := json.Marshal(nonNil(k.Servers))
+	servers, err := json.Marshal(orEmpty(k.Servers))
 	if err != nil {
 		return fmt.Errorf("encode servers: %w", err)
 	}
 	err = s.q(ctx).QueryRow(ctx, `
 		INSERT INTO key_rotations (kind, state, old_keys, new_key, actor, servers, waiting)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text, created_at, updated_at, step_at`,
-		k.Kind, k.State, nonNil(k.OldKeys), k.NewKey, k.Actor, servers, k.Waiting).Scan(&k.ID, &k.CreatedAt, &k.UpdatedAt, &k.StepAt)
+		k.Kind, k.State, orEmpty(k.OldKeys), k.NewKey, k.Actor, servers, k.Waiting).Scan(&k.ID, &k.CreatedAt, &k.UpdatedAt, &k.StepAt)
 	if err != nil {
 		return mapErr(fmt.Errorf("create %s key rotation: %w", k.Kind, err))
 	}
@@ -91,7 +91,7 @@ func (s *Store) CreateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) 
 // UpdateKeyRotation stores k's state, servers and waiting note; a new state
 // starts a new step (step_at), and completed sets finished_at.
 func (s *Store) UpdateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) error {
-	servers, err := json.Marshal(nonNil(k.Servers))
+	servers, err := json.Marshal(orEmpty(k.Servers))
 	if err != nil {
 		return fmt.Errorf("encode servers: %w", err)
 	}
@@ -159,7 +159,7 @@ func (s *Store) KeyRotationsInFlight(ctx context.Context, kind string) ([]string
 	return ids, nil
 }
 
-func nonNil[T any](s []T) []T {
+func orEmpty[T any](s []T) []T {
 	if s == nil {
 		return []T{}
 	}
