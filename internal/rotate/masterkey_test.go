@@ -20,7 +20,7 @@ import (
 	"github.com/rotatord/rotatord/internal/seal"
 )
 
-func newKey(t *testing.T) []byte {
+func newKey(t testing.TB) []byte {
 	t.Helper()
 	k := make([]byte, seal.KeySize)
 	if _, err := rand.Read(k); err != nil {
@@ -29,7 +29,7 @@ func newKey(t *testing.T) []byte {
 	return k
 }
 
-func mustSealer(t *testing.T, keys ...[]byte) *seal.Sealer {
+func mustSealer(t testing.TB, keys ...[]byte) *seal.Sealer {
 	t.Helper()
 	s, err := seal.New(keys...)
 	if err != nil {
@@ -58,7 +58,7 @@ type masterKeyFixture struct {
 	seed  []byte // the agent's active seed, to prove its requests
 }
 
-func newMasterKeyFixture(t *testing.T) *masterKeyFixture {
+func newMasterKeyFixture(t testing.TB) *masterKeyFixture {
 	t.Helper()
 	ctx := context.Background()
 	store, err := registry.Open(ctx, pgtest.New(t))
@@ -89,7 +89,7 @@ func newMasterKeyFixture(t *testing.T) *masterKeyFixture {
 	return f
 }
 
-func (f *masterKeyFixture) service(t *testing.T, keys ...[]byte) *rotate.Service {
+func (f *masterKeyFixture) service(t testing.TB, keys ...[]byte) *rotate.Service {
 	return rotate.New(rotate.Config{Store: f.store, Sealer: mustSealer(t, keys...), Now: f.clk.Now, NoJitter: true})
 }
 
