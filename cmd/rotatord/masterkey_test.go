@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/doctor"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/seal"
 )
@@ -194,6 +195,11 @@ func TestMasterKeyRotationWithTwoReplicas(t *testing.T) {
 	if !strings.Contains(r.stderr, "1 signing key seed(s) sealed by master key "+oldID+", which no live replica holds") {
 		t.Fatalf("status stderr:\n%s", r.stderr)
 	}
+	// doctor fails on it too.
+	dcfg := e.doctorConfig()
+	dcfg.MasterKeyFile = newFile
+	rep := diagnose(context.Background(), dcfg, doctorOpts())
+	expectResult(t, rep, "sealed values", "", doctor.StatusFail, "1 signing key seed(s) sealed by master key "+oldID, "no live replica holds")
 	// serve starts (the operator's key opens) and says what it cannot open.
 	logs := &logBuffer{}
 	cfg := replicaB.Config
