@@ -272,7 +272,10 @@ func TestSealedValues(t *testing.T) {
 	// Skipped without the database, failed when it cannot be read.
 	rep := Run(context.Background(), Sources{
 		Database: func(context.Context) (int64, int64, error) { return 0, 0, errors.New("down") },
-		Sealed:   func(context.Context) ([]string, []string, error) { t.Error("ran without the database"); return nil, nil, nil },
+		Sealed: func(context.Context) ([]string, []string, error) {
+			t.Error("ran without the database")
+			return nil, nil, nil
+		},
 	})
 	if rep.Results[1].Check != "sealed values" || rep.Results[1].Status != StatusSkip {
 		t.Errorf("without the database: %+v", rep.Results)
