@@ -47,7 +47,7 @@ type KeyError struct {
 
 // Error names the missing key by its ID.
 func (e *KeyError) Error() string {
-	return fmt.Sprintf("sealed by master key %s, which is not in the master key file", e.ID)
+	return fmt.Sprintf("wrong master key: sealed by master key %s, which is not in the master key file", e.ID)
 }
 
 // Is reports whether target is ErrDecrypt.
