@@ -1,6 +1,7 @@
 package rotate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,11 +38,11 @@ type OperatorProber interface {
 	TrustedOperators(ctx context.Context, wait time.Duration) ([]rotatord.ServerTrust, error)
 }
 
-// DefaultServerLive is Config.KeyRotationServerLive's default: how long an
-// operator key rotation waits for a server that stopped answering before
-// it goes on without it. A server restarts in seconds; this leaves time to
-// edit its configuration in between.
-const DefaultServerLive = 5 * time.Minute
+// DefaultKeyRotationServerLive is Config.KeyRotationServerLive's default:
+// how long an operator key rotation waits for a server that stopped
+// answering before it goes on without it. A server restarts in seconds;
+// this leaves time to edit its configuration in between.
+const DefaultKeyRotationServerLive = 5 * time.Minute
 
 // varzWait bounds one round of VARZ answers.
 const varzWait = 2 * time.Second
@@ -66,7 +67,7 @@ const (
 // or for an operator imported without its identity seed (which alone
 // signs the operator JWT); ECONFLICT while one is in flight.
 func (s *Service) StartOperatorKeyRotation(ctx context.Context, actor Actor) (*rotatord.KeyRotation, error) {
-	if s.prober == nil {
+	if s.opProber == nil {
 		return nil, rotatord.Errorf(rotatord.EUNSUPPORTED,
 			"rotating the operator signing key needs rotatord's NATS connection (ROTATORD_NATS_URL): it asks every nats-server which operator JWT it runs before each step")
 	}
@@ -287,16 +288,22 @@ func (s *Service) advanceOperatorKey(ctx context.Context, id string) (moved, aga
 // checkServers asks the servers which operator JWT they run, merges their
 // answers into kr.Servers (by name: a restarted server has a new ID) and
 // sets kr.Waiting. It reports whether every server the rotation waits for
-// runs an operator JWT that lets it past its state. It waits for servers
+// runs an operator JWT that lets it past its state. The servers it knows
+// are those that answered it once, and those the cluster tracking heard
+// from lately (nats_servers) that did not answer yet. It waits for servers
 // that are behind, and for those behind that stopped answering less than
 // the server live time ago (restarting, most likely); a server silent for
 // longer is not waited for. At least one server must answer.
 func (s *Service) checkServers(ctx context.Context, kr *rotatord.KeyRotation, opKey string) (bool, error) {
-	trusts, err := s.prober.TrustedOperators(ctx, varzWait)
+	trusts, err := s.opProber.TrustedOperators(ctx, varzWait)
 	if err != nil {
 		kr.Waiting = noNATS
 		s.log.Info("operator key rotation: cannot ask the servers", "key_rotation", kr.ID, "err", err)
 		return false, nil
+	}
+	known, err := s.store.Servers(ctx)
+	if err != nil {
+		return false, err
 	}
 	now := s.now()
 	byName := map[string]rotatord.KeyServer{}
@@ -309,6 +316,13 @@ func (s *Service) checkServers(ctx context.Context, kr *rotatord.KeyRotation, op
 			ks.TrustsOld = ks.TrustsOld || t.Trusts(opKey, old)
 		}
 		byName[ks.Name] = ks
+	}
+	for _, srv := range known {
+		name := cmp.Or(srv.Name, srv.ID)
+		if _, ok := byName[name]; !ok && srv.Live(now, s.cluster.Live) {
+			// Heard from, but its VARZ is not known yet: behind until it answers.
+			byName[name] = rotatord.KeyServer{Name: name, ID: srv.ID, LastSeen: srv.LastSeen}
+		}
 	}
 	kr.Servers = kr.Servers[:0]
 	for _, ks := range byName {
@@ -476,4 +490,4 @@ func (s *Service) operatorSigner(ctx context.Context) (nkeys.KeyPair, error) {
 
 // SetOperatorProber sets the prober of operator key rotations (see
 // Config.OperatorProber); call it before the service is used.
-func (s *Service) SetOperatorProber(p OperatorProber) { s.prober = p }
+func (s *Service) SetOperatorProber(p OperatorProber) { s.opProber = p }

@@ -299,3 +299,33 @@ func TestOperatorKeyRotationRefusals(t *testing.T) {
 		t.Fatalf("a refused rotation left %v", ids)
 	}
 }
+
+// A server that the cluster tracking heard from (nats_servers) but that
+// has not answered the rotation's VARZ yet is waited for too, until it
+// answers or stays silent past the live time.
+func TestOperatorKeyRotationWaitsForKnownServers(t *testing.T) {
+	f := newOpKeyFixture(t)
+	ctx := context.Background()
+	original, _ := f.operatorJWT(t)
+	f.servers.run("a", original)
+	if err := f.store.TouchServers(ctx, []rotatord.Server{{ID: "NC", Name: "c"}}, f.clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := f.svc.StartOperatorKeyRotation(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, _ := f.operatorJWT(t)
+	f.servers.run("a", both)
+	if kr = f.advance(t, kr.ID); kr.State != rotatord.KeyRotationAddingKey || behindNames(kr) != "c" || !strings.Contains(kr.Waiting, "waiting for c") {
+		t.Fatalf("with c known but silent: %+v", kr)
+	}
+	f.clk.Add(45 * time.Second) // past the tracking's 30 s, within the rotation's 1 min
+	if kr = f.advance(t, kr.ID); kr.State != rotatord.KeyRotationAddingKey || behindNames(kr) != "c" {
+		t.Fatalf("c silent for 45 s: %+v", kr)
+	}
+	f.clk.Add(time.Minute)
+	if kr = f.advance(t, kr.ID); kr.State != rotatord.KeyRotationRemovingKey || !strings.Contains(kr.Waiting, "not waiting for c") {
+		t.Fatalf("c silent for longer than the live time: %+v", kr)
+	}
+}
