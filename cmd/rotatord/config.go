@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rotatord/rotatord/internal/rotate"
 )
 
 // Config is rotatord's configuration: DefaultConfig, then ROTATORD_*
@@ -43,6 +45,9 @@ type Config struct {
 	// AuthFailThreshold NATS authentication failures within AuthFailWindow.
 	AuthFailThreshold int
 	AuthFailWindow    time.Duration
+	// MaxAccountJWTBytes is the size guard of account JWTs: rotatord never
+	// stores or pushes a larger one (internal/rotate/guard.go).
+	MaxAccountJWTBytes int
 	// TickSpec is the robfig/cron schedule of the rotation scheduler's tick;
 	// empty turns the scheduler off (tests drive Tick themselves).
 	TickSpec string
@@ -84,6 +89,8 @@ func DefaultConfig() Config {
 
 		AuthFailThreshold: 10,
 		AuthFailWindow:    5 * time.Minute,
+
+		MaxAccountJWTBytes: rotate.DefaultMaxAccountJWTBytes,
 	}
 }
 
@@ -112,6 +119,8 @@ var envNames = map[string]string{
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
+
+	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
 }
 
 // fromEnv applies the environment to c.
@@ -156,6 +165,14 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 5m", envNames["auth-fail-window"], v))
 		} else {
 			c.AuthFailWindow = d
+		}
+	}
+	if v := getenv(envNames["max-account-jwt-bytes"]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number of bytes", envNames["max-account-jwt-bytes"], v))
+		} else {
+			c.MaxAccountJWTBytes = n
 		}
 	}
 	c.VaultAddr = getenv("VAULT_ADDR")
@@ -215,6 +232,8 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.AuthFailThreshold, n, c.AuthFailThreshold, "alert when a source or agent has more NATS auth failures than this within --auth-fail-window "+help)
 		case "auth-fail-window":
 			fs.DurationVar(&c.AuthFailWindow, n, c.AuthFailWindow, "sliding window of the auth failure threshold "+help)
+		case "max-account-jwt-bytes":
+			fs.IntVar(&c.MaxAccountJWTBytes, n, c.MaxAccountJWTBytes, "largest account JWT rotatord stores or pushes, in bytes; keep it under the servers' max_payload "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -289,11 +308,18 @@ func (c *Config) Validate(needs ...string) error {
 	if c.AuthFailWindow < time.Second {
 		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
 	}
+	if c.MaxAccountJWTBytes < rotate.MinMaxAccountJWTBytes || c.MaxAccountJWTBytes > maxNATSPayload {
+		errs = append(errs, fmt.Errorf("max account jwt bytes %d must be between %d and %d (nats-server's largest max_payload)",
+			c.MaxAccountJWTBytes, rotate.MinMaxAccountJWTBytes, maxNATSPayload))
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))
 	}
 	return errors.Join(errs...)
 }
+
+// maxNATSPayload is the largest max_payload nats-server accepts (64 MiB).
+const maxNATSPayload = 64 << 20
 
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level

@@ -110,6 +110,7 @@ func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) 
 		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir",
 		"auth-fail-threshold", "auth-fail-window",
 		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "nats-ca-file", "nats-cert-file", "nats-key-file")
+	cfg.bind(fs, "max-account-jwt-bytes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -149,7 +150,8 @@ func openService(ctx context.Context, cfg Config, needKey bool) (*registry.Store
 			return nil, nil, err
 		}
 	}
-	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Log: cfg.logger(), PublicURL: cfg.publicURL()})
+	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Log: cfg.logger(), PublicURL: cfg.publicURL(),
+		MaxAccountJWTBytes: cfg.MaxAccountJWTBytes})
 	return store, svc, nil
 }
 

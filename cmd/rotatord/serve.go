@@ -121,6 +121,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(newStatsCollector(m.Store, statsTimeout, m.Log))
+	reg.MustRegister(newJWTGuardGauge(m.Config.MaxAccountJWTBytes))
 
 	if err := m.setupDistributors(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -136,6 +137,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
 		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
+		MaxAccountJWTBytes: m.Config.MaxAccountJWTBytes,
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)

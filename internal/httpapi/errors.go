@@ -28,6 +28,7 @@ var statusOf = map[string]int{
 	rotatord.EINTERNAL:       http.StatusInternalServerError,
 	"unsupported_media_type": http.StatusUnsupportedMediaType,
 	"method_not_allowed":     http.StatusMethodNotAllowed,
+	rotatord.EJWTFULL:        http.StatusConflict,
 }
 
 type errorBody struct {

@@ -299,8 +299,7 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 			return nil, nil, err
 		}
 		keys = append(keys, c.PublicKey)
-		revs = append(revs, rotatord.Revocation{PublicKey: c.PublicKey, RevokedAt: revocationTime(c, now),
-			ExpiresAt: c.ExpiresAt, Agent: g.Name, Reason: reason})
+		revs = append(revs, revocationOf(c, now, g.Name, reason))
 	}
 	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
 		return nil, nil, err
@@ -320,7 +319,7 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 		if err := s.store.AddRevocations(ctx, acc.ID, revs); err != nil {
 			return nil, nil, err
 		}
-		if err := s.resignAccount(ctx, acc); err != nil {
+		if err := s.resignRevoking(ctx, acc); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -335,6 +334,14 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 		return nil, nil, err
 	}
 	return g, keys, nil
+}
+
+// revocationOf is the revocation entry for credential c, revoked at now:
+// with the iat and expiry of its JWT, so that the entry can be folded into
+// '*' and pruned like any other.
+func revocationOf(c *rotatord.Credential, now time.Time, agent, reason string) rotatord.Revocation {
+	return rotatord.Revocation{PublicKey: c.PublicKey, RevokedAt: revocationTime(c, now), ExpiresAt: c.ExpiresAt,
+		IssuedAt: c.IssuedAt, Agent: agent, Reason: reason}
 }
 
 // revocationTime is the t of a revocation entry for c: nats-server refuses

@@ -29,6 +29,12 @@ func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 
 func newService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store) {
 	t.Helper()
+	return newServiceWith(t, clk, rotate.Config{NoJitter: true})
+}
+
+// newServiceWith is newService with cfg; Store, Sealer and Now are set here.
+func newServiceWith(t testing.TB, clk *fakeClock, cfg rotate.Config) (*rotate.Service, *registry.Store) {
+	t.Helper()
 	store, err := registry.Open(context.Background(), pgtest.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +43,8 @@ func newService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store)
 	key := make([]byte, seal.KeySize)
 	rand.Read(key)
 	sealer, _ := seal.New(key)
-	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Now: clk.Now, NoJitter: true})
+	cfg.Store, cfg.Sealer, cfg.Now = store, sealer, clk.Now
+	svc := rotate.New(cfg)
 	if _, _, err := svc.Init(context.Background(), "test", "op"); err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ type Store interface {
 	ClaimResign(ctx context.Context) (int64, error)
 	QueueCompactable(ctx context.Context, now, cutoff time.Time) error
 	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
-	OldestValidIssuedAt(ctx context.Context, accountID int64) (time.Time, bool, error)
+	OldestValidIssuedAt(ctx context.Context, accountID int64, notExpiredAt time.Time) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
 	PruneProofs(ctx context.Context, t time.Time) error
 	AddAlert(ctx context.Context, a *rotatord.Alert) error
@@ -86,6 +86,12 @@ type Store interface {
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+
+	// The account JWT size guard (guard.go).
+	QueueLargeAccounts(ctx context.Context, bytes int) error
+	HastenRotations(ctx context.Context, accountID int64, issuedBy, now time.Time, failing bool) (holders, moved int64, err error)
+	RevocationRoom(ctx context.Context, accountID int64) (keep bool, entries, inFlight int, err error)
+	AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error)
 }
 
 // Pusher sends an account JWT to the nats-servers.
@@ -121,6 +127,11 @@ type Config struct {
 	// account's JWT, so this replica's resolver cache follows at once (other
 	// replicas learn of it through LISTEN/NOTIFY).
 	AccountChanged func(ctx context.Context, accountPub string)
+
+	// MaxAccountJWTBytes is the size guard of account JWTs
+	// (DefaultMaxAccountJWTBytes when 0): rotatord never stores a larger
+	// one, and makes room when a revocation would cross it (guard.go).
+	MaxAccountJWTBytes int
 }
 
 // Service implements rotatord's operations. It is safe for concurrent use.
@@ -142,6 +153,7 @@ type Service struct {
 	alertKick    chan struct{}
 	watchKick    chan struct{}
 	checker      ConnChecker
+	maxJWT       int // the account JWT size guard, in bytes
 
 	mu         sync.Mutex
 	lastSweep  time.Time
@@ -172,9 +184,13 @@ func New(cfg Config) *Service {
 	if every == 0 {
 		every = 5 * time.Second
 	}
+	maxJWT := cfg.MaxAccountJWTBytes
+	if maxJWT <= 0 {
+		maxJWT = DefaultMaxAccountJWTBytes
+	}
 	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
-		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
+		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every, maxJWT: maxJWT,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
 }
 
