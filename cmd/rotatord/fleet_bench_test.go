@@ -294,16 +294,28 @@ func fleetRotation(b *testing.B, n int) {
 
 // BenchmarkRevokeToDrop measures the time from sending
 // POST /v1/agents/{name}/revoke to the agent's connection being dropped by
-// the server.
+// the server. With history=3000, 3,000 operator revocations are made in
+// the account first, then the next sweep runs (past the compaction
+// margin); the account JWT after it is reported, and the revocations
+// measured after that must not be slower than without the history.
 //
-//	go test -run '^$' -bench RevokeToDrop -benchtime 200x ./cmd/rotatord
+//	go test -run '^$' -bench RevokeToDrop -benchtime 300x -timeout 20m ./cmd/rotatord
 func BenchmarkRevokeToDrop(b *testing.B) {
+	for _, history := range []int{0, 3000} {
+		b.Run(fmt.Sprintf("history=%d", history), func(b *testing.B) { revokeToDrop(b, history) })
+	}
+}
+
+func revokeToDrop(b *testing.B, history int) {
 	b.StopTimer()
 	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" })
 	e.startNATS()
 	e.waitNATS()
 	e.http = &http.Client{Timeout: 10 * time.Second}
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
+	if history > 0 {
+		revokeHistory(b, e, history)
+	}
 	lat := make([]time.Duration, 0, b.N)
 	for i := range b.N {
 		name := fmt.Sprintf("agent-%05d", i)
@@ -336,4 +348,53 @@ func BenchmarkRevokeToDrop(b *testing.B) {
 	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "p50_ms")
 	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99_ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max_ms")
+	b.ReportMetric(float64(len(e.servedJWT("fleet").Revocations)), "entries_after")
+}
+
+// revokeHistory makes n operator revocations in account fleet through the
+// API (agents created and revoked, a few at a time), then runs the sweep
+// once the compaction margin has passed, and reports the account JWT
+// before and after it.
+func revokeHistory(b *testing.B, e *env, n int) {
+	b.Helper()
+	start := time.Now()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := fmt.Sprintf("old-%05d", i)
+				createAgent(e, name, "fleet")
+				e.must(200, "POST", "/v1/agents/"+name+"/revoke", map[string]any{"reason": "history"})
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	before := jwtBytes(b, e)
+	b.Logf("%d revocations in %s; account JWT %d bytes", n, time.Since(start).Round(time.Second), before)
+	// The next sweep, once the last revoked JWT is older than the
+	// compaction margin (30 s), as a minute's sweep would find it.
+	time.Sleep(31 * time.Second)
+	if _, err := e.main.Service.Tick(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	after := jwtBytes(b, e)
+	b.Logf("after the next sweep: account JWT %d bytes, %d entries", after, len(e.servedJWT("fleet").Revocations))
+	b.ReportMetric(float64(before), "jwt_bytes_before_sweep")
+	b.ReportMetric(float64(after), "jwt_bytes_after_sweep")
+}
+
+func jwtBytes(b *testing.B, e *env) int {
+	b.Helper()
+	var n int
+	if err := e.main.Store.Pool().QueryRow(context.Background(), `SELECT octet_length(jwt) FROM accounts WHERE name = 'fleet'`).Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
 }

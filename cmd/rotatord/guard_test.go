@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +195,43 @@ func TestGuardKeepRevocationsAPI(t *testing.T) {
 	uc.IssuedAt = time.Now().Unix() - 1
 	if !ac.IsClaimRevoked(uc) {
 		t.Fatalf("the served JWT does not refuse the revoked key: %v", ac.Revocations)
+	}
+}
+
+// ROTATORD_MAX_ACCOUNT_JWT_BYTES and --max-account-jwt-bytes set the
+// guard; the flag beats the environment; values the servers could not
+// take, or that leave no room for an account's claims, are refused.
+func TestMaxAccountJWTBytesConfig(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "ROTATORD_MAX_ACCOUNT_JWT_BYTES" {
+				return v
+			}
+			return ""
+		}
+	}
+	cfg := DefaultConfig()
+	if cfg.MaxAccountJWTBytes != 512<<10 {
+		t.Fatalf("default = %d, want 512 KiB", cfg.MaxAccountJWTBytes)
+	}
+	cfg.fromEnv(env("262144"))
+	if cfg.MaxAccountJWTBytes != 262144 || cfg.Validate() != nil {
+		t.Fatalf("from env = %d, %v; want 262144, valid", cfg.MaxAccountJWTBytes, cfg.Validate())
+	}
+	fs := newFlags("serve", io.Discard)
+	cfg.bind(fs, "max-account-jwt-bytes")
+	if err := fs.Parse([]string{"--max-account-jwt-bytes", "65536"}); err != nil || cfg.MaxAccountJWTBytes != 65536 {
+		t.Fatalf("flag = %d, %v; want 65536", cfg.MaxAccountJWTBytes, err)
+	}
+	for v, want := range map[string]string{
+		"512KiB":   `ROTATORD_MAX_ACCOUNT_JWT_BYTES="512KiB" is not a whole number of bytes`,
+		"1024":     "max account jwt bytes 1024 must be between 4096 and 67108864",
+		"67108865": "max account jwt bytes 67108865 must be between 4096 and 67108864",
+	} {
+		cfg := DefaultConfig()
+		cfg.fromEnv(env(v))
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("env %q: Validate = %v, want %q", v, err, want)
+		}
 	}
 }
