@@ -114,6 +114,13 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 // distributing, so those rotations are stored distributed at once. pub is
 // a key the agent generated (one agent only) or empty.
 func (s *Service) start(ctx context.Context, actor Actor, gs []*rotatord.Agent, trigger, pub string, now time.Time) ([]*rotatord.Rotation, error) {
+	// Callers sort out the rotations with no room first (roomFor); this
+	// keeps one that did not from overfilling an account JWT.
+	if _, refused, err := s.roomFor(ctx, gs); err != nil {
+		return nil, err
+	} else if len(refused) > 0 {
+		return nil, refused[0].err
+	}
 	creds := make([]*rotatord.Credential, len(gs))
 	for i, g := range gs {
 		var cred *rotatord.Credential
