@@ -2,6 +2,7 @@ package rotate_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,8 +12,10 @@ import (
 	"github.com/nats-io/jwt/v2"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/pgtest"
 	"github.com/rotatord/rotatord/internal/registry"
 	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/seal"
 )
 
 // setIssuedAt moves the iat rotatord records for the agent's credentials in
@@ -458,5 +461,57 @@ func TestGuardKeepRevocations(t *testing.T) {
 	a := alertsOf(t, store, rotate.AlertJWTFull)
 	if len(a) != 2 || !strings.Contains(a[0].Reason, "did not issue") {
 		t.Fatalf("account_jwt_full alerts = %+v, want a second one saying JWTs issued elsewhere are refused too", a)
+	}
+}
+
+// An account JWT stored under a larger guard is brought under a lowered
+// one at the next sweep, still refusing every revoked key.
+func TestGuardLoweredShrinksStoredJWT(t *testing.T) {
+	t.Parallel()
+	clk := &fakeClock{t: time.Now()}
+	store, err := registry.Open(context.Background(), pgtest.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	master := make([]byte, seal.KeySize)
+	rand.Read(master)
+	sealer, _ := seal.New(master)
+	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Now: clk.Now, NoJitter: true})
+	ctx := context.Background()
+	if _, _, err := svc.Init(ctx, "test", "op"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, svc, "fleet", "anchor")
+	setIssuedAt(t, store, "anchor", clk.Now().Add(-3*time.Hour))
+	var revoked []key
+	for i := range 100 {
+		name := fmt.Sprintf("v%02d", i)
+		mustCreate(t, svc, "fleet", name)
+		setIssuedAt(t, store, name, clk.Now().Add(-2*time.Hour+time.Duration(i)*time.Second))
+		revoked = append(revoked, activeKey(t, svc, name))
+		mustRevoke(t, svc, name)
+	}
+	const guard = 8 << 10
+	if acc, _ := accountClaims(t, svc, "fleet"); len(acc.JWT) <= guard {
+		t.Fatalf("account JWT %d bytes, want it over %d to begin with", len(acc.JWT), guard)
+	}
+
+	lowered := rotate.New(rotate.Config{Store: store, Sealer: sealer, Now: clk.Now, NoJitter: true, MaxAccountJWTBytes: guard})
+	clk.Add(2 * time.Minute)
+	if _, err := lowered.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acc, ac := accountClaims(t, lowered, "fleet")
+	if len(acc.JWT) > guard {
+		t.Fatalf("after a sweep under the lowered guard: %d bytes, over %d", len(acc.JWT), guard)
+	}
+	for _, k := range revoked {
+		if !refuses(ac, k.pub, k.iat) {
+			t.Fatalf("revoked %s is no longer refused", k.pub)
+		}
 	}
 }
