@@ -7,6 +7,7 @@ package rotatord
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error codes. Each maps to one HTTP status in internal/httpapi.
@@ -24,6 +25,13 @@ const (
 	// EJWTFULL: the change would take an account JWT past the size guard
 	// (ROTATORD_MAX_ACCOUNT_JWT_BYTES) and rotatord cannot make room for it.
 	EJWTFULL = "account_jwt_full"
+)
+
+// Error codes of the agent API.
+const (
+	ETOOMANYREQUESTS  = "too_many_requests"  // a rate limit was hit; RetryAfter says when to come back
+	EDELIVERYMISMATCH = "delivery_mismatch"  // the agent's delivery is not the one this endpoint serves
+	ECREDEXPIRED      = "credential_expired" // the presented key's JWT has expired: an operator must reissue
 )
 
 // Error is an error meant to be shown to the caller: Message is safe to
@@ -84,3 +92,47 @@ func ErrorMessage(err error) string {
 	}
 	return "internal error"
 }
+
+// RetryError is an error that says when to try again (a rate limit): it
+// unwraps to its *Error, so ErrorCode and ErrorMessage see that.
+type RetryError struct {
+	Err   *Error
+	After time.Duration
+}
+
+// Error returns the message of the wrapped *Error.
+func (e *RetryError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped *Error.
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// TooManyRequests returns an ETOOMANYREQUESTS error that asks the caller to
+// come back after after.
+func TooManyRequests(after time.Duration, format string, args ...any) error {
+	return &RetryError{Err: Errorf(ETOOMANYREQUESTS, format, args...), After: after}
+}
+
+// RetryAfter returns how long err asks the caller to wait, if it does.
+func RetryAfter(err error) (time.Duration, bool) {
+	var e *RetryError
+	if errors.As(err, &e) {
+		return e.After, true
+	}
+	return 0, false
+}
+
+// RotationInFlightError is the conflict of starting a rotation of an agent
+// while another one of it is in flight; Rotation is that one's ID, which
+// the API returns with the error.
+type RotationInFlightError struct {
+	Agent    string
+	Rotation string
+}
+
+// Error names the rotation in flight.
+func (e *RotationInFlightError) Error() string {
+	return fmt.Sprintf("rotation %s of agent %s is in flight", e.Rotation, e.Agent)
+}
+
+// Unwrap makes it an ECONFLICT *Error with the same message.
+func (e *RotationInFlightError) Unwrap() error { return &Error{Code: ECONFLICT, Message: e.Error()} }

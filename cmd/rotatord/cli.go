@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -41,20 +42,45 @@ const agentsUsage = `Usage:
   rotatord agents list [--account ACCOUNT]
   rotatord agents show NAME
   rotatord agents add NAME --account ACCOUNT [--schedule SPEC] [--grace DURATION]
-                      [--delivery poll|vault|file] [--pub SUBJ,...] [--sub SUBJ,...]
-                      [--pub-deny SUBJ,...] [--sub-deny SUBJ,...] [--creds-out FILE]
+                      [--delivery poll|vault|file] [--creds-out FILE] [--tag KEY:VALUE,...]
+                      [--role ROLE | claims]
+  rotatord agents update NAME [--role ROLE] [--tag KEY:VALUE,...] [--schedule SPEC]
+                      [--grace DURATION] [--delivery poll|vault|file] [claims] [--no-resp]
   rotatord agents rotate NAME [--wait [--wait-timeout DURATION]]
   rotatord agents revoke NAME [--reason TEXT]
-` + connectionUsage
+  rotatord agents reissue NAME [--creds-out FILE|-]
+` + claimsUsage + connectionUsage
+
+const rolesUsage = `Usage:
+  rotatord roles list ACCOUNT
+  rotatord roles show ACCOUNT ROLE
+  rotatord roles add ACCOUNT ROLE [--description TEXT] [claims]
+  rotatord roles update ACCOUNT ROLE [--description TEXT] [claims] [--no-resp]
+  rotatord roles delete ACCOUNT ROLE
+A role's subjects may use nats-server's templates: {{name()}} (the agent's name),
+{{tag(KEY)}} (the values of its tags KEY:VALUE). Changing a role's scope makes the
+servers drop its agents' connections; they reconnect at once with the same creds.
+` + claimsUsage + connectionUsage
+
+// claimsUsage lists the claim flags of agents and roles.
+const claimsUsage = `
+Claims: --pub SUBJ,... --sub SUBJ,... --pub-deny SUBJ,... --sub-deny SUBJ,... (a direction
+with no allow entry denies everything; --pub '>' reaches everything), --resp-max N
+--resp-ttl DURATION (reply to requests received), --subs N --data BYTES --payload BYTES,
+--src CIDR,... --time HH:MM:SS-HH:MM:SS --times-location ZONE --conn-type TYPE,...
+`
 
 const rotationsUsage = `Usage:
+  rotatord rotations list [--account ACCOUNT] [--state STATE] [--limit N] [--after ID]
+                          the fleet's rotations, newest first (100 unless --limit)
   rotatord rotations list --agent NAME [--limit N]
   rotatord rotations show ID
 ` + connectionUsage
 
 const auditUsage = `Usage:
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME|DURATION]
-                      [--after ID] [--limit N | --all]
+                      [--after ID] [--limit N | --all] [--oldest-first]
+                      newest first unless --oldest-first
   rotatord audit verify [flags]
 ` + connectionUsage
 
@@ -75,17 +101,29 @@ func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatchCLI(ctx, "agents", agentsUsage, map[string]cliCommand{
-		"list":   {"agents list [--account ACCOUNT] [flags]", runAgentsList},
-		"show":   {"agents show NAME [flags]", runAgentsShow},
-		"add":    {"agents add NAME --account ACCOUNT [flags]", runAgentsAdd},
-		"rotate": {"agents rotate NAME [--wait] [flags]", runAgentsRotate},
-		"revoke": {"agents revoke NAME [--reason TEXT] [flags]", runAgentsRevoke},
+		"list":    {"agents list [--account ACCOUNT] [flags]", runAgentsList},
+		"show":    {"agents show NAME [flags]", runAgentsShow},
+		"add":     {"agents add NAME --account ACCOUNT [flags]", runAgentsAdd},
+		"rotate":  {"agents rotate NAME [--wait] [flags]", runAgentsRotate},
+		"revoke":  {"agents revoke NAME [--reason TEXT] [flags]", runAgentsRevoke},
+		"reissue": {"agents reissue NAME [--creds-out FILE|-] [flags]", runAgentsReissue},
+		"update":  {"agents update NAME [--role ROLE] [--tag KEY:VALUE,...] [claims] [flags]", runAgentsUpdate},
+	}, args, stdout, stderr)
+}
+
+func runRoles(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return dispatchCLI(ctx, "roles", rolesUsage, map[string]cliCommand{
+		"list":   {"roles list ACCOUNT [flags]", runRolesList},
+		"show":   {"roles show ACCOUNT ROLE [flags]", runRolesShow},
+		"add":    {"roles add ACCOUNT ROLE [--description TEXT] [claims] [flags]", runRolesAdd},
+		"update": {"roles update ACCOUNT ROLE [--description TEXT] [claims] [flags]", runRolesUpdate},
+		"delete": {"roles delete ACCOUNT ROLE [flags]", runRolesDelete},
 	}, args, stdout, stderr)
 }
 
 func runRotations(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatchCLI(ctx, "rotations", rotationsUsage, map[string]cliCommand{
-		"list": {"rotations list --agent NAME [flags]", runRotationsList},
+		"list": {"rotations list [--agent NAME | --account ACCOUNT --state STATE] [flags]", runRotationsList},
 		"show": {"rotations show ID [flags]", runRotationsShow},
 	}, args, stdout, stderr)
 }
@@ -110,8 +148,7 @@ func dispatchCLI(ctx context.Context, group, usage string, cmds map[string]cliCo
 	}
 	cmd, ok := cmds[name]
 	if !ok {
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%s: unknown command %q", group, name)
+		return fmt.Errorf("%s: unknown command %q (rotatord %s help lists them)", group, name, group)
 	}
 	c := newCLI(group+" "+name, cmd.usage, stdout, stderr, os.Getenv)
 	return cmd.run(ctx, c, args[1:])
@@ -147,10 +184,10 @@ func newCLI(name, usage string, stdout, stderr io.Writer, getenv func(string) st
 	fs.StringVar(&c.output, "output", "table", "output format: table or json")
 	fs.StringVar(&c.output, "o", "table", "shorthand for --output")
 	fs.DurationVar(&c.timeout, "timeout", defaultCLITimeout, "timeout of each HTTP request")
-	fs.Usage = func() {
+	setUsage(fs, func() {
 		fmt.Fprintf(stderr, "Usage: rotatord %s\n\nFlags:\n", usage)
 		fs.PrintDefaults()
-	}
+	})
 	return c
 }
 
@@ -247,9 +284,24 @@ func (c *cli) apiToken() (string, error) {
 	case c.getenv("ROTATORD_TOKEN_FILE") != "":
 		return readTokenFile(c.getenv("ROTATORD_TOKEN_FILE"))
 	default:
-		return "", errors.New("no API token: set ROTATORD_TOKEN or ROTATORD_TOKEN_FILE, or give --token-file (make one with rotatord token create)")
+		return "", noTokenError()
 	}
 	return checkToken(strings.TrimSpace(token))
+}
+
+// noTokenError says where a token comes from; in a folder where `rotatord
+// dev` runs, it points at the dev admin token.
+func noTokenError() error {
+	const msg = "no API token: set ROTATORD_TOKEN or ROTATORD_TOKEN_FILE, or give --token-file"
+	tokenFile := filepath.Join(devDirName, devTokenFile)
+	if _, err := os.Stat(tokenFile); err == nil {
+		envFile := filepath.Join(devDirName, devEnvFile)
+		if _, err := os.Stat(envFile); err == nil {
+			return fmt.Errorf("%s; for rotatord dev: source %s (or --token-file %s)", msg, envFile, tokenFile)
+		}
+		return fmt.Errorf("%s; for rotatord dev: --token-file %s", msg, tokenFile)
+	}
+	return errors.New(msg + " (make one with rotatord token create)")
 }
 
 func readTokenFile(path string) (string, error) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/httpapi"
+	"github.com/rotatord/rotatord/internal/ratelimit"
 	"github.com/rotatord/rotatord/internal/rotate"
 )
 
@@ -45,9 +47,12 @@ type Config struct {
 	// AuthFailThreshold NATS authentication failures within AuthFailWindow.
 	AuthFailThreshold int
 	AuthFailWindow    time.Duration
-	// MaxAccountJWTBytes is the size guard of account JWTs: rotatord never
-	// stores or pushes a larger one (internal/rotate/guard.go).
-	MaxAccountJWTBytes int
+	// The agent API's limits: refused requests per source address,
+	// authenticated requests per agent, and the least time between two
+	// rotations an agent starts itself.
+	AgentFailRate          ratelimit.Rate
+	AgentRate              ratelimit.Rate
+	AgentRotateMinInterval time.Duration
 	// TickSpec is the robfig/cron schedule of the rotation scheduler's tick;
 	// empty turns the scheduler off (tests drive Tick themselves).
 	TickSpec string
@@ -72,6 +77,14 @@ type Config struct {
 	NATSCAFile   string
 	NATSCertFile string
 	NATSKeyFile  string
+
+	// MaxControlLine is the servers' max_control_line: no agent gets a
+	// user JWT whose CONNECT line would be longer.
+	MaxControlLine int
+	// MaxAccountJWTBytes is the guard account JWTs stay under
+	// (ROTATORD_MAX_ACCOUNT_JWT_BYTES, default 512 KiB); the console and
+	// GET /v1/accounts show each JWT's size against it.
+	MaxAccountJWTBytes int64
 }
 
 // DefaultConfig returns the defaults.
@@ -90,7 +103,11 @@ func DefaultConfig() Config {
 		AuthFailThreshold: 10,
 		AuthFailWindow:    5 * time.Minute,
 
-		MaxAccountJWTBytes: rotate.DefaultMaxAccountJWTBytes,
+		AgentFailRate:          httpapi.DefaultAgentFailRate,
+		AgentRate:              httpapi.DefaultAgentRate,
+		AgentRotateMinInterval: rotate.DefaultAgentRotateMinInterval,
+		MaxControlLine:         4096, // nats-server's default
+		MaxAccountJWTBytes:     512 << 10,
 	}
 }
 
@@ -119,7 +136,12 @@ var envNames = map[string]string{
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
-
+	// The agent API's limits.
+	"agent-fail-rate":           "ROTATORD_AGENT_FAIL_RATE",
+	"agent-rate":                "ROTATORD_AGENT_RATE",
+	"agent-rotate-min-interval": "ROTATORD_AGENT_ROTATE_MIN_INTERVAL",
+	"max-control-line":          "ROTATORD_MAX_CONTROL_LINE",
+	// The account JWT guard.
 	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
 }
 
@@ -167,10 +189,19 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.AuthFailWindow = d
 		}
 	}
-	if v := getenv(envNames["max-account-jwt-bytes"]); v != "" {
+	c.agentFromEnv(getenv)
+	if v := getenv(envNames["max-control-line"]); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number of bytes", envNames["max-account-jwt-bytes"], v))
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number of bytes", envNames["max-control-line"], v))
+		} else {
+			c.MaxControlLine = n
+		}
+	}
+	if v := getenv(envNames["max-account-jwt-bytes"]); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a number of bytes", envNames["max-account-jwt-bytes"], v))
 		} else {
 			c.MaxAccountJWTBytes = n
 		}
@@ -232,8 +263,16 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.AuthFailThreshold, n, c.AuthFailThreshold, "alert when a source or agent has more NATS auth failures than this within --auth-fail-window "+help)
 		case "auth-fail-window":
 			fs.DurationVar(&c.AuthFailWindow, n, c.AuthFailWindow, "sliding window of the auth failure threshold "+help)
+		case "agent-fail-rate":
+			fs.Var(&c.AgentFailRate, n, "refused agent API requests allowed per source address, RATE/UNIT[:BURST] "+help)
+		case "agent-rate":
+			fs.Var(&c.AgentRate, n, "authenticated agent API requests allowed per agent, RATE/UNIT[:BURST] "+help)
+		case "agent-rotate-min-interval":
+			fs.DurationVar(&c.AgentRotateMinInterval, n, c.AgentRotateMinInterval, "least time between two rotations an agent starts itself "+help)
+		case "max-control-line":
+			fs.IntVar(&c.MaxControlLine, n, c.MaxControlLine, "the nats-servers' max_control_line: agents whose CONNECT line would be longer are refused "+help)
 		case "max-account-jwt-bytes":
-			fs.IntVar(&c.MaxAccountJWTBytes, n, c.MaxAccountJWTBytes, "largest account JWT rotatord stores or pushes, in bytes; keep it under the servers' max_payload "+help)
+			fs.Int64Var(&c.MaxAccountJWTBytes, n, c.MaxAccountJWTBytes, "largest account JWT rotatord stores or pushes, in bytes "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -308,18 +347,18 @@ func (c *Config) Validate(needs ...string) error {
 	if c.AuthFailWindow < time.Second {
 		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
 	}
-	if c.MaxAccountJWTBytes < rotate.MinMaxAccountJWTBytes || c.MaxAccountJWTBytes > maxNATSPayload {
-		errs = append(errs, fmt.Errorf("max account jwt bytes %d must be between %d and %d (nats-server's largest max_payload)",
-			c.MaxAccountJWTBytes, rotate.MinMaxAccountJWTBytes, maxNATSPayload))
+	errs = append(errs, c.validateAgentLimits()...)
+	if c.MaxControlLine < 1024 || c.MaxControlLine > 64<<20 {
+		errs = append(errs, fmt.Errorf("max control line %d must be between 1024 and %d bytes, as the servers' max_control_line", c.MaxControlLine, 64<<20))
+	}
+	if c.MaxAccountJWTBytes < 4<<10 || c.MaxAccountJWTBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("max account jwt bytes %d must be between 4096 and 67108864", c.MaxAccountJWTBytes))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))
 	}
 	return errors.Join(errs...)
 }
-
-// maxNATSPayload is the largest max_payload nats-server accepts (64 MiB).
-const maxNATSPayload = 64 << 20
 
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
@@ -337,4 +376,41 @@ func (c *Config) logger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// agentFromEnv reads the agent API's limits from the environment.
+func (c *Config) agentFromEnv(getenv func(string) string) {
+	for _, r := range []struct {
+		name string
+		dst  *ratelimit.Rate
+	}{{"agent-fail-rate", &c.AgentFailRate}, {"agent-rate", &c.AgentRate}} {
+		if v := getenv(envNames[r.name]); v != "" {
+			if err := r.dst.Set(v); err != nil {
+				c.envErrs = append(c.envErrs, fmt.Errorf("%s: %w", envNames[r.name], err))
+			}
+		}
+	}
+	if v := getenv(envNames["agent-rotate-min-interval"]); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 10m", envNames["agent-rotate-min-interval"], v))
+		} else {
+			c.AgentRotateMinInterval = d
+		}
+	}
+}
+
+// validateAgentLimits checks the agent API's limits.
+func (c *Config) validateAgentLimits() []error {
+	var errs []error
+	if !c.AgentFailRate.Valid() {
+		errs = append(errs, fmt.Errorf("agent fail rate %v is not a rate such as 10/s:20", c.AgentFailRate))
+	}
+	if !c.AgentRate.Valid() {
+		errs = append(errs, fmt.Errorf("agent rate %v is not a rate such as 5/s:10", c.AgentRate))
+	}
+	if c.AgentRotateMinInterval < time.Second || c.AgentRotateMinInterval > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("agent rotate min interval %s must be between 1s and 720h", c.AgentRotateMinInterval))
+	}
+	return errs
 }

@@ -55,7 +55,7 @@ func (e *env) servedJWT(account string) *jwt.AccountClaims {
 	if status != 200 {
 		e.t.Fatalf("resolver = %d", status)
 	}
-	if len(body) > e.main.Config.MaxAccountJWTBytes {
+	if int64(len(body)) > e.main.Config.MaxAccountJWTBytes {
 		e.t.Fatalf("the resolver serves a %d-byte account JWT, over the %d-byte guard", len(body), e.main.Config.MaxAccountJWTBytes)
 	}
 	ac, err := jwt.DecodeAccountClaims(string(body))
@@ -224,7 +224,7 @@ func TestMaxAccountJWTBytesConfig(t *testing.T) {
 		t.Fatalf("flag = %d, %v; want 65536", cfg.MaxAccountJWTBytes, err)
 	}
 	for v, want := range map[string]string{
-		"512KiB":   `ROTATORD_MAX_ACCOUNT_JWT_BYTES="512KiB" is not a whole number of bytes`,
+		"512KiB":   `ROTATORD_MAX_ACCOUNT_JWT_BYTES="512KiB" is not a number of bytes`,
 		"1024":     "max account jwt bytes 1024 must be between 4096 and 67108864",
 		"67108865": "max account jwt bytes 67108865 must be between 4096 and 67108864",
 	} {

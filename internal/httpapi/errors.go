@@ -28,12 +28,19 @@ var statusOf = map[string]int{
 	rotatord.EINTERNAL:       http.StatusInternalServerError,
 	"unsupported_media_type": http.StatusUnsupportedMediaType,
 	"method_not_allowed":     http.StatusMethodNotAllowed,
-	rotatord.EJWTFULL:        http.StatusConflict,
+	// The agent API's.
+	rotatord.ETOOMANYREQUESTS:  http.StatusTooManyRequests,
+	rotatord.EDELIVERYMISMATCH: http.StatusConflict,
+	rotatord.ECREDEXPIRED:      http.StatusUnauthorized,
+	// The account JWT size guard's.
+	rotatord.EJWTFULL: http.StatusConflict,
 }
 
 type errorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// Rotation is the rotation in flight that a conflict is about.
+	Rotation string `json:"rotation,omitempty"`
 }
 
 // writeError answers with the JSON error body. Only 5xx are logged, with the
@@ -46,7 +53,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	msg := rotatord.ErrorMessage(err)
 	if status >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		s.log.Error("request failed", "method", r.Method, "path", logPath(r), "status", status, "err", err)
 		if code == rotatord.EINTERNAL {
 			msg = "internal error"
 		}
@@ -58,7 +65,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		w.Header().Set("WWW-Authenticate", scheme+` realm="rotatord"`)
 	}
-	writeJSON(w, status, errorBody{Error: msg, Code: code})
+	setRetryAfter(w, err)
+	body := errorBody{Error: msg, Code: code}
+	var inFlight *rotatord.RotationInFlightError
+	if errors.As(err, &inFlight) {
+		body.Rotation = inFlight.Rotation
+	}
+	writeJSON(w, status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

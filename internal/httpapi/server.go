@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/refusals"
 	"github.com/rotatord/rotatord/internal/rotate"
 )
 
@@ -34,7 +35,26 @@ type Config struct {
 	// client certificate (mtls.go). The listener must ask for them
 	// (tls.VerifyClientCertIfGiven with the client CA).
 	RequireClientCert bool
+
+	// Console serves the fleet console under /ui/ (static files, no
+	// token: every API call it makes needs one); nil for none.
+	Console http.Handler
+	// MaxAccountJWTBytes is the guard account JWTs stay under, shown as
+	// jwt_max_bytes in the account JSON (DefaultMaxAccountJWTBytes when 0).
+	MaxAccountJWTBytes int64
+	// AuditVerify serves GET /v1/audit/verify (422 unsupported when nil);
+	// AuditVerifyWait is how long a request waits for a run (20 s when 0).
+	AuditVerify     AuditVerifyFunc
+	AuditVerifyWait time.Duration
+	// AgentLimits are the agent API's rate limits (agentapi.go).
+	AgentLimits AgentLimits
+	// Refusals counts the agent API's refusals for the audit trail; nil
+	// counts nothing.
+	Refusals *refusals.Counter
 }
+
+// DefaultMaxAccountJWTBytes is the default of ROTATORD_MAX_ACCOUNT_JWT_BYTES.
+const DefaultMaxAccountJWTBytes = 512 << 10
 
 // Server is the HTTP handler of rotatord.
 type Server struct {
@@ -45,6 +65,12 @@ type Server struct {
 	router  chi.Router
 	// clientCert: see Config.RequireClientCert.
 	clientCert bool
+	// maxJWT: see Config.MaxAccountJWTBytes.
+	maxJWT   int64
+	verifier *auditVerifier
+	// agent is the agent API's state, now its clock (the service's).
+	agent *agentAPI
+	now   func() time.Time
 }
 
 // New returns the server's handler.
@@ -55,6 +81,17 @@ func New(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.agent, s.now = newAgentAPI(cfg.AgentLimits, cfg.Refusals), time.Now
+	if cfg.Service != nil {
+		s.now = cfg.Service.Now
+	}
+	s.maxJWT = cfg.MaxAccountJWTBytes
+	if s.maxJWT <= 0 {
+		s.maxJWT = DefaultMaxAccountJWTBytes
+	}
+	if cfg.AuditVerify != nil {
+		s.verifier = newAuditVerifier(cfg.AuditVerify, cfg.AuditVerifyWait)
 	}
 	r := chi.NewRouter()
 	r.Use(s.recoverer)
@@ -70,8 +107,14 @@ func New(cfg Config) *Server {
 	if cfg.Metrics != nil {
 		r.Handle("/metrics", cfg.Metrics)
 	}
+	if cfg.Console != nil {
+		r.Get("/", redirectTo("/ui/"))
+		r.Get("/ui", redirectTo("/ui/"))
+		r.Handle("/ui/*", cfg.Console)
+	}
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.logRequests)
+		r.Use(securityHeaders)
 		// Agents authenticate with a proof of possession of their key.
 		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Post("/agents/{name}/creds", s.agentKey)
@@ -85,6 +128,14 @@ func New(cfg Config) *Server {
 			r.Get("/agents", s.listAgents)
 			r.Get("/agents/{name}", s.getAgent)
 			r.Get("/audit", s.listAudit)
+			r.Get("/accounts/{name}/roles", s.listRoles)
+			r.Get("/accounts/{name}/roles/{role}", s.getRole)
+			// The fleet console's reads (console.go, auditverify.go).
+			r.Get("/whoami", s.whoami)
+			r.Get("/alerts", s.listAlerts)
+			r.Get("/audit/verify", s.verifyAudit)
+			r.Get("/agents/{name}/keys", s.listAgentKeys)
+			r.Get("/accounts/{name}/revocations", s.listRevocations)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRotate))
@@ -99,6 +150,10 @@ func New(cfg Config) *Server {
 			r.Post("/agents", s.createAgent)
 			r.Patch("/agents/{name}", s.updateAgent)
 			r.Delete("/agents/{name}", s.deleteAgent)
+			r.Post("/agents/{name}/reissue", s.reissueAgent)
+			r.Post("/accounts/{name}/roles", s.createRole)
+			r.Patch("/accounts/{name}/roles/{role}", s.updateRole)
+			r.Delete("/accounts/{name}/roles/{role}", s.deleteRole)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +188,10 @@ const (
 )
 
 // requestInfo is filled in by inner middleware for the request log.
-type requestInfo struct{ actor string }
+type requestInfo struct {
+	actor string
+	quiet bool // counted elsewhere (an agent API refusal): not logged one by one
+}
 
 // actor names the caller of a request for the audit trail.
 func actor(r *http.Request) rotate.Actor {
@@ -185,17 +243,35 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// logRequests logs each API request once, without headers or bodies.
+// logRequests logs each API request once, without headers or bodies: at
+// info a request that changed something (a method other than GET or HEAD
+// that succeeded), at debug the others, which would drown the log (agents
+// poll; dashboards read). Failures with 5xx are logged by writeError.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		info := &requestInfo{actor: "anonymous"}
 		start := time.Now()
 		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), infoKey, info)))
-		s.log.Info("http request", "method", r.Method, "path", r.URL.Path, "status", ww.Status(),
+		if info.quiet {
+			return
+		}
+		level := slog.LevelDebug
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && ww.Status() < 400 {
+			level = slog.LevelInfo
+		}
+		s.log.Log(r.Context(), level, "http request", "method", r.Method, "path", logPath(r), "status", ww.Status(),
 			"duration", time.Since(start), "actor", info.actor)
 	})
 }
 
 // Routes exposes the router for walking its routes (the spec test does).
 func (s *Server) Routes() chi.Routes { return s.router }
+
+// maxLoggedPath bounds the request paths written to the log.
+const maxLoggedPath = 256
+
+// logPath is the request's path cut and cleaned for the log.
+func logPath(r *http.Request) string {
+	return refusals.CleanN(r.URL.Path, maxLoggedPath)
+}

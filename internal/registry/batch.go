@@ -28,7 +28,40 @@ func (s *Store) LockDueAgents(ctx context.Context, names []string, now time.Time
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("lock due agents: %w", err))
 	}
-	return collect(rows, "agents", scanAgent)
+	list, err := collect(rows, "agents", scanAgent)
+	if err != nil {
+		return nil, err
+	}
+	return list, s.refreshActive(ctx, list)
+}
+
+// refreshActive reads the active credentials (and roles) of locked agents
+// again, in a statement of its own: the ones joined by the locking read may
+// be from before it waited for a lock (READ COMMITTED re-checks only
+// locked rows).
+func (s *Store) refreshActive(ctx context.Context, gs []*rotatord.Agent) error {
+	if len(gs) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(gs))
+	byID := make(map[int64]*rotatord.Agent, len(gs))
+	for i, g := range gs {
+		ids[i], byID[g.ID] = g.ID, g
+		g.Active = nil
+	}
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+credentialCols+` FROM credentials WHERE agent_id = ANY($1) AND state = 'active'`, ids)
+	if err != nil {
+		return mapErr(fmt.Errorf("read active credentials: %w", err))
+	}
+	creds, err := collect(rows, "credentials", scanCredential)
+	if err != nil {
+		return err
+	}
+	for _, c := range creds {
+		c.SeedEnc = nil
+		byID[c.AgentID].Active = c
+	}
+	return s.refreshRoles(ctx, gs)
 }
 
 // LockAgentsByID locks agents in ID order and returns them by ID.
@@ -42,6 +75,9 @@ func (s *Store) LockAgentsByID(ctx context.Context, ids []int64) (map[int64]*rot
 	}
 	list, err := collect(rows, "agents", scanAgent)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.refreshActive(ctx, list); err != nil {
 		return nil, err
 	}
 	out := make(map[int64]*rotatord.Agent, len(list))
@@ -93,17 +129,20 @@ func (s *Store) FindCredentials(ctx context.Context, ids []int64) (map[int64]*ro
 func (s *Store) CreateCredentials(ctx context.Context, cs []*rotatord.Credential) error {
 	n := len(cs)
 	agents, keys, jwts, jtis, states := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	iats, exps, seeds := make([]time.Time, n), make([]time.Time, n), make([][]byte, n)
+	iats, exps, seeds, signers := make([]time.Time, n), make([]time.Time, n), make([][]byte, n), make([]*string, n)
 	byKey := make(map[string]*rotatord.Credential, n)
 	for i, c := range cs {
 		agents[i], keys[i], jwts[i], jtis[i], states[i] = c.AgentID, c.PublicKey, c.JWT, c.JWTID, c.State
 		iats[i], exps[i], seeds[i] = dbTime(c.IssuedAt), dbTime(c.ExpiresAt), c.SeedEnc
+		if c.SigningKey != "" {
+			signers[i] = &c.SigningKey
+		}
 		byKey[c.PublicKey] = c
 	}
 	rows, err := s.q(ctx).Query(ctx, `
-		INSERT INTO credentials (agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[], $8::bytea[])
-		RETURNING public_key, id`, agents, keys, jwts, jtis, iats, exps, states, seeds)
+		INSERT INTO credentials (agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc, signing_key)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[], $8::bytea[], $9::text[])
+		RETURNING public_key, id`, agents, keys, jwts, jtis, iats, exps, states, seeds, signers)
 	if err != nil {
 		return mapErr(fmt.Errorf("create %d credentials: %w", n, err))
 	}

@@ -106,8 +106,9 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 }
 
 // signAccount sets acc's JWT, signed with the operator's signing key from
-// its fields, its signing keys and the given revocations. A JWT over the
-// size guard is ErrJWTFull, and acc is left as it was.
+// its fields, its signing keys, its roles' scoped keys and the given
+// revocations. A JWT over the size guard is ErrJWTFull, and acc is left as
+// it was.
 func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs []rotatord.Revocation) error {
 	token, id, err := s.encodeAccount(ctx, acc, revs)
 	if err != nil {
@@ -126,9 +127,16 @@ func (s *Service) encodeAccount(ctx context.Context, acc *rotatord.Account, revs
 	if err != nil {
 		return "", "", err
 	}
+	var scoped []jwtissue.ScopedKey
+	if acc.ID != 0 { // a stored account may have roles
+		if scoped, err = s.scopedKeys(ctx, acc.ID); err != nil {
+			return "", "", err
+		}
+	}
 	return jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
 		Name: acc.Name, PublicKey: acc.PublicKey, Description: acc.Description,
 		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Revocations: revs, Base: acc.BaseClaims,
+		ScopedKeys: scoped,
 	})
 }
 

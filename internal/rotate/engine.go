@@ -39,16 +39,20 @@ type pollDelivery struct{}
 func (pollDelivery) Deliver(context.Context, rotatord.Handoff) (string, error) { return "", nil }
 func (pollDelivery) Restore(context.Context, rotatord.Handoff, string) error   { return nil }
 
-// Rotation errors callers can test for.
-var (
-	errAgentRevoked = rotatord.Errorf(rotatord.ECONFLICT, "agent is revoked")
-	errInFlight     = rotatord.Errorf(rotatord.ECONFLICT, "a rotation of this agent is in flight")
-)
+// Rotation errors callers can test for; a rotation in flight is a
+// *rotatord.RotationInFlightError (isInFlight).
+var errAgentRevoked = rotatord.Errorf(rotatord.ECONFLICT, "agent is revoked")
+
+func isInFlight(err error) bool {
+	var e *rotatord.RotationInFlightError
+	return errors.As(err, &e)
+}
 
 // StartRotation issues a new key for the agent and hands it out. It returns
 // once the rotation is distributed (or rolled back because delivery failed);
-// the agent's reconnect completes it. ECONFLICT while another rotation of
-// the agent is in flight or the agent is revoked.
+// the agent's reconnect completes it. ECONFLICT while the agent is revoked
+// or another rotation of it is in flight (a *rotatord.RotationInFlightError
+// naming that one).
 func (s *Service) StartRotation(ctx context.Context, actor Actor, agent, trigger string) (*rotatord.Rotation, error) {
 	r, err := s.startRotation(ctx, actor, agent, trigger, "")
 	if err != nil {
@@ -75,10 +79,22 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 		if trigger == rotatord.TriggerSchedule && (g.NextRotationAt == nil || g.NextRotationAt.After(now)) {
 			return errNotDue
 		}
+		if trigger == rotatord.TriggerAgent {
+			// Judged under the agent's lock by the database's clock, so
+			// replicas agree and two requests at once cannot both pass.
+			wait, err := s.store.AgentRotationWait(ctx, g.ID, s.agentRotateEvery)
+			if err != nil {
+				return err
+			}
+			if wait > 0 {
+				return rotatord.TooManyRequests(wait, "agent %s rotated its own key less than %s ago: try again in %s",
+					g.Name, s.agentRotateEvery, wait.Round(time.Second))
+			}
+		}
 		if inflight, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
 			return err
 		} else if inflight != nil {
-			return errInFlight
+			return &rotatord.RotationInFlightError{Agent: g.Name, Rotation: inflight.ID}
 		}
 		if _, refused, err := s.roomFor(ctx, []*rotatord.Agent{g}); err != nil {
 			return err
@@ -340,6 +356,14 @@ func (s *Service) distribute(ctx context.Context, g *rotatord.Agent, r *rotatord
 	if err := s.store.UpdateRotation(ctx, r); err != nil {
 		return nil, err
 	}
+	if g.Delivery != rotatord.DeliveryPoll {
+		// Delivered: the seed is where the agent reads it, and rotatord
+		// keeps no copy. A rollback restores by the delivery's reference
+		// (a Vault version, the kept file), which needs no seed.
+		if err := s.store.ForgetSeed(ctx, r.NewCredentialID); err != nil {
+			return nil, err
+		}
+	}
 	return nil, s.auditDelivered(ctx, g, r)
 }
 
@@ -491,7 +515,7 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 		if revs[it.g.AccountID] == nil {
 			accounts = append(accounts, it.g.AccountID)
 		}
-		revs[it.g.AccountID] = append(revs[it.g.AccountID], revocationOf(old, now, it.g.Name, "rotated"))
+		revs[it.g.AccountID] = append(revs[it.g.AccountID], revocationOf(old, now, it.g.Name, rotatord.RevocationRotated))
 	}
 	if len(retire) > 0 {
 		if err := s.store.SetCredentialStates(ctx, retire, rotatord.CredentialRetired, now); err != nil {

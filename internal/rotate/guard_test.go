@@ -2,7 +2,6 @@ package rotate_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,10 +11,8 @@ import (
 	"github.com/nats-io/jwt/v2"
 
 	"github.com/rotatord/rotatord"
-	"github.com/rotatord/rotatord/internal/pgtest"
 	"github.com/rotatord/rotatord/internal/registry"
 	"github.com/rotatord/rotatord/internal/rotate"
-	"github.com/rotatord/rotatord/internal/seal"
 )
 
 // setIssuedAt moves the iat rotatord records for the agent's credentials in
@@ -469,19 +466,8 @@ func TestGuardKeepRevocations(t *testing.T) {
 func TestGuardLoweredShrinksStoredJWT(t *testing.T) {
 	t.Parallel()
 	clk := &fakeClock{t: time.Now()}
-	store, err := registry.Open(context.Background(), pgtest.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	master := make([]byte, seal.KeySize)
-	rand.Read(master)
-	sealer, _ := seal.New(master)
-	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Now: clk.Now, NoJitter: true})
+	svc, store, sealer := newSealedService(t, clk)
 	ctx := context.Background()
-	if _, _, err := svc.Init(ctx, "test", "op"); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
 		t.Fatal(err)
 	}

@@ -400,10 +400,12 @@ func parseImport(src ImportSource) (*importInput, error) {
 			u.name = strings.TrimSuffix(baseName(f.Path), ".jwt")
 			u.name = strings.TrimSuffix(u.name, ".creds")
 		}
+		// An empty allow list lets a NATS user reach everything; rotatord's
+		// default deny would take that away at the first rotation.
 		u.perms = rotatord.Permissions{
 			Pub: rotatord.PermissionList{Allow: uc.Pub.Allow, Deny: uc.Pub.Deny},
 			Sub: rotatord.PermissionList{Allow: uc.Sub.Allow, Deny: uc.Sub.Deny},
-		}.Normalize()
+		}.AllowAllWhereEmpty()
 		u.extra = unmodeledUser(uc)
 		in.users = append(in.users, u)
 	}
@@ -825,7 +827,7 @@ func (im *importer) user(ctx context.Context, u *importUser) error {
 	}
 
 	cred := &rotatord.Credential{PublicKey: uc.Subject, JWT: u.raw, JWTID: uc.ID, IssuedAt: time.Unix(uc.IssuedAt, 0),
-		ExpiresAt: NeverExpires, State: rotatord.CredentialActive}
+		ExpiresAt: NeverExpires, State: rotatord.CredentialActive, SigningKey: uc.Issuer}
 	if uc.Expires != 0 {
 		cred.ExpiresAt = time.Unix(uc.Expires, 0)
 	}
@@ -834,7 +836,8 @@ func (im *importer) user(ctx context.Context, u *importUser) error {
 		delivery = rotatord.DeliveryPoll
 	}
 	g := &rotatord.Agent{Name: u.name, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey,
-		Permissions: u.perms, Rotation: im.policy, Delivery: delivery, State: rotatord.AgentActive}
+		Permissions: u.perms, Rotation: im.policy, Delivery: delivery, State: rotatord.AgentActive,
+		Limits: rotatord.NoUserLimits}
 	next := im.nextRotation(cred.ExpiresAt)
 	g.NextRotationAt = &next
 	if err := im.s.store.CreateAgent(ctx, g); err != nil {

@@ -35,6 +35,20 @@ func newService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store)
 // newServiceWith is newService with cfg; Store, Sealer and Now are set here.
 func newServiceWith(t testing.TB, clk *fakeClock, cfg rotate.Config) (*rotate.Service, *registry.Store) {
 	t.Helper()
+	svc, store, _ := newSealedServiceWith(t, clk, cfg)
+	return svc, store
+}
+
+// newSealedService is newService that also returns the sealer, for a second
+// service on the same database.
+func newSealedService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store, *seal.Sealer) {
+	t.Helper()
+	return newSealedServiceWith(t, clk, rotate.Config{NoJitter: true})
+}
+
+// newSealedServiceWith is newSealedService with cfg (see newServiceWith).
+func newSealedServiceWith(t testing.TB, clk *fakeClock, cfg rotate.Config) (*rotate.Service, *registry.Store, *seal.Sealer) {
+	t.Helper()
 	store, err := registry.Open(context.Background(), pgtest.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +62,7 @@ func newServiceWith(t testing.TB, clk *fakeClock, cfg rotate.Config) (*rotate.Se
 	if _, _, err := svc.Init(context.Background(), "test", "op"); err != nil {
 		t.Fatal(err)
 	}
-	return svc, store
+	return svc, store, sealer
 }
 
 func accountRevocations(t *testing.T, svc *rotate.Service, name string) map[string]int64 {

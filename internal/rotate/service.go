@@ -5,6 +5,7 @@
 package rotate
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -25,6 +26,8 @@ type Store interface {
 	Operator(ctx context.Context) (*rotatord.Operator, error)
 	CreateOperator(ctx context.Context, op *rotatord.Operator, seedEnc []byte) error
 	LockOperator(ctx context.Context) error
+	OperatorSeed(ctx context.Context) ([]byte, error)
+	UpdateOperator(ctx context.Context, op *rotatord.Operator) error
 	AddSigningKey(ctx context.Context, accountID int64, pub string, seedEnc []byte) error
 	SigningKey(ctx context.Context, accountID int64) (pub string, seedEnc []byte, err error)
 	SigningKeys(ctx context.Context, accountID int64) ([]string, error)
@@ -78,7 +81,9 @@ type Store interface {
 	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
 	OldestValidIssuedAt(ctx context.Context, accountID int64, notExpiredAt time.Time) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
-	PruneProofs(ctx context.Context, t time.Time) error
+	PruneProofs(ctx context.Context, margin time.Duration) error
+	AgentRotationWait(ctx context.Context, agentID int64, every time.Duration) (time.Duration, error)
+	ForgetSeed(ctx context.Context, credentialID int64) error
 	AddAlert(ctx context.Context, a *rotatord.Alert) error
 
 	Audit(ctx context.Context, e *rotatord.AuditEvent) error
@@ -86,6 +91,13 @@ type Store interface {
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+
+	RoleStore
+	// The fleet console's reads (console.go).
+	LastRotations(ctx context.Context, agentIDs []int64) (map[int64]*rotatord.Rotation, error)
+	ListAlertsBy(ctx context.Context, f rotatord.AlertFilter) ([]*rotatord.Alert, error)
+	ListRevocationsPage(ctx context.Context, accountID int64, f rotatord.PageFilter) ([]rotatord.Revocation, error)
+	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
 
 	// The account JWT size guard (guard.go).
 	QueueLargeAccounts(ctx context.Context, bytes int) error
@@ -127,12 +139,24 @@ type Config struct {
 	// account's JWT, so this replica's resolver cache follows at once (other
 	// replicas learn of it through LISTEN/NOTIFY).
 	AccountChanged func(ctx context.Context, accountPub string)
+	// AgentRotateMinInterval is the least time between two rotations an
+	// agent starts itself (own-key POST); DefaultAgentRotateMinInterval
+	// when zero.
+	AgentRotateMinInterval time.Duration
+	// MaxControlLine is the servers' max_control_line (4096 when 0): no
+	// user JWT is issued whose CONNECT line would not fit it.
+	MaxControlLine int
 
 	// MaxAccountJWTBytes is the size guard of account JWTs
 	// (DefaultMaxAccountJWTBytes when 0): rotatord never stores a larger
 	// one, and makes room when a revocation would cross it (guard.go).
 	MaxAccountJWTBytes int
 }
+
+// DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
+// every own-key rotation adds a revocation entry to the account JWT, so an
+// agent must not be able to start them in a loop.
+const DefaultAgentRotateMinInterval = 10 * time.Minute
 
 // Service implements rotatord's operations. It is safe for concurrent use.
 type Service struct {
@@ -153,13 +177,16 @@ type Service struct {
 	alertKick    chan struct{}
 	watchKick    chan struct{}
 	checker      ConnChecker
-	maxJWT       int // the account JWT size guard, in bytes
+	// agentRotateEvery: see Config.AgentRotateMinInterval.
+	agentRotateEvery time.Duration
+	maxControl       int
+	maxJWT           int // the account JWT size guard, in bytes
 
 	mu         sync.Mutex
 	lastSweep  time.Time
 	lastConnz  time.Time
 	lastResign time.Time
-	signers    sync.Map // account ID -> nkeys.KeyPair
+	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
 }
 
 // New returns a Service.
@@ -184,14 +211,16 @@ func New(cfg Config) *Service {
 	if every == 0 {
 		every = 5 * time.Second
 	}
-	maxJWT := cfg.MaxAccountJWTBytes
-	if maxJWT <= 0 {
-		maxJWT = DefaultMaxAccountJWTBytes
+	agentEvery := cfg.AgentRotateMinInterval
+	if agentEvery <= 0 {
+		agentEvery = DefaultAgentRotateMinInterval
 	}
-	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
+	return &Service{agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
-		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every, maxJWT: maxJWT,
-		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
+		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
+		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
+		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine),
+		maxJWT:     cmp.Or(max(cfg.MaxAccountJWTBytes, 0), DefaultMaxAccountJWTBytes)}
 }
 
 // Actor names who asked for a change, for the audit trail.
@@ -236,11 +265,16 @@ func (s *Service) inTx(ctx context.Context, fn func(ctx context.Context) error) 
 	if _, ok := ctx.Value(auditBufKey{}).(*auditBuf); ok {
 		return s.store.InTx(ctx, fn)
 	}
-	return s.store.InTx(ctx, func(ctx context.Context) error {
-		buf := &auditBuf{}
+	buf := &auditBuf{}
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		buf.events = buf.events[:0]
 		if err := fn(context.WithValue(ctx, auditBufKey{}, buf)); err != nil {
 			return err
 		}
 		return s.store.AuditBatch(ctx, buf.events)
 	})
+	if err == nil {
+		s.logChanges(buf.events)
+	}
+	return err
 }

@@ -74,7 +74,10 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.store.PruneProofs(ctx, now); err != nil {
+	// By the database's clock, a margin past the acceptance window: a
+	// replica whose clock runs ahead must not forget a proof that another
+	// replica still accepts.
+	if err := s.store.PruneProofs(ctx, rotatord.ProofReplayMargin); err != nil {
 		errs = append(errs, err)
 	}
 	return res, errors.Join(errs...)
@@ -108,7 +111,7 @@ func (s *Service) startAll(ctx context.Context, due []string) int {
 	})
 	return started + forEach(ctx, s.log, single, func(ctx context.Context, name string) error {
 		_, err := s.StartRotation(ctx, SystemActor, name, rotatord.TriggerSchedule)
-		if errors.Is(err, errNotDue) || errors.Is(err, errInFlight) || errors.Is(err, errAgentRevoked) {
+		if errors.Is(err, errNotDue) || isInFlight(err) || errors.Is(err, errAgentRevoked) {
 			return errSkip // another replica got there first
 		}
 		if errors.Is(err, rotatord.ErrJWTFull) {
