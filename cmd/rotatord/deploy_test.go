@@ -25,7 +25,6 @@ import (
 var pendingMetrics = map[string]string{
 	"rotatord_servers_behind":                 "propagation",
 	"rotatord_revocation_propagation_seconds": "propagation",
-	"rotatord_credentials_expiring":           "admin-hardening",
 }
 
 // notRotatords are series Prometheus makes itself.

@@ -176,7 +176,8 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 }
 
 // UpdateAccount changes an account's description or limits, re-signs its
-// JWT and pushes it.
+// JWT and pushes it. The system account's limits are read-only (ECONFLICT):
+// see checkSystemPatch.
 func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
 	if p.Description != nil {
 		if err := validateDescription(*p.Description); err != nil {
@@ -195,6 +196,9 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 			return err
 		}
 		if acc, err = s.store.LockAccount(ctx, found.ID); err != nil {
+			return err
+		}
+		if err := checkSystemPatch(acc, p); err != nil {
 			return err
 		}
 		if p.Description != nil {
