@@ -176,8 +176,8 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 }
 
 // UpdateAccount changes an account's description or limits, re-signs its
-// JWT and pushes it. The system account's limits are read-only (ECONFLICT):
-// see checkSystemPatch.
+// JWT and starts pushing it. The system account's limits are read-only
+// (ECONFLICT): see checkSystemPatch.
 func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
 	if p.Description != nil {
 		if err := validateDescription(*p.Description); err != nil {
@@ -224,7 +224,8 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		return nil, fmt.Errorf("update account %s: %w", name, err)
 	}
 	s.changed(ctx, acc.PublicKey)
-	s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+	// The answer does not wait for the servers (nor for a hung NATS).
+	s.pushSoon(acc.ID)
 	return acc, nil
 }
 

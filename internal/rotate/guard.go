@@ -136,6 +136,9 @@ func (s *Service) resign(ctx context.Context, acc *rotatord.Account, land bool) 
 	if err := s.store.UpdateAccount(ctx, acc); err != nil {
 		return err
 	}
+	if err := s.stampResigned(ctx, acc); err != nil {
+		return err
+	}
 	return s.watchSize(ctx, acc, revs)
 }
 

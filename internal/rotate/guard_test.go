@@ -279,12 +279,15 @@ func TestGuardMakesRoomByRotatingEarly(t *testing.T) {
 	if len(rots) != 1 {
 		t.Fatal("no rotation of the anchor")
 	}
-	if r, err := svc.Confirm(ctx, rots[0].NewKey, "", "event"); err != nil || r.State != rotatord.RotationCompleted {
+	if r, err := svc.Confirm(ctx, rots[0].NewKey, "", "event"); err != nil || r.State != rotatord.RotationConfirmed {
 		t.Fatalf("confirm = %v, %v", r, err)
 	}
 	clk.Add(2 * time.Minute)
 	if _, err := svc.Tick(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if r, err := svc.Rotation(ctx, rots[0].ID); err != nil || r.State != rotatord.RotationCompleted {
+		t.Fatalf("the early rotation after the tick's re-sign = %v, %v; want completed", r, err)
 	}
 	acc, ac := accountClaims(t, svc, "fleet")
 	if 4*len(acc.JWT) > guard || ac.Revocations[jwt.All] == 0 {
