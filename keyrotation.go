@@ -3,6 +3,7 @@ package rotatord
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -33,34 +34,45 @@ const (
 	KeyModeEmergency = "emergency"
 )
 
-// Key rotation states.
+// Key rotation states of accounts' and roles' signing keys (the operator's
+// have their own, below).
 const (
-	KeyRotationAdding    = "adding"    // the new key is in the account JWT; waiting for the servers to acknowledge it
+	KeyRotationAdding    = "adding"    // the new key is in the account JWT (staged); waiting for the servers to acknowledge it
 	KeyRotationReissuing = "reissuing" // agents are re-issued under the new key (a fleet rotation)
 	KeyRotationWaiting   = "waiting"   // some agents still hold credentials signed by an old key
 	KeyRotationRemoving  = "removing"  // the old keys are out of the account JWT; waiting for the servers
-	KeyRotationCompleted = "completed" // the old keys are gone
 	KeyRotationAbandoned = "abandoned" // stopped by an operator; both keys stay
 )
 
-// KeyRotation is one replacement of a signing key.
+// KeyRotation is the rotation of a signing key: the operator's (kind
+// operator), an account's or a role's. Fields below Actor are those of
+// account and role rotations; Servers those of the operator's.
 type KeyRotation struct {
-	ID         string
-	Kind       string
+	ID    string
+	Kind  string
+	State string
+	// OldKeys are the signing keys the new one replaces, NewKey the new one.
+	OldKeys []string
+	NewKey  string
+	Actor   string
+	// Servers are the nats-servers the rotation knows of, by name, with
+	// what each reported last (operator kind).
+	Servers []KeyServer
+	// Waiting says what the rotation waits for, and what to do about it;
+	// "" when it is not waiting for anything.
+	Waiting    string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	StepAt     time.Time // when the current state began
+	FinishedAt *time.Time
+
 	AccountID  int64
 	Account    string // account name
 	AccountKey string // account public key
 	RoleID     int64
 	Role       string // role name, for kind role
 	Mode       string
-	State      string
 	Trigger    string // TriggerManual or TriggerSchedule
-	// OldKeys are the keys being replaced; NewKey replaces them.
-	OldKeys []string
-	NewKey  string
-	// NewSeedEnc is the new key's sealed seed while it is in the account
-	// JWT but not yet a signing key (state adding); nil after.
-	NewSeedEnc []byte
 	// AddedVersion is the account JWT version that first carried NewKey;
 	// RemovedVersion the first one without the old keys.
 	AddedVersion   int64
@@ -68,25 +80,85 @@ type KeyRotation struct {
 	// RemovedAt is when the old keys were retired (the database's clock).
 	RemovedAt *time.Time
 	// Stragglers counts the agents still holding credentials signed by an
-	// old key when last checked (or dropped, for a completed rotation).
+	// old key when last checked (or dropped, for one an operator completed).
 	Stragglers int
 	// StragglerAgents names some of them (reads fill it).
 	StragglerAgents []string
 	FleetRotation   string // the ID of the fleet rotation that re-issues the agents
-	Actor           string
-	Reason          string
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
-	FinishedAt      *time.Time
+	// Reason says how an operator ended it (complete, abandon).
+	Reason string
 }
 
-// InFlight reports whether k has not ended yet.
-func (k *KeyRotation) InFlight() bool {
-	switch k.State {
-	case KeyRotationAdding, KeyRotationReissuing, KeyRotationWaiting, KeyRotationRemoving:
-		return true
+// InFlight reports whether the rotation has not ended.
+func (k *KeyRotation) InFlight() bool { return k.FinishedAt == nil }
+
+// Kinds of signing-key rotation. Operator key rotations are described
+// here; account and role key rotations share the table and the API
+// (GET /v1/key-rotations/{id}).
+const (
+	KeyRotationOperator = "operator"
+)
+
+// States of an operator signing-key rotation, in order. Each is a committed
+// step that any replica resumes.
+const (
+	// The new key was added to the operator JWT (both keys valid): the
+	// servers must be given that JWT (`rotatord nats-config`) and restarted.
+	KeyRotationAddingKey = "adding_key"
+	// Every server trusts the new key: accounts are re-signed with it and
+	// pushed.
+	KeyRotationResigning = "resigning"
+	// The old keys were removed from the operator JWT: the servers must be
+	// given it and restarted again.
+	KeyRotationRemovingKey = "removing_key"
+	// No server trusts the old keys any more.
+	KeyRotationCompleted = "completed"
+)
+
+// KeyServer is a nats-server as an operator signing-key rotation saw it in
+// its VARZ: whether the operator JWT it runs trusts the new key and any of
+// the old ones. Times are those of the replica that asked.
+type KeyServer struct {
+	Name      string    `json:"name"`
+	ID        string    `json:"id"`
+	TrustsNew bool      `json:"trusts_new_key"`
+	TrustsOld bool      `json:"trusts_old_key"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// Ready reports whether the server runs an operator JWT that lets the
+// rotation past state: one that trusts the new key (adding_key), and no
+// old one any more (removing_key).
+func (s KeyServer) Ready(state string) bool {
+	if state == KeyRotationRemovingKey {
+		return s.TrustsNew && !s.TrustsOld
 	}
-	return false
+	return s.TrustsNew
+}
+
+// Behind returns the servers that do not run the operator JWT this state
+// needs yet, by name.
+func (k *KeyRotation) Behind() []KeyServer {
+	var out []KeyServer
+	for _, s := range k.Servers {
+		if !s.Ready(k.State) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ServerTrust is what one nats-server reports of the operators it trusts
+// (VARZ): each trusted operator's public key with its signing keys.
+type ServerTrust struct {
+	ServerID   string
+	ServerName string
+	Operators  map[string][]string
+}
+
+// Trusts reports whether the server trusts signing key key of operator op.
+func (t ServerTrust) Trusts(op, key string) bool {
+	return slices.Contains(t.Operators[op], key)
 }
 
 // KeyRotationPolicy schedules staged rotations of an account's signing key.

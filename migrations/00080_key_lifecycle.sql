@@ -46,42 +46,30 @@ CREATE TABLE fleet_rotation_agents (
 CREATE INDEX fleet_rotation_agents_wave ON fleet_rotation_agents (fleet_id, wave, state, agent_id);
 CREATE INDEX fleet_rotation_agents_agent ON fleet_rotation_agents (agent_id);
 
--- Rotations of signing keys: an account's (kind account) or a role's
--- scoped key (kind role); kind operator is for the operator's signing key.
--- A staged rotation adds new_key to the account JWT first (state adding:
--- its sealed seed waits here, new credentials are not signed with it until
--- the servers acknowledged that JWT), re-issues every agent through a fleet
--- rotation (reissuing), waits for stragglers (waiting), and removes the old
--- keys (removing, until that JWT is acknowledged). An emergency rotation
--- removes them at once. At most one per account is in flight.
-CREATE TABLE key_rotations (
-    id                uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
-    kind              text        NOT NULL CHECK (kind IN ('account', 'role', 'operator')),
-    account_id        bigint      REFERENCES accounts (id) ON DELETE CASCADE,
-    role_id           bigint      REFERENCES roles (id) ON DELETE CASCADE,
-    mode              text        NOT NULL CHECK (mode IN ('staged', 'emergency')),
-    state             text        NOT NULL CHECK (state IN ('adding', 'reissuing', 'waiting', 'removing', 'completed', 'abandoned')),
-    trigger           text        NOT NULL DEFAULT 'manual',
-    old_keys          text[]      NOT NULL,
-    new_key           text        NOT NULL,
-    new_seed_enc      bytea,
-    added_version     bigint      NOT NULL DEFAULT 0,
-    removed_version   bigint      NOT NULL DEFAULT 0,
-    removed_at        timestamptz,
-    stragglers        integer     NOT NULL DEFAULT 0,
-    fleet_rotation_id uuid        REFERENCES fleet_rotations (id) ON DELETE SET NULL,
-    actor             text        NOT NULL DEFAULT '',
-    reason            text        NOT NULL DEFAULT '',
-    created_at        timestamptz NOT NULL DEFAULT now(),
-    updated_at        timestamptz NOT NULL DEFAULT now(),
-    finished_at       timestamptz,
-    CHECK ((kind = 'operator') = (account_id IS NULL)),
-    CHECK ((kind = 'role') = (role_id IS NOT NULL))
-);
+-- Rotations of accounts' and roles' signing keys share key_rotations with
+-- the operator's (kinds account and role). A staged rotation adds new_key
+-- to the account JWT as a staged signing key (trusted, signing nothing)
+-- (state adding), makes it the signing key once the servers acknowledged
+-- that JWT and re-issues every agent through a fleet rotation (reissuing),
+-- waits for stragglers (waiting), and removes the old keys (removing,
+-- until that JWT is acknowledged). An emergency rotation removes them at
+-- once. At most one per account is in flight.
+ALTER TABLE key_rotations
+    ADD COLUMN role_id           bigint REFERENCES roles (id) ON DELETE CASCADE,
+    ADD COLUMN mode              text   NOT NULL DEFAULT 'staged' CHECK (mode IN ('staged', 'emergency')),
+    ADD COLUMN trigger           text   NOT NULL DEFAULT 'manual',
+    ADD COLUMN added_version     bigint NOT NULL DEFAULT 0,
+    ADD COLUMN removed_version   bigint NOT NULL DEFAULT 0,
+    ADD COLUMN removed_at        timestamptz,
+    ADD COLUMN stragglers        integer NOT NULL DEFAULT 0,
+    ADD COLUMN fleet_rotation_id uuid REFERENCES fleet_rotations (id) ON DELETE SET NULL,
+    ADD COLUMN reason            text   NOT NULL DEFAULT '',
+    ADD CONSTRAINT key_rotations_role_check CHECK ((kind = 'role') = (role_id IS NOT NULL)),
+    ADD CONSTRAINT key_rotations_account_state_check CHECK (kind = 'operator' OR
+        state IN ('adding', 'reissuing', 'waiting', 'removing', 'completed', 'abandoned'));
 CREATE UNIQUE INDEX key_rotations_one_per_account ON key_rotations (account_id)
-    WHERE state IN ('adding', 'reissuing', 'waiting', 'removing') AND account_id IS NOT NULL;
-CREATE INDEX key_rotations_in_flight ON key_rotations (updated_at) WHERE state IN ('adding', 'reissuing', 'waiting', 'removing');
-CREATE INDEX key_rotations_account ON key_rotations (account_id, created_at DESC, id DESC);
+    WHERE finished_at IS NULL AND account_id IS NOT NULL;
+CREATE INDEX key_rotations_account ON key_rotations (account_id, created_at DESC, id DESC) WHERE account_id IS NOT NULL;
 ALTER TABLE fleet_rotations ADD CONSTRAINT fleet_rotations_key_rotation_fkey
     FOREIGN KEY (key_rotation_id) REFERENCES key_rotations (id) ON DELETE SET NULL;
 
@@ -100,6 +88,11 @@ CREATE INDEX alerts_agent_created ON alerts (agent, created_at) WHERE agent <> '
 DROP INDEX alerts_agent_created;
 DROP TABLE account_key_schedules;
 ALTER TABLE fleet_rotations DROP CONSTRAINT fleet_rotations_key_rotation_fkey;
-DROP TABLE key_rotations;
+DELETE FROM key_rotations WHERE kind <> 'operator';
+DROP INDEX key_rotations_account;
+DROP INDEX key_rotations_one_per_account;
+ALTER TABLE key_rotations DROP CONSTRAINT key_rotations_account_state_check, DROP CONSTRAINT key_rotations_role_check,
+    DROP COLUMN reason, DROP COLUMN fleet_rotation_id, DROP COLUMN stragglers, DROP COLUMN removed_at,
+    DROP COLUMN removed_version, DROP COLUMN added_version, DROP COLUMN trigger, DROP COLUMN mode, DROP COLUMN role_id;
 DROP TABLE fleet_rotation_agents;
 DROP TABLE fleet_rotations;

@@ -18,15 +18,28 @@ import (
 	"time"
 )
 
+const operatorUsage = `Usage:
+  rotatord operator rotate-key [--wait [--wait-timeout DURATION]]
+      rotate the operator's signing key; each step waits until every nats-server
+      runs the operator JWT printed by rotatord nats-config (restart them one by one)
+` + connectionUsage
+
 const keyRotationsUsage = `Usage:
   rotatord key-rotations list [--account ACCOUNT]
-  rotatord key-rotations show ID [--wait]
+  rotatord key-rotations show ID [--wait [--wait-timeout DURATION]]
   rotatord key-rotations complete ID
   rotatord key-rotations abandon ID
-Start one with rotatord accounts rotate-key ACCOUNT [--role ROLE] [--mode staged|emergency].
-complete removes the old key now: agents still on it are dropped by the servers and
-re-issued under the new key; abandon (staged only) keeps both keys.
+Start one with rotatord accounts rotate-key ACCOUNT [--role ROLE] [--mode staged|emergency],
+or rotatord operator rotate-key. complete (account and role keys) removes the old key now:
+agents still on it are dropped by the servers and re-issued under the new key; abandon
+(staged only) keeps both keys.
 ` + connectionUsage
+
+func runOperator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return dispatchCLI(ctx, "operator", operatorUsage, map[string]cliCommand{
+		"rotate-key": {"operator rotate-key [--wait] [flags]", runOperatorRotateKey},
+	}, args, stdout, stderr)
+}
 
 const fleetRotationsUsage = `Usage:
   rotatord fleet-rotations list [--account ACCOUNT]
@@ -87,22 +100,35 @@ type fleetView struct {
 	FinishedAt *time.Time `json:"finished_at"`
 }
 
-// keyRotationView is what the CLI reads of a KeyRotation.
+// keyRotationView is what the CLI reads of a KeyRotation (of the
+// operator's signing key, an account's or a role's).
 type keyRotationView struct {
-	ID              string     `json:"id"`
-	Kind            string     `json:"kind"`
-	Account         string     `json:"account"`
+	ID      string   `json:"id"`
+	Kind    string   `json:"kind"`
+	State   string   `json:"state"`
+	OldKeys []string `json:"old_keys"`
+	NewKey  string   `json:"new_key"`
+	Servers []struct {
+		Name      string     `json:"name"`
+		ID        string     `json:"id"`
+		TrustsNew bool       `json:"trusts_new_key"`
+		TrustsOld bool       `json:"trusts_old_key"`
+		UpToDate  bool       `json:"up_to_date"`
+		LastSeen  *time.Time `json:"last_seen"`
+	} `json:"servers"`
+	WaitingFor      []string   `json:"waiting_for"`
+	Waiting         string     `json:"waiting"`
+	Actor           string     `json:"actor"`
+	Account         *string    `json:"account"`
 	Role            *string    `json:"role"`
-	Mode            string     `json:"mode"`
-	State           string     `json:"state"`
+	Mode            *string    `json:"mode"`
 	Trigger         string     `json:"trigger"`
-	OldKeys         []string   `json:"old_keys"`
-	NewKey          string     `json:"new_key"`
 	FleetRotation   *string    `json:"fleet_rotation"`
 	Stragglers      int        `json:"stragglers"`
 	StragglerAgents []string   `json:"straggler_agents"`
 	Reason          string     `json:"reason"`
 	CreatedAt       *time.Time `json:"created_at"`
+	StepAt          *time.Time `json:"step_started_at"`
 	FinishedAt      *time.Time `json:"finished_at"`
 }
 
@@ -243,6 +269,49 @@ func runAccountsRotateKey(ctx context.Context, c *cli, args []string) error {
 	ctx, cancel := w.context(ctx)
 	defer cancel()
 	raw, k, err := c.waitKeyRotation(ctx, api, id, c.newProgress())
+	if err != nil {
+		return err
+	}
+	return c.keyRotationOutcome(raw, k)
+}
+
+func runOperatorRotateKey(ctx context.Context, c *cli, args []string) error {
+	wait := c.fs.Bool("wait", false, "wait until the rotation is completed, telling each step and what it waits for")
+	waitTimeout := c.fs.Duration("wait-timeout", 0, "give up waiting after this long (0: no limit; the rotation goes on in rotatord)")
+	if _, err := c.parse(args, 0); err != nil {
+		return err
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	raw, err := api.do(ctx, http.MethodPost, "/v1/operator/signing-keys/rotate", nil, nil)
+	if err != nil {
+		return err
+	}
+	var started struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal(raw, &started); err != nil || started.ID == "" {
+		return fmt.Errorf("decode answer of rotate-key: %q", excerpt(raw, 200))
+	}
+	fmt.Fprintf(c.stderr, "operator signing-key rotation %s started: the operator JWT now lists the new key;\n"+
+		"run `rotatord nats-config` and paste its block into every nats-server's configuration, then restart them one by one\n", started.ID)
+	if !*wait {
+		if c.output == "json" {
+			return printJSON(c.stdout, raw)
+		}
+		t := newTable(c.stdout, "KEY ROTATION", "KIND", "STATE")
+		t.row(started.ID, "operator", started.State)
+		return t.flush()
+	}
+	if *waitTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *waitTimeout)
+		defer cancel()
+	}
+	raw, k, err := c.waitKeyRotation(ctx, api, started.ID, c.newProgress())
 	if err != nil {
 		return err
 	}
@@ -445,8 +514,9 @@ func (c *cli) waitFleet(ctx context.Context, api *apiClient, id string, p *progr
 }
 
 // waitKeyRotation polls a key rotation until it ended or waits for an
-// operator (its stragglers, or its fleet rotation halted), showing its
-// progress and its fleet rotation's.
+// operator (an account's or role's stragglers, or its fleet rotation
+// halted), showing each step and what it waits for, and its fleet
+// rotation's progress.
 func (c *cli) waitKeyRotation(ctx context.Context, api *apiClient, id string, p *progress) ([]byte, keyRotationView, error) {
 	var pl poller
 	for {
@@ -473,9 +543,13 @@ func (c *cli) waitKeyRotation(ctx context.Context, api *apiClient, id string, p 
 					}
 				}
 			default:
-				p.line(fmt.Sprintf("key rotation %s of %s: %s", k.ID, keyOwnerOf(k), k.State))
+				line := fmt.Sprintf("key rotation %s of %s: %s", k.ID, keyOwnerOf(k), k.State)
+				if k.Waiting != "" {
+					line += ": " + k.Waiting
+				}
+				p.line(cell(line))
 			}
-			if err == nil && (k.State == "completed" || k.State == "abandoned" || k.State == "waiting") {
+			if err == nil && (k.FinishedAt != nil || k.State == "waiting") {
 				p.done()
 				return raw, k, nil
 			}
@@ -488,10 +562,13 @@ func (c *cli) waitKeyRotation(ctx context.Context, api *apiClient, id string, p 
 }
 
 func keyOwnerOf(k keyRotationView) string {
-	if k.Role != nil {
-		return "role " + *k.Role + " of account " + k.Account
+	switch {
+	case k.Kind == "operator":
+		return "the operator"
+	case k.Role != nil:
+		return "role " + *k.Role + " of account " + deref(k.Account)
 	}
-	return "account " + k.Account
+	return "account " + deref(k.Account)
 }
 
 // fleetOutcome prints a fleet rotation that stopped; halted and aborted
@@ -591,24 +668,45 @@ func (c *cli) printKeyRotation(raw []byte) error {
 	}
 	t := newTable(c.stdout)
 	t.row("ID:", k.ID)
+	t.row("Kind:", k.Kind)
 	t.row("Key of:", keyOwnerOf(k))
-	t.row("Mode:", k.Mode)
+	if k.Mode != nil {
+		t.row("Mode:", *k.Mode)
+	}
 	t.row("State:", k.State)
 	t.row("Trigger:", k.Trigger)
-	t.row("Old keys:", fmtList(k.OldKeys))
 	t.row("New key:", k.NewKey)
-	t.row("Fleet rotation:", deref(k.FleetRotation))
-	t.row("Stragglers:", fmt.Sprintf("%d %s", k.Stragglers, fmtList(k.StragglerAgents)))
+	t.row("Old keys:", fmtList(k.OldKeys))
+	if k.Kind == "operator" {
+		t.row("Waiting for:", strings.Join(k.WaitingFor, ", "))
+	} else {
+		t.row("Fleet rotation:", deref(k.FleetRotation))
+		t.row("Stragglers:", fmt.Sprintf("%d %s", k.Stragglers, fmtList(k.StragglerAgents)))
+	}
+	t.row("Waiting:", k.Waiting)
 	t.row("Reason:", k.Reason)
+	t.row("Started by:", k.Actor)
 	t.row("Created:", fmtTime(k.CreatedAt))
+	t.row("Step since:", fmtTime(k.StepAt))
 	t.row("Finished:", fmtTime(k.FinishedAt))
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(k.Servers) == 0 {
+		return nil
+	}
+	fmt.Fprintln(c.stdout)
+	t = newTable(c.stdout, "SERVER", "ID", "TRUSTS NEW KEY", "TRUSTS OLD KEY", "UP TO DATE", "LAST SEEN")
+	for _, s := range k.Servers {
+		t.row(s.Name, s.ID, strconv.FormatBool(s.TrustsNew), strconv.FormatBool(s.TrustsOld), strconv.FormatBool(s.UpToDate), fmtTime(s.LastSeen))
+	}
 	return t.flush()
 }
 
 func printKeyRotations(w io.Writer, ks []keyRotationView) error {
 	t := newTable(w, "ID", "ACCOUNT", "ROLE", "MODE", "STATE", "STRAGGLERS", "NEW KEY", "CREATED")
 	for _, k := range ks {
-		t.row(k.ID, k.Account, deref(k.Role), k.Mode, k.State, strconv.Itoa(k.Stragglers), k.NewKey, fmtTime(k.CreatedAt))
+		t.row(k.ID, deref(k.Account), deref(k.Role), deref(k.Mode), k.State, strconv.Itoa(k.Stragglers), k.NewKey, fmtTime(k.CreatedAt))
 	}
 	return t.flush()
 }
@@ -625,10 +723,7 @@ type progress struct {
 // newProgress writes to stdout: a bar when it is a terminal (and the
 // output is a table), lines otherwise; with -o json to stderr.
 func (c *cli) newProgress() *progress {
-	if c.output == "json" {
-		return &progress{w: c.stderr}
-	}
-	return &progress{w: c.stdout, bar: isTerminal(c.stdout)}
+	return &progress{w: c.stderr, bar: c.output != "json" && isTerminal(c.stderr)}
 }
 
 const barWidth = 30

@@ -591,8 +591,8 @@ func TestRotateAllCanaryHaltsEndToEnd(t *testing.T) {
 	clk.Advance(2 * time.Minute) // the canary's grace ends
 	r := waitCLI(t, e, done)
 	r.failed(t, "fleet rotation "+id+" halted", "wave 1 of 2")
-	if !strings.Contains(r.stdout, "fleet rotation "+id+": running wave 1/2 (10%): 0/10 done") || !strings.Contains(r.stdout, "halted") {
-		t.Errorf("rotate-all --wait printed no progress lines:\n%s", r.stdout)
+	if !strings.Contains(r.stderr, "fleet rotation "+id+": running wave 1/2 (10%): 0/10 done") || !strings.Contains(r.stderr, "halted") {
+		t.Errorf("rotate-all --wait printed no progress lines on stderr:\n%s", r.stderr)
 	}
 	f := e.getJSON("/v1/fleet-rotations/" + id)
 	if f["state"] != "halted" || num(progressOf(f, 1)["failed"]) != 1 || progressOf(f, 2)["started_at"] != nil {

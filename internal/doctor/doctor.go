@@ -145,6 +145,24 @@ func MasterKey(loadErr error, checked int, problems []KeyProblem) Result {
 	return ok(r, fmt.Sprintf("opens the signing keys of the operator and %d accounts", checked-1))
 }
 
+// SealedValues checks that every sealed value of the database opens:
+// problems are values sealed by a master key that no live replica holds
+// (rotate.Service.MasterKeyStatus); notes (values of the first format,
+// replicas sealing with different keys while the master key rotates)
+// break nothing and go into the message.
+func SealedValues(problems, notes []string) Result {
+	r := Result{Check: "sealed values"}
+	if len(problems) > 0 {
+		return fail(r, strings.Join(problems[:min(len(problems), sample)], "; "),
+			"put the master key back as a line of ROTATORD_MASTER_KEY_FILE on every replica and restart them one by one; `rotatord master-key status` lists the replicas and keys")
+	}
+	msg := "every sealed value is sealed by a master key that a live replica (or, with none live, the key file) holds"
+	if len(notes) > 0 {
+		msg += "; " + strings.Join(notes, "; ")
+	}
+	return ok(r, msg)
+}
+
 // Operator is what the servers must trust: rotatord's operator, the signing
 // key rotatord signs account JWTs with, and the system account.
 type Operator struct {
@@ -299,10 +317,10 @@ func Rotations(stuck []*rotatord.Rotation, nStuck int, rolled []*rotatord.Rotati
 	}
 	if nRolled > 0 {
 		out = append(out, warn(Result{Check: "rollbacks"},
-			fmt.Sprintf("%d rotations rolled back in the last %s: %s", nRolled, short(since), rotationList(rolled, nRolled, func(r *rotatord.Rotation) string { return r.Reason })),
+			fmt.Sprintf("%d rotations rolled back in the last %s: %s", nRolled, rotatord.FormatDuration(since), rotationList(rolled, nRolled, func(r *rotatord.Rotation) string { return r.Reason })),
 			"the agents did not take their new keys in time: check that they poll or read their delivery and reconnect (`rotatord rotations list --state rolled_back`)"))
 	} else {
-		out = append(out, ok(Result{Check: "rollbacks"}, fmt.Sprintf("none in the last %s", short(since))))
+		out = append(out, ok(Result{Check: "rollbacks"}, fmt.Sprintf("none in the last %s", rotatord.FormatDuration(since))))
 	}
 	return out
 }
@@ -392,18 +410,6 @@ func (p NATSProbe) MaxPayload() int {
 	return least
 }
 
-// short writes 24h rather than 24h0m0s.
-func short(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
 func ok(r Result, msg string) Result { r.Status, r.Message = StatusOK, msg; return r }
 
 func warn(r Result, msg, fix string) Result {
@@ -428,6 +434,9 @@ type Sources struct {
 	Database func(ctx context.Context) (current, latest int64, err error)
 	// MasterKey loads the master key and opens the signing keys with it.
 	MasterKey func(ctx context.Context) (checked int, problems []KeyProblem, loadErr error, err error)
+	// Sealed reports the sealed values no live replica can open, and notes
+	// (SealedValues).
+	Sealed func(ctx context.Context) (problems, notes []string, err error)
 	// Operator is rotatord's operator as the servers must trust it.
 	Operator func(ctx context.Context) (Operator, error)
 	// SystemAccountJWT is the stored JWT of the system account.
@@ -484,6 +493,16 @@ func Run(ctx context.Context, src Sources) *Report {
 				rep.add(r)
 				keysOK = r.Status == StatusOK
 			}
+		}
+	}
+	if src.Sealed != nil {
+		if !dbOK {
+			rep.add(Skip("sealed values", noDB))
+		} else if problems, notes, err := src.Sealed(ctx); err != nil {
+			rep.add(fail(Result{Check: "sealed values"}, "cannot read the sealed values: "+err.Error(),
+				"check that rotatord's database user may read the operator, signing_keys, credentials and replicas tables"))
+		} else {
+			rep.add(SealedValues(problems, notes))
 		}
 	}
 	var op Operator

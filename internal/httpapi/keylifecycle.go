@@ -83,32 +83,6 @@ func toFleetJSON(f *rotatord.FleetRotation) fleetJSON {
 	return out
 }
 
-type keyRotationJSON struct {
-	ID              string     `json:"id"`
-	Kind            string     `json:"kind"`
-	Account         string     `json:"account"`
-	Role            *string    `json:"role"`
-	Mode            string     `json:"mode"`
-	State           string     `json:"state"`
-	Trigger         string     `json:"trigger"`
-	OldKeys         []string   `json:"old_keys"`
-	NewKey          string     `json:"new_key"`
-	FleetRotation   *string    `json:"fleet_rotation"`
-	Stragglers      int        `json:"stragglers"`
-	StragglerAgents []string   `json:"straggler_agents"`
-	Reason          string     `json:"reason"`
-	CreatedAt       time.Time  `json:"created_at"`
-	UpdatedAt       time.Time  `json:"updated_at"`
-	FinishedAt      *time.Time `json:"finished_at"`
-}
-
-func toKeyRotationJSON(k *rotatord.KeyRotation) keyRotationJSON {
-	return keyRotationJSON{ID: k.ID, Kind: k.Kind, Account: k.Account, Role: optString(k.Role), Mode: k.Mode, State: k.State,
-		Trigger: k.Trigger, OldKeys: nonNilStrings(k.OldKeys), NewKey: k.NewKey, FleetRotation: optString(k.FleetRotation),
-		Stragglers: k.Stragglers, StragglerAgents: nonNilStrings(k.StragglerAgents), Reason: k.Reason,
-		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt, FinishedAt: k.FinishedAt}
-}
-
 // keyScheduleJSON is an account's key_rotation.
 type keyScheduleJSON struct {
 	Schedule string    `json:"schedule"`
@@ -246,15 +220,6 @@ func (s *Server) rotateSigningKey(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", keyRotationPath(k.ID))
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": k.ID, "state": k.State})
-}
-
-func (s *Server) getKeyRotation(w http.ResponseWriter, r *http.Request) {
-	k, err := s.svc.KeyRotation(r.Context(), chi.URLParam(r, "id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toKeyRotationJSON(k))
 }
 
 func (s *Server) listKeyRotations(w http.ResponseWriter, r *http.Request) {

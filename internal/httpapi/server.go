@@ -189,6 +189,7 @@ func New(cfg Config) *Server {
 			r.Post("/accounts/{name}/roles/{role}/rotate", s.rotateSigningKey)
 			r.Post("/key-rotations/{id}/complete", s.completeKeyRotation)
 			r.Post("/key-rotations/{id}/abandon", s.abandonKeyRotation)
+			r.Post("/operator/signing-keys/rotate", s.rotateOperatorKey)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

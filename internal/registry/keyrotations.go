@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -14,25 +15,38 @@ import (
 // Signing-key rotations (key_rotations), the signing keys they retire, and
 // the accounts' key rotation schedules (account_key_schedules).
 
-const keyRotationCols = `k.id::text, k.kind, coalesce(k.account_id, 0), coalesce(a.name, ''), coalesce(a.public_key, ''),
-	coalesce(k.role_id, 0), coalesce(ro.name, ''), k.mode, k.state, k.trigger, k.old_keys, k.new_key, k.new_seed_enc,
-	k.added_version, k.removed_version, k.removed_at, k.stragglers, coalesce(k.fleet_rotation_id::text, ''), k.actor, k.reason,
-	k.created_at, k.updated_at, k.finished_at`
+const keyRotationCols = `k.id::text, k.kind, k.state, k.old_keys, k.new_key, k.actor, k.servers, k.waiting,
+	k.created_at, k.updated_at, k.step_at, k.finished_at,
+	coalesce(k.account_id, 0), coalesce(a.name, ''), coalesce(a.public_key, ''), coalesce(k.role_id, 0), coalesce(ro.name, ''),
+	k.mode, k.trigger, k.added_version, k.removed_version, k.removed_at, k.stragglers, coalesce(k.fleet_rotation_id::text, ''), k.reason`
 
 const keyRotationFrom = ` FROM key_rotations k LEFT JOIN accounts a ON a.id = k.account_id LEFT JOIN roles ro ON ro.id = k.role_id`
 
 func scanKeyRotation(row pgx.Row) (*rotatord.KeyRotation, error) {
-	var k rotatord.KeyRotation
-	err := row.Scan(&k.ID, &k.Kind, &k.AccountID, &k.Account, &k.AccountKey, &k.RoleID, &k.Role, &k.Mode, &k.State, &k.Trigger,
-		&k.OldKeys, &k.NewKey, &k.NewSeedEnc, &k.AddedVersion, &k.RemovedVersion, &k.RemovedAt, &k.Stragglers, &k.FleetRotation,
-		&k.Actor, &k.Reason, &k.CreatedAt, &k.UpdatedAt, &k.FinishedAt)
-	return &k, err
+	var (
+		k       rotatord.KeyRotation
+		servers []byte
+	)
+	if err := row.Scan(&k.ID, &k.Kind, &k.State, &k.OldKeys, &k.NewKey, &k.Actor, &servers, &k.Waiting,
+		&k.CreatedAt, &k.UpdatedAt, &k.StepAt, &k.FinishedAt,
+		&k.AccountID, &k.Account, &k.AccountKey, &k.RoleID, &k.Role,
+		&k.Mode, &k.Trigger, &k.AddedVersion, &k.RemovedVersion, &k.RemovedAt, &k.Stragglers, &k.FleetRotation, &k.Reason); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(servers, &k.Servers); err != nil {
+		return nil, fmt.Errorf("decode servers of key rotation %s: %w", k.ID, err)
+	}
+	return &k, nil
 }
 
 // CreateKeyRotation stores a new key rotation and sets its ID and times.
-// While another key rotation of the account is in flight it fails with
-// ECONFLICT: the database keeps one per account.
+// ECONFLICT while another operator key rotation is in flight, or another
+// key rotation of the same account.
 func (s *Store) CreateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) error {
+	servers, err := json.Marshal(orEmpty(k.Servers))
+	if err != nil {
+		return fmt.Errorf("encode servers: %w", err)
+	}
 	var acc, role any
 	if k.AccountID != 0 {
 		acc = k.AccountID
@@ -40,28 +54,49 @@ func (s *Store) CreateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) 
 	if k.RoleID != 0 {
 		role = k.RoleID
 	}
-	err := s.q(ctx).QueryRow(ctx, `INSERT INTO key_rotations (kind, account_id, role_id, mode, state, trigger, old_keys, new_key,
-			new_seed_enc, added_version, removed_version, actor, reason)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id::text, created_at, updated_at`,
-		k.Kind, acc, role, k.Mode, k.State, k.Trigger, k.OldKeys, k.NewKey, k.NewSeedEnc, k.AddedVersion, k.RemovedVersion,
-		k.Actor, k.Reason).Scan(&k.ID, &k.CreatedAt, &k.UpdatedAt)
-	if err != nil {
-		return mapErr(fmt.Errorf("create key rotation of account %d: %w", k.AccountID, err))
+	mode := k.Mode
+	if mode == "" {
+		mode = rotatord.KeyModeStaged
 	}
+	trigger := k.Trigger
+	if trigger == "" {
+		trigger = rotatord.TriggerManual
+	}
+	err = s.q(ctx).QueryRow(ctx, `
+		INSERT INTO key_rotations (kind, state, old_keys, new_key, actor, servers, waiting,
+			account_id, role_id, mode, trigger, added_version, removed_version, removed_at, stragglers, reason)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		RETURNING id::text, created_at, updated_at, step_at`,
+		k.Kind, k.State, orEmpty(k.OldKeys), k.NewKey, k.Actor, servers, k.Waiting,
+		acc, role, mode, trigger, k.AddedVersion, k.RemovedVersion, k.RemovedAt, k.Stragglers, k.Reason,
+	).Scan(&k.ID, &k.CreatedAt, &k.UpdatedAt, &k.StepAt)
+	if err != nil {
+		return mapErr(fmt.Errorf("create %s key rotation: %w", k.Kind, err))
+	}
+	k.Mode, k.Trigger = mode, trigger
 	return nil
 }
 
-// UpdateKeyRotation stores k's state and progress fields.
+// UpdateKeyRotation stores k's state and progress fields; a new state
+// starts a new step (step_at), and completed or abandoned sets finished_at.
 func (s *Store) UpdateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) error {
+	servers, err := json.Marshal(orEmpty(k.Servers))
+	if err != nil {
+		return fmt.Errorf("encode servers: %w", err)
+	}
 	var fleet any
 	if k.FleetRotation != "" {
 		fleet = k.FleetRotation
 	}
-	err := s.q(ctx).QueryRow(ctx, `UPDATE key_rotations SET state = $2, new_seed_enc = $3, added_version = $4,
-			removed_version = $5, removed_at = $6, stragglers = $7, fleet_rotation_id = $8::uuid, reason = $9, finished_at = $10,
-			updated_at = now()
-		WHERE id = $1::uuid RETURNING updated_at`, k.ID, k.State, k.NewSeedEnc, k.AddedVersion, k.RemovedVersion, k.RemovedAt,
-		k.Stragglers, fleet, k.Reason, k.FinishedAt).Scan(&k.UpdatedAt)
+	err = s.q(ctx).QueryRow(ctx, `
+		UPDATE key_rotations SET
+			step_at = CASE WHEN state = $2 THEN step_at ELSE now() END,
+			state = $2, servers = $3, waiting = $4, updated_at = now(),
+			finished_at = CASE WHEN $2 IN ('completed', 'abandoned') THEN coalesce(finished_at, now()) END,
+			added_version = $5, removed_version = $6, removed_at = $7, stragglers = $8, fleet_rotation_id = $9::uuid, reason = $10
+		WHERE id = $1::uuid RETURNING updated_at, step_at, finished_at`,
+		k.ID, k.State, servers, k.Waiting, k.AddedVersion, k.RemovedVersion, k.RemovedAt, k.Stragglers, fleet, k.Reason,
+	).Scan(&k.UpdatedAt, &k.StepAt, &k.FinishedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return notFound("key rotation", k.ID)
 	}
@@ -71,8 +106,8 @@ func (s *Store) UpdateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) 
 	return nil
 }
 
-// FindKeyRotation returns a key rotation by ID, or ENOTFOUND (also for an
-// ID that is not a UUID).
+// FindKeyRotation returns a key rotation by ID; ENOTFOUND for an unknown
+// or malformed ID.
 func (s *Store) FindKeyRotation(ctx context.Context, id string) (*rotatord.KeyRotation, error) {
 	if !isUUID(id) {
 		return nil, notFound("key rotation", id)
@@ -87,30 +122,57 @@ func (s *Store) FindKeyRotation(ctx context.Context, id string) (*rotatord.KeyRo
 	return k, nil
 }
 
-// LockKeyRotation reads a key rotation and locks it for the transaction in
-// ctx; with skip, one another transaction holds is skipped (ok false).
-func (s *Store) LockKeyRotation(ctx context.Context, id string, skip bool) (k *rotatord.KeyRotation, ok bool, err error) {
+// LockKeyRotation locks a key rotation in flight for the rest of the
+// transaction. ok is false when another transaction holds it (it is being
+// advanced) or it has finished.
+func (s *Store) LockKeyRotation(ctx context.Context, id string) (k *rotatord.KeyRotation, ok bool, err error) {
 	if err := needTx(ctx, "lock key rotation"); err != nil {
 		return nil, false, err
 	}
-	if !isUUID(id) {
-		return nil, false, notFound("key rotation", id)
-	}
-	lock := " FOR NO KEY UPDATE OF k"
-	if skip {
-		lock += " SKIP LOCKED"
-	}
-	k, err = scanKeyRotation(s.q(ctx).QueryRow(ctx, `SELECT `+keyRotationCols+keyRotationFrom+` WHERE k.id = $1::uuid`+lock, id))
+	k, err = scanKeyRotation(s.q(ctx).QueryRow(ctx, `SELECT `+keyRotationCols+keyRotationFrom+`
+		WHERE k.id = $1::uuid AND k.finished_at IS NULL FOR UPDATE OF k SKIP LOCKED`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		if skip {
-			return nil, false, nil
-		}
-		return nil, false, notFound("key rotation", id)
+		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, mapErr(fmt.Errorf("lock key rotation %s: %w", id, err))
 	}
 	return k, true, nil
+}
+
+// WaitKeyRotation locks a key rotation for the rest of the transaction,
+// waiting for one that holds it (an operator's decision); ENOTFOUND for an
+// unknown or malformed ID.
+func (s *Store) WaitKeyRotation(ctx context.Context, id string) (*rotatord.KeyRotation, error) {
+	if err := needTx(ctx, "lock key rotation"); err != nil {
+		return nil, err
+	}
+	if !isUUID(id) {
+		return nil, notFound("key rotation", id)
+	}
+	k, err := scanKeyRotation(s.q(ctx).QueryRow(ctx, `SELECT `+keyRotationCols+keyRotationFrom+`
+		WHERE k.id = $1::uuid FOR UPDATE OF k`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("key rotation", id)
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("lock key rotation %s: %w", id, err))
+	}
+	return k, nil
+}
+
+// KeyRotationsInFlight returns the IDs of the key rotations of a kind that
+// have not finished, the oldest first.
+func (s *Store) KeyRotationsInFlight(ctx context.Context, kind string) ([]string, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT id::text FROM key_rotations WHERE finished_at IS NULL AND kind = $1 ORDER BY created_at`, kind)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list key rotations in flight: %w", err))
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("list key rotations in flight: %w", err))
+	}
+	return ids, nil
 }
 
 // ListKeyRotations returns key rotations matching f, newest first.
@@ -139,7 +201,7 @@ func (s *Store) ListKeyRotations(ctx context.Context, f rotatord.KeyRotationFilt
 // InFlightKeyRotation returns the account's key rotation in flight, or nil.
 func (s *Store) InFlightKeyRotation(ctx context.Context, accountID int64) (*rotatord.KeyRotation, error) {
 	k, err := scanKeyRotation(s.q(ctx).QueryRow(ctx, `SELECT `+keyRotationCols+keyRotationFrom+`
-		WHERE k.account_id = $1 AND k.state IN ('adding', 'reissuing', 'waiting', 'removing')`, accountID))
+		WHERE k.account_id = $1 AND k.finished_at IS NULL`, accountID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -149,35 +211,73 @@ func (s *Store) InFlightKeyRotation(ctx context.Context, accountID int64) (*rota
 	return k, nil
 }
 
-// KeyRotationsInFlight returns the IDs of account and role key rotations
-// in flight, the least recently driven first.
-func (s *Store) KeyRotationsInFlight(ctx context.Context, limit int) ([]string, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT id::text FROM key_rotations
-		WHERE state IN ('adding', 'reissuing', 'waiting', 'removing') AND kind IN ('account', 'role')
-		ORDER BY updated_at LIMIT $1`, limit)
-	if err != nil {
-		return nil, mapErr(fmt.Errorf("list key rotations in flight: %w", err))
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, mapErr(fmt.Errorf("list key rotations in flight: %w", err))
-	}
-	return ids, nil
-}
-
-// PendingSigningKeys returns the new keys of the account's key rotations
-// that are adding them.
+// PendingSigningKeys returns the account's staged signing keys (its own
+// and its roles'): trusted by its JWT, signing nothing yet.
 func (s *Store) PendingSigningKeys(ctx context.Context, accountID int64) ([]rotatord.PendingKey, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT new_key, coalesce(role_id, 0) FROM key_rotations
-		WHERE account_id = $1 AND state = 'adding' AND new_seed_enc IS NOT NULL ORDER BY created_at`, accountID)
+	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, coalesce(role_id, 0) FROM signing_keys
+		WHERE account_id = $1 AND staged AND retired_at IS NULL ORDER BY created_at, public_key`, accountID)
 	if err != nil {
-		return nil, mapErr(fmt.Errorf("list pending signing keys: %w", err))
+		return nil, mapErr(fmt.Errorf("list staged signing keys: %w", err))
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[rotatord.PendingKey])
 	if err != nil {
-		return nil, mapErr(fmt.Errorf("list pending signing keys: %w", err))
+		return nil, mapErr(fmt.Errorf("list staged signing keys: %w", err))
 	}
 	return out, nil
+}
+
+// AddStagedRoleSigningKey stores a new scoped key of a role that is
+// trusted but does not sign yet (see AddStagedSigningKey).
+func (s *Store) AddStagedRoleSigningKey(ctx context.Context, r *rotatord.Role, pub string, seedEnc []byte) error {
+	_, err := s.q(ctx).Exec(ctx, `INSERT INTO signing_keys (public_key, owner_kind, account_id, role_id, seed_enc, staged)
+		VALUES ($1, 'role', $2, $3, $4, true)`, pub, r.AccountID, r.ID, seedEnc)
+	if err != nil {
+		return mapErr(fmt.Errorf("add staged signing key of role %s: %w", r.Name, err))
+	}
+	return nil
+}
+
+// AddStagedSigningKey stores a new signing key of the operator (accountID
+// 0) or of an account that is trusted but does not sign yet: SigningKey
+// skips it until ActivateSigningKey.
+func (s *Store) AddStagedSigningKey(ctx context.Context, accountID int64, pub string, seedEnc []byte) error {
+	kind, acc := "operator", any(nil)
+	if accountID != 0 {
+		kind, acc = "account", accountID
+	}
+	_, err := s.q(ctx).Exec(ctx, `INSERT INTO signing_keys (public_key, owner_kind, account_id, seed_enc, staged) VALUES ($1, $2, $3, $4, true)`,
+		pub, kind, acc, seedEnc)
+	if err != nil {
+		return mapErr(fmt.Errorf("add staged signing key: %w", err))
+	}
+	return nil
+}
+
+// ActivateSigningKey makes a staged signing key the one that signs.
+func (s *Store) ActivateSigningKey(ctx context.Context, pub string) error {
+	tag, err := s.q(ctx).Exec(ctx, `UPDATE signing_keys SET staged = false WHERE public_key = $1 AND retired_at IS NULL`, pub)
+	if err != nil {
+		return mapErr(fmt.Errorf("activate signing key %s: %w", pub, err))
+	}
+	if tag.RowsAffected() == 0 {
+		return notFound("signing key", pub)
+	}
+	return nil
+}
+
+// RetireOperatorSigningKeys retires every live signing key of the operator
+// but keep, and returns their public keys.
+func (s *Store) RetireOperatorSigningKeys(ctx context.Context, keep string) ([]string, error) {
+	rows, err := s.q(ctx).Query(ctx, `UPDATE signing_keys SET retired_at = now()
+		WHERE owner_kind = 'operator' AND retired_at IS NULL AND public_key <> $1 RETURNING public_key`, keep)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("retire operator signing keys: %w", err))
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("retire operator signing keys: %w", err))
+	}
+	return keys, nil
 }
 
 // KeyHolders returns the active agents holding a credential (pending or
@@ -336,4 +436,11 @@ func (s *Store) ClaimDueKeySchedules(ctx context.Context, now time.Time, limit i
 		return nil, mapErr(fmt.Errorf("claim key rotation schedules: %w", err))
 	}
 	return out, nil
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

@@ -71,8 +71,9 @@ func (s *Store) AddSigningKey(ctx context.Context, accountID int64, pub string, 
 
 // SigningKey returns the newest live signing key of the operator (accountID
 // 0) or of an account (not of its roles), as public key and encrypted seed.
-// Inside a transaction it holds a KEY SHARE lock on the key until the
-// transaction ends: retiring the key (RetireSigningKeys) waits for every
+// A staged key (one added by a rotation, trusted but not signing yet) is not
+// returned. Inside a transaction it holds a KEY SHARE lock on the key until
+// the transaction ends: retiring the key (RetireSigningKeys) waits for every
 // transaction signing with it, so none commits a credential signed by a
 // key already retired.
 func (s *Store) SigningKey(ctx context.Context, accountID int64) (pub string, seedEnc []byte, err error) {
@@ -80,10 +81,10 @@ func (s *Store) SigningKey(ctx context.Context, accountID int64) (pub string, se
 	lock := keyShare(ctx)
 	if accountID == 0 {
 		row = s.q(ctx).QueryRow(ctx, `SELECT public_key, seed_enc FROM signing_keys
-			WHERE owner_kind = 'operator' AND retired_at IS NULL ORDER BY created_at DESC, public_key DESC LIMIT 1`+lock)
+			WHERE owner_kind = 'operator' AND retired_at IS NULL AND NOT staged ORDER BY created_at DESC, public_key DESC LIMIT 1`+lock)
 	} else {
 		row = s.q(ctx).QueryRow(ctx, `SELECT public_key, seed_enc FROM signing_keys
-			WHERE account_id = $1 AND role_id IS NULL AND retired_at IS NULL ORDER BY created_at DESC, public_key DESC LIMIT 1`+lock, accountID)
+			WHERE account_id = $1 AND role_id IS NULL AND retired_at IS NULL AND NOT staged ORDER BY created_at DESC, public_key DESC LIMIT 1`+lock, accountID)
 	}
 	err = row.Scan(&pub, &seedEnc)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -22,9 +22,9 @@ import (
 // A staged rotation goes through these states, each a committed step that
 // any replica resumes (driven from Tick and RunKeyLifecycle):
 //
-//	adding     the new key is in the account JWT (pushed); its seed waits,
-//	           sealed, in the key rotation: nothing is signed with it until
-//	           the servers acknowledged that JWT
+//	adding     the new key is in the account JWT (pushed) as a staged
+//	           signing key: nothing is signed with it until the servers
+//	           acknowledged that JWT
 //	reissuing  the new key signs; a fleet rotation re-issues every agent
 //	           holding a credential signed by an old key, in waves
 //	waiting    some agents still hold one (they did not come back within
@@ -131,10 +131,13 @@ func (s *Service) startKeyRotation(ctx context.Context, actor Actor, account, ro
 	now := s.now()
 	waves, rate := KeyRotationWaves, KeyRotationHaltRate
 	if mode == rotatord.KeyModeStaged {
-		// The seed waits here, so nothing signs with the new key before
-		// the servers trust it; the re-sign below reads it from here.
-		k.State, k.NewSeedEnc = rotatord.KeyRotationAdding, s.seal(kp)
+		// Staged: trusted by the re-signed JWT below, signing nothing
+		// before the servers trust it.
+		k.State = rotatord.KeyRotationAdding
 		if err := s.store.CreateKeyRotation(ctx, k); err != nil {
+			return nil, nil, err
+		}
+		if err := s.addSigningKey(ctx, k, role, s.seal(kp), true); err != nil {
 			return nil, nil, err
 		}
 		if err := s.resignAccount(ctx, acc); err != nil {
@@ -146,7 +149,7 @@ func (s *Service) startKeyRotation(ctx context.Context, actor Actor, account, ro
 		if err := s.store.CreateKeyRotation(ctx, k); err != nil {
 			return nil, nil, err
 		}
-		if err := s.addSigningKey(ctx, k, role, s.seal(kp)); err != nil {
+		if err := s.addSigningKey(ctx, k, role, s.seal(kp), false); err != nil {
 			return nil, nil, err
 		}
 		if err := s.retireOldKeys(ctx, actor, k, acc, now); err != nil {
@@ -182,9 +185,10 @@ func keyOwner(k *rotatord.KeyRotation) string {
 	return "account " + k.Account
 }
 
-// addSigningKey makes k's new key a signing key: from then on it signs new
-// credentials of the account (of the role).
-func (s *Service) addSigningKey(ctx context.Context, k *rotatord.KeyRotation, role *rotatord.Role, seedEnc []byte) error {
+// addSigningKey stores k's new key among the account's (the role's)
+// signing keys: staged (trusted by the account JWT, signing nothing until
+// activateSigningKey), or signing at once.
+func (s *Service) addSigningKey(ctx context.Context, k *rotatord.KeyRotation, role *rotatord.Role, seedEnc []byte, staged bool) error {
 	var err error
 	if k.Kind == rotatord.KeyKindRole {
 		if role == nil {
@@ -192,15 +196,30 @@ func (s *Service) addSigningKey(ctx context.Context, k *rotatord.KeyRotation, ro
 				return err
 			}
 		}
-		err = s.store.AddRoleSigningKey(ctx, role, k.NewKey, seedEnc)
+		if staged {
+			err = s.store.AddStagedRoleSigningKey(ctx, role, k.NewKey, seedEnc)
+		} else {
+			err = s.store.AddRoleSigningKey(ctx, role, k.NewKey, seedEnc)
+		}
+	} else if staged {
+		err = s.store.AddStagedSigningKey(ctx, k.AccountID, k.NewKey, seedEnc)
 	} else {
 		err = s.store.AddSigningKey(ctx, k.AccountID, k.NewKey, seedEnc)
 	}
 	if err != nil {
 		return err
 	}
-	k.NewSeedEnc = nil
 	return s.audit(ctx, Actor(k.Actor), "signing_key.add", rotatord.AuditEvent{Account: k.Account, PublicKey: k.NewKey,
+		Details: map[string]any{"key_rotation": k.ID, "kind": k.Kind, "role": k.Role, "staged": staged}})
+}
+
+// activateSigningKey makes k's staged new key the one that signs: new
+// agents and every rotation from then on use it.
+func (s *Service) activateSigningKey(ctx context.Context, k *rotatord.KeyRotation) error {
+	if err := s.store.ActivateSigningKey(ctx, k.NewKey); err != nil {
+		return err
+	}
+	return s.audit(ctx, Actor(k.Actor), "signing_key.activate", rotatord.AuditEvent{Account: k.Account, PublicKey: k.NewKey,
 		Details: map[string]any{"key_rotation": k.ID, "kind": k.Kind, "role": k.Role}})
 }
 
@@ -282,7 +301,7 @@ const maxStragglerNames = 20
 // still on an old key.
 func (s *Service) fillStragglers(ctx context.Context, k *rotatord.KeyRotation) error {
 	k.StragglerAgents = []string{}
-	if !k.InFlight() || len(k.OldKeys) == 0 {
+	if !k.InFlight() || len(k.OldKeys) == 0 || k.Kind == rotatord.KeyKindOperator {
 		return nil
 	}
 	ids, names, err := s.store.KeyHolders(ctx, k.OldKeys, s.now(), maxStragglerNames)
@@ -299,9 +318,13 @@ func (s *Service) fillStragglers(ctx context.Context, k *rotatord.KeyRotation) e
 // DriveKeyRotations moves every account and role key rotation in flight
 // along and returns how many moved.
 func (s *Service) DriveKeyRotations(ctx context.Context) (int, error) {
-	ids, err := s.store.KeyRotationsInFlight(ctx, 100)
-	if err != nil {
-		return 0, err
+	var ids []string
+	for _, kind := range []string{rotatord.KeyKindAccount, rotatord.KeyKindRole} {
+		more, err := s.store.KeyRotationsInFlight(ctx, kind)
+		if err != nil {
+			return 0, err
+		}
+		ids = append(ids, more...)
 	}
 	var errs []error
 	n := 0
@@ -330,7 +353,7 @@ type keyStep struct {
 // account's lock and its own (skipped when another replica holds it).
 func (s *Service) driveKeyRotation(ctx context.Context, id string) (bool, error) {
 	found, err := s.store.FindKeyRotation(ctx, id)
-	if err != nil || !found.InFlight() || found.AccountID == 0 {
+	if err != nil || !found.InFlight() || found.Kind == rotatord.KeyKindOperator {
 		return false, err
 	}
 	var (
@@ -346,7 +369,7 @@ func (s *Service) driveKeyRotation(ctx context.Context, id string) (bool, error)
 			return err
 		}
 		var ok bool
-		if k, ok, err = s.store.LockKeyRotation(ctx, id, true); err != nil || !ok || !k.InFlight() {
+		if k, ok, err = s.store.LockKeyRotation(ctx, id); err != nil || !ok || !k.InFlight() {
 			k = nil
 			return err
 		}
@@ -391,10 +414,10 @@ func (s *Service) keyStepLocked(ctx context.Context, k *rotatord.KeyRotation, ac
 		if !s.pushed(acc, k.AddedVersion) {
 			return keyStep{push: true}, nil
 		}
-		if err := s.addSigningKey(ctx, k, nil, k.NewSeedEnc); err != nil {
+		if err := s.activateSigningKey(ctx, k); err != nil {
 			return keyStep{}, err
 		}
-		k.State = rotatord.KeyRotationReissuing
+		k.State, k.Waiting = rotatord.KeyRotationReissuing, ""
 		return keyStep{moved: true}, s.store.UpdateKeyRotation(ctx, k)
 	case rotatord.KeyRotationReissuing:
 		if k.FleetRotation != "" {
@@ -452,7 +475,7 @@ func (s *Service) checkStragglers(ctx context.Context, k *rotatord.KeyRotation, 
 		} else if len(again) > 0 {
 			return keyStep{}, errKeyHeld
 		}
-		k.State, k.Stragglers, k.Reason = rotatord.KeyRotationRemoving, 0, ""
+		k.State, k.Stragglers, k.Waiting = rotatord.KeyRotationRemoving, 0, ""
 		return keyStep{moved: true, resign: true}, s.store.UpdateKeyRotation(ctx, k)
 	}
 	var step keyStep
@@ -476,7 +499,7 @@ func (s *Service) checkStragglers(ctx context.Context, k *rotatord.KeyRotation, 
 	}
 	first := k.State != rotatord.KeyRotationWaiting
 	k.State, k.Stragglers = rotatord.KeyRotationWaiting, len(ids)
-	k.Reason = fmt.Sprintf("%d agents still hold credentials signed by the old key (%s): it stays until they are on the new key "+
+	k.Waiting = fmt.Sprintf("%d agents still hold credentials signed by the old key (%s): it stays until they are on the new key "+
 		"(each one's own retry signs with it) or revoked; complete (POST /v1/key-rotations/%s/complete) drops them, "+
 		"abandon keeps both keys", len(ids), listNames(names, len(ids)), k.ID)
 	step.moved = true
@@ -488,7 +511,7 @@ func (s *Service) checkStragglers(ctx context.Context, k *rotatord.KeyRotation, 
 	}
 	step.alert = true
 	if err := s.store.AddAlert(ctx, &rotatord.Alert{Kind: AlertKeyRotationWaiting, Severity: rotatord.SeverityWarning,
-		Account: acc.Name, Reason: "key rotation " + k.ID + " of " + keyOwner(k) + " waits: " + k.Reason}); err != nil {
+		Account: acc.Name, Reason: "key rotation " + k.ID + " of " + keyOwner(k) + " waits: " + k.Waiting}); err != nil {
 		return keyStep{}, err
 	}
 	return step, s.audit(ctx, SystemActor, "key_rotation.wait", rotatord.AuditEvent{Account: acc.Name, PublicKey: k.NewKey,
@@ -579,7 +602,7 @@ func (s *Service) CompleteKeyRotation(ctx context.Context, actor Actor, id strin
 			return err
 		}
 		if k.State == rotatord.KeyRotationAdding {
-			if err := s.addSigningKey(ctx, k, nil, k.NewSeedEnc); err != nil {
+			if err := s.activateSigningKey(ctx, k); err != nil {
 				return err
 			}
 		}
@@ -588,7 +611,7 @@ func (s *Service) CompleteKeyRotation(ctx context.Context, actor Actor, id strin
 				return err
 			}
 		}
-		k.State, k.Stragglers = rotatord.KeyRotationRemoving, len(ids)
+		k.State, k.Stragglers, k.Waiting = rotatord.KeyRotationRemoving, len(ids), ""
 		k.Reason = fmt.Sprintf("completed by %s with %d agents on the old key, re-issued under the new one", actor, len(ids))
 		if len(ids) > 0 {
 			k.Reason += ": " + listNames(names, len(ids))
@@ -625,11 +648,11 @@ func (s *Service) AbandonKeyRotation(ctx context.Context, actor Actor, id string
 		}
 		if k.State == rotatord.KeyRotationAdding {
 			// The new key is in the account JWT already; it stays, and signs.
-			if err := s.addSigningKey(ctx, k, nil, k.NewSeedEnc); err != nil {
+			if err := s.activateSigningKey(ctx, k); err != nil {
 				return err
 			}
 		}
-		k.State, k.FinishedAt = rotatord.KeyRotationAbandoned, &now
+		k.State, k.FinishedAt, k.Waiting = rotatord.KeyRotationAbandoned, &now, ""
 		k.Reason = fmt.Sprintf("abandoned by %s: the old and the new key both stay", actor)
 		return s.audit(ctx, actor, "key_rotation.abandon", rotatord.AuditEvent{Account: acc.Name, PublicKey: k.NewKey,
 			Details: map[string]any{"key_rotation": k.ID, "old_keys": k.OldKeys}})
@@ -649,8 +672,9 @@ func (s *Service) endKeyRotation(ctx context.Context, actor Actor, id, action st
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s key rotation %s: %w", action, id, err)
 	}
-	if found.AccountID == 0 {
-		return nil, nil, rotatord.Errorf(rotatord.ECONFLICT, "key rotation %s is of the operator's signing key", id)
+	if found.Kind == rotatord.KeyKindOperator {
+		return nil, nil, rotatord.Errorf(rotatord.ECONFLICT, "key rotation %s is of the operator's signing key: it completes "+
+			"once every nats-server runs the new operator JWT, and cannot be completed or abandoned", id)
 	}
 	var (
 		k   *rotatord.KeyRotation
@@ -661,7 +685,7 @@ func (s *Service) endKeyRotation(ctx context.Context, actor Actor, id, action st
 		if acc, err = s.store.LockAccount(ctx, found.AccountID); err != nil {
 			return err
 		}
-		if k, _, err = s.store.LockKeyRotation(ctx, id, false); err != nil {
+		if k, err = s.store.WaitKeyRotation(ctx, id); err != nil {
 			return err
 		}
 		if !k.InFlight() {
@@ -885,8 +909,8 @@ func (s *Service) driveKeyLifecycle(ctx context.Context) (int, error) {
 
 // keyKicks receives when a fleet or key rotation changed on this replica.
 func (s *Service) keyKicks() chan struct{} {
-	s.keyKickOnce.Do(func() { s.keyKick = make(chan struct{}, 1) })
-	return s.keyKick
+	s.lifecycleKickOnce.Do(func() { s.lifecycleKick = make(chan struct{}, 1) })
+	return s.lifecycleKick
 }
 
 func (s *Service) kickKeys() { kick(s.keyKicks()) }

@@ -14,8 +14,8 @@ import (
 	"github.com/rotatord/rotatord/internal/rotate"
 )
 
-// accountClaims decodes the account's stored JWT.
-func accountClaims(t *testing.T, svc *rotate.Service, name string) *jwt.AccountClaims {
+// accountJWT decodes the account's stored JWT.
+func accountJWT(t *testing.T, svc *rotate.Service, name string) *jwt.AccountClaims {
 	t.Helper()
 	acc, err := svc.Account(context.Background(), name)
 	if err != nil {
@@ -52,7 +52,7 @@ func TestStagedKeyRotation(t *testing.T) {
 	svc, store := newService(t, clk)
 	ctx := context.Background()
 	names := fleetOf(t, svc, 10)
-	old := accountClaims(t, svc, "fleet").SigningKeys.Keys()
+	old := accountJWT(t, svc, "fleet").SigningKeys.Keys()
 	if len(old) != 1 {
 		t.Fatalf("signing keys %v, want one", old)
 	}
@@ -62,7 +62,7 @@ func TestStagedKeyRotation(t *testing.T) {
 	if _, err := svc.ResignQueued(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(accountClaims(t, svc, "fleet").Revocations); n != 1 {
+	if n := len(accountJWT(t, svc, "fleet").Revocations); n != 1 {
 		t.Fatalf("%d revocation entries, want 1", n)
 	}
 
@@ -73,7 +73,7 @@ func TestStagedKeyRotation(t *testing.T) {
 	if k.State != rotatord.KeyRotationAdding || k.Mode != rotatord.KeyModeStaged || !slices.Equal(k.OldKeys, old) || k.FleetRotation == "" {
 		t.Fatalf("key rotation = %+v", k)
 	}
-	ac := accountClaims(t, svc, "fleet")
+	ac := accountJWT(t, svc, "fleet")
 	if !ac.SigningKeys.Contains(old[0]) || !ac.SigningKeys.Contains(k.NewKey) {
 		t.Fatalf("account jwt signing keys %v, want old and new", signingKeysOf(ac))
 	}
@@ -123,7 +123,7 @@ func TestStagedKeyRotation(t *testing.T) {
 			t.Errorf("%s is on %s, want the new key", n, by)
 		}
 	}
-	ac = accountClaims(t, svc, "fleet")
+	ac = accountJWT(t, svc, "fleet")
 	if got := signingKeysOf(ac); !slices.Equal(got, []string{k.NewKey}) {
 		t.Fatalf("account jwt signing keys %v, want only the new key", got)
 	}
@@ -132,7 +132,7 @@ func TestStagedKeyRotation(t *testing.T) {
 	if _, err := svc.ResignQueued(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if revs := accountClaims(t, svc, "fleet").Revocations; len(revs) != 0 {
+	if revs := accountJWT(t, svc, "fleet").Revocations; len(revs) != 0 {
 		t.Fatalf("account jwt keeps %d revocation entries of the old key's credentials, want 0", len(revs))
 	}
 	f := fleetState(t, svc, k.FleetRotation)
@@ -188,7 +188,7 @@ func TestStagedKeyRotationStraggler(t *testing.T) {
 	if k.State != rotatord.KeyRotationWaiting || k.Stragglers != 1 || !slices.Equal(k.StragglerAgents, []string{straggler}) {
 		t.Fatalf("key rotation = %s, stragglers %d %v; want waiting for %s", k.State, k.Stragglers, k.StragglerAgents, straggler)
 	}
-	if !accountClaims(t, svc, "fleet").SigningKeys.Contains(old) {
+	if !accountJWT(t, svc, "fleet").SigningKeys.Contains(old) {
 		t.Fatal("the old key left the account jwt while an agent still depends on it")
 	}
 	alerts, err := store.ListAlertsBy(ctx, rotatord.AlertFilter{Kind: rotate.AlertKeyRotationWaiting})
@@ -210,7 +210,7 @@ func TestStagedKeyRotationStraggler(t *testing.T) {
 	if k.Stragglers != 1 {
 		t.Fatalf("completed with %d stragglers, want 1", k.Stragglers)
 	}
-	if got := signingKeysOf(accountClaims(t, svc, "fleet")); !slices.Equal(got, []string{k.NewKey}) {
+	if got := signingKeysOf(accountJWT(t, svc, "fleet")); !slices.Equal(got, []string{k.NewKey}) {
 		t.Fatalf("signing keys after complete: %v, want only the new key", got)
 	}
 	// The straggler is re-issued under the new key at once.
@@ -265,7 +265,7 @@ func TestEmergencyKeyRotation(t *testing.T) {
 	if k.State != rotatord.KeyRotationReissuing {
 		t.Fatalf("emergency rotation = %s, want reissuing at once", k.State)
 	}
-	if got := signingKeysOf(accountClaims(t, svc, "fleet")); !slices.Equal(got, []string{k.NewKey}) {
+	if got := signingKeysOf(accountJWT(t, svc, "fleet")); !slices.Equal(got, []string{k.NewKey}) {
 		t.Fatalf("signing keys %v, want only the new key at once", got)
 	}
 	if slices.Contains(svc.CachedSigners(), k.OldKeys[0]) {
@@ -296,7 +296,7 @@ func TestEmergencyKeyRotation(t *testing.T) {
 	if _, err := svc.ResignQueued(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if revs := accountClaims(t, svc, "fleet").Revocations; len(revs) != 0 {
+	if revs := accountJWT(t, svc, "fleet").Revocations; len(revs) != 0 {
 		t.Fatalf("%d revocation entries after an emergency rotation, want 0", len(revs))
 	}
 	for n, by := range signedBy(t, store, names) {
@@ -320,7 +320,7 @@ func TestAbandonKeyRotation(t *testing.T) {
 	if err != nil || k.State != rotatord.KeyRotationAbandoned {
 		t.Fatalf("abandon = %v, %v", k, err)
 	}
-	ac := accountClaims(t, svc, "fleet")
+	ac := accountJWT(t, svc, "fleet")
 	if !ac.SigningKeys.Contains(k.OldKeys[0]) || !ac.SigningKeys.Contains(k.NewKey) {
 		t.Fatalf("signing keys %v, want both", signingKeysOf(ac))
 	}
@@ -376,7 +376,7 @@ func TestRoleKeyRotation(t *testing.T) {
 	if k.Kind != rotatord.KeyKindRole || k.Role != "worker" || !slices.Equal(k.OldKeys, role.SigningKeys) {
 		t.Fatalf("key rotation = %+v", k)
 	}
-	scope, ok := accountClaims(t, svc, "fleet").SigningKeys.GetScope(k.NewKey)
+	scope, ok := accountJWT(t, svc, "fleet").SigningKeys.GetScope(k.NewKey)
 	if !ok || scope == nil {
 		t.Fatal("the role's new key is not a scoped key of the account jwt")
 	}
@@ -398,7 +398,7 @@ func TestRoleKeyRotation(t *testing.T) {
 			t.Errorf("%s on %s, want the role's new key", w, by)
 		}
 	}
-	ac := accountClaims(t, svc, "fleet")
+	ac := accountJWT(t, svc, "fleet")
 	if ac.SigningKeys.Contains(k.OldKeys[0]) || !ac.SigningKeys.Contains(k.NewKey) {
 		t.Fatalf("signing keys after: %v", signingKeysOf(ac))
 	}

@@ -29,13 +29,12 @@ type KeyLifecycleStore interface {
 	RotatedSince(ctx context.Context, agentIDs []int64, t time.Time) (map[int64]bool, error)
 	DBNow(ctx context.Context) (time.Time, error)
 
-	CreateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) error
-	UpdateKeyRotation(ctx context.Context, k *rotatord.KeyRotation) error
-	FindKeyRotation(ctx context.Context, id string) (*rotatord.KeyRotation, error)
-	LockKeyRotation(ctx context.Context, id string, skip bool) (*rotatord.KeyRotation, bool, error)
+	// The rest of key rotations' needs are in KeyRotationStore
+	// (operatorkey.go).
+	WaitKeyRotation(ctx context.Context, id string) (*rotatord.KeyRotation, error)
+	AddStagedRoleSigningKey(ctx context.Context, r *rotatord.Role, pub string, seedEnc []byte) error
 	ListKeyRotations(ctx context.Context, f rotatord.KeyRotationFilter) ([]*rotatord.KeyRotation, error)
 	InFlightKeyRotation(ctx context.Context, accountID int64) (*rotatord.KeyRotation, error)
-	KeyRotationsInFlight(ctx context.Context, limit int) ([]string, error)
 	PendingSigningKeys(ctx context.Context, accountID int64) ([]rotatord.PendingKey, error)
 	KeyHolders(ctx context.Context, keys []string, now time.Time, limit int) ([]int64, []string, error)
 	RetireSigningKeys(ctx context.Context, keys []string, at time.Time) error

@@ -110,13 +110,17 @@ func (s *Service) seal(kp nkeys.KeyPair) []byte {
 	return s.sealer.Seal(jwtissue.Seed(kp), []byte(jwtissue.Public(kp)))
 }
 
-// signer returns the newest live signing key of the operator (accountID
-// 0) or of an account. The database says which key that is, every time
-// (inside a transaction it also keeps the key from being retired until the
-// transaction ends, see registry.Store.SigningKey); the opened key pairs are
-// cached by public key (signers.go), so a rotated key is simply another
-// entry and a retired one is dropped.
+// signer returns the newest signing key of the operator (accountID 0,
+// operatorkey.go) or of an account. For an account the database says which
+// key that is, every time (inside a transaction it also keeps the key from
+// being retired until the transaction ends, see
+// registry.Store.SigningKey); the opened key pairs are cached by public key
+// (signers.go), so a rotated key is simply another entry and a retired one
+// is dropped.
 func (s *Service) signer(ctx context.Context, accountID int64) (nkeys.KeyPair, error) {
+	if accountID == 0 {
+		return s.operatorSigner(ctx)
+	}
 	memo := memoOf(ctx)
 	if kp := memo.account(accountID); kp != nil {
 		return kp, nil
@@ -125,11 +129,7 @@ func (s *Service) signer(ctx context.Context, accountID int64) (nkeys.KeyPair, e
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
-	kind := nkeys.PrefixByteAccount
-	if accountID == 0 {
-		kind = nkeys.PrefixByteOperator
-	}
-	kp, err := s.openSigner(pub, enc, kind)
+	kp, err := s.openSigner(pub, enc, nkeys.PrefixByteAccount)
 	if err != nil {
 		return nil, err
 	}

@@ -79,7 +79,7 @@ type Store interface {
 	ClaimResign(ctx context.Context) (int64, error)
 	QueueCompactable(ctx context.Context, now, cutoff time.Time) error
 	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
-	OldestValidIssuedAt(ctx context.Context, accountID int64) (time.Time, bool, error)
+	OldestValidIssuedAt(ctx context.Context, accountID int64, notExpiredAt time.Time) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
 	PruneProofs(ctx context.Context, margin time.Duration) error
 	AgentRotationWait(ctx context.Context, agentID int64, every time.Duration) (time.Duration, error)
@@ -106,6 +106,14 @@ type Store interface {
 	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
 
 	PropagationStore
+
+	MasterKeyStore
+	KeyRotationStore
+	// The account JWT size guard (guard.go).
+	QueueLargeAccounts(ctx context.Context, bytes int) error
+	HastenRotations(ctx context.Context, accountID int64, issuedBy, now time.Time, failing bool) (holders, moved int64, err error)
+	RevocationRoom(ctx context.Context, accountID int64) (keep bool, entries, inFlight int, err error)
+	AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error)
 }
 
 // PropagationStore is what pushes and the tracking of the cluster's
@@ -189,6 +197,18 @@ type Config struct {
 	// Cluster configures the tracking of the cluster's servers (servers.go);
 	// zero fields take the defaults.
 	Cluster ClusterConfig
+
+	// OperatorProber asks the nats-servers which operator JWT they run;
+	// without it the operator's signing key cannot be rotated.
+	OperatorProber OperatorProber
+	// KeyRotationServerLive is how long an operator key rotation waits for
+	// a server that stopped answering; DefaultKeyRotationServerLive when
+	// zero.
+	KeyRotationServerLive time.Duration
+	// MaxAccountJWTBytes is the size guard of account JWTs
+	// (DefaultMaxAccountJWTBytes when 0): rotatord never stores a larger
+	// one, and makes room when a revocation would cross it (guard.go).
+	MaxAccountJWTBytes int
 }
 
 // DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
@@ -218,6 +238,7 @@ type Service struct {
 	// agentRotateEvery: see Config.AgentRotateMinInterval.
 	agentRotateEvery time.Duration
 	maxControl       int
+	maxJWT           int // the account JWT size guard, in bytes
 
 	// Pushes and the cluster's servers (push.go, servers.go).
 	prober      Prober
@@ -236,11 +257,19 @@ type Service struct {
 	lastConnz  time.Time
 	lastResign time.Time
 	lastPing   time.Time
-	signers    sync.Map // signing key's public key (string) -> nkeys.KeyPair (signers.go)
+	signers    sync.Map // signing key's public key (string) -> nkeys.KeyPair of accounts and roles (signers.go)
 
-	// keyKick wakes RunKeyLifecycle (keyrotation.go).
-	keyKick     chan struct{}
-	keyKickOnce sync.Once
+	// Operator signing-key rotation (operatorkey.go): the prober, how long
+	// a silent server is waited for, the kick of RunKeyRotations, and the
+	// opened operator signing key, by public key.
+	opProber   OperatorProber
+	serverLive time.Duration
+	keyKick    chan struct{}
+	opSigner   opSigner
+
+	// lifecycleKick wakes RunKeyLifecycle (keyrotation.go).
+	lifecycleKick     chan struct{}
+	lifecycleKickOnce sync.Once
 	// own gathers agents' own re-issues during a fleet rotation (fleet.go).
 	own ownBatches
 }
@@ -271,13 +300,19 @@ func New(cfg Config) *Service {
 	if agentEvery <= 0 {
 		agentEvery = DefaultAgentRotateMinInterval
 	}
-	return &Service{agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
+	serverLive := cfg.KeyRotationServerLive
+	if serverLive <= 0 {
+		serverLive = DefaultKeyRotationServerLive
+	}
+	return &Service{opProber: cfg.OperatorProber, serverLive: serverLive, keyKick: make(chan struct{}, 1),
+		agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
 		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine),
 		prober:     cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
-		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1)}
+		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1),
+		maxJWT: cmp.Or(max(cfg.MaxAccountJWTBytes, 0), DefaultMaxAccountJWTBytes)}
 }
 
 // Actor names who asked for a change, for the audit trail.
