@@ -95,6 +95,22 @@ type connectEvent struct {
 	} `json:"client"`
 }
 
+// parseConnectEvent returns the user key of a connect event and the ID of
+// the JWT it connected with ("" when unknown); ok is false for an event
+// that names no user.
+func parseConnectEvent(data []byte) (user, jwtID string, ok bool) {
+	var ev connectEvent
+	if err := json.Unmarshal(data, &ev); err != nil || ev.Client.User == "" {
+		return "", "", false
+	}
+	if ev.Client.JWT != "" {
+		if uc, err := jwt.DecodeUserClaims(ev.Client.JWT); err == nil {
+			jwtID = uc.ID
+		}
+	}
+	return ev.Client.User, jwtID, true
+}
+
 // Watch subscribes nc to connect events of every account and confirms
 // rotations whose new key connects. Replicas share the events through a
 // queue group. The returned function stops watching.
@@ -149,17 +165,9 @@ func (s *Service) handleEvents(ctx context.Context, events <-chan *nats.Msg) {
 		}
 		jwtIDs := map[string]string{}
 		for _, m := range batch {
-			var ev connectEvent
-			if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Client.User == "" {
-				continue
+			if user, id, ok := parseConnectEvent(m.Data); ok {
+				jwtIDs[user] = id
 			}
-			id := ""
-			if ev.Client.JWT != "" {
-				if uc, err := jwt.DecodeUserClaims(ev.Client.JWT); err == nil {
-					id = uc.ID
-				}
-			}
-			jwtIDs[ev.Client.User] = id
 		}
 		if len(jwtIDs) == 0 {
 			continue
@@ -227,6 +235,24 @@ type connzReply struct {
 	} `json:"data"`
 }
 
+// parseConnz adds the connections of one server's CONNZ reply to out (user
+// key to the ID of the JWT it connected with, "" when unknown) and returns
+// how many the reply listed; ok is false for a reply without data.
+func parseConnz(data []byte, out map[string]string) (n int, ok bool) {
+	var r connzReply
+	if json.Unmarshal(data, &r) != nil || r.Data == nil {
+		return 0, false
+	}
+	for _, ci := range r.Data.Conns {
+		id := ""
+		if uc, err := jwt.DecodeUserClaims(ci.JWT); err == nil {
+			id = uc.ID
+		}
+		out[ci.AuthorizedUser] = id
+	}
+	return len(r.Data.Conns), true
+}
+
 // Connected implements ConnChecker. Every server answers; pages of 256
 // connections are fetched until no server has more.
 func (c NATSChecker) Connected(ctx context.Context, accountPub string) (map[string]string, error) {
@@ -269,16 +295,8 @@ func (c NATSChecker) Connected(ctx context.Context, accountPub string) (map[stri
 				break collect
 			case m := <-replies:
 				answered++
-				var r connzReply
-				if json.Unmarshal(m.Data, &r) == nil && r.Data != nil {
-					for _, ci := range r.Data.Conns {
-						id := ""
-						if uc, err := jwt.DecodeUserClaims(ci.JWT); err == nil {
-							id = uc.ID
-						}
-						out[ci.AuthorizedUser] = id
-					}
-					more = more || len(r.Data.Conns) == limit
+				if n, ok := parseConnz(m.Data, out); ok {
+					more = more || n == limit
 				}
 				quiet = time.After(100 * time.Millisecond)
 			}
