@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,35 @@ func BenchmarkFleetRotation(b *testing.B) {
 				fleetRotation(b, n)
 			}
 		})
+	}
+}
+
+// startTimedProfile writes a CPU profile of the timed part of a fleet
+// rotation (rotatord and the simulated agents; the nats-server runs in its
+// own process) to the file named by ROTATORD_BENCH_CPUPROFILE, when set.
+// go test's -cpuprofile would also cover creating and connecting the
+// agents. The returned function stops it.
+//
+//	ROTATORD_BENCH_CPUPROFILE=/tmp/fleet.prof go test -run '^$' -bench 'FleetRotation/agents=1000$' -benchtime 1x ./cmd/rotatord
+//	go tool pprof -top rotatord.test /tmp/fleet.prof
+func startTimedProfile(b *testing.B) (stop func()) {
+	path := os.Getenv("ROTATORD_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatalf("cpu profile (do not combine with -cpuprofile): %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Errorf("cpu profile: %v", err)
+		}
 	}
 }
 
@@ -137,6 +167,7 @@ func fleetRotation(b *testing.B, n int) {
 	remaining.Store(int64(n))
 	pgPIDs := postgresPIDs()
 	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), cpuSeconds(pgPIDs...)}
+	stopProfile := startTimedProfile(b)
 	b.StartTimer()
 	t0 := time.Now()
 	tctx, stop := context.WithCancel(ctx)
@@ -248,6 +279,7 @@ func fleetRotation(b *testing.B, n int) {
 	}
 	tRevoked := time.Since(t0)
 	b.StopTimer()
+	stopProfile()
 	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), cpuSeconds(pgPIDs...)}
 	stop()
 	tickWG.Wait()
