@@ -119,7 +119,8 @@ func (k *Key) Verify(input, sig []byte) error {
 }
 
 // Wipe overwrites the seed and the private key; the Key can no longer
-// sign.
+// sign. It is not synchronized with Sign: wipe only a key nothing else
+// uses any more.
 func (k *Key) Wipe() {
 	wipe(k.seed)
 	wipe(k.priv)
