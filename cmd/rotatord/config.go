@@ -71,6 +71,10 @@ type Config struct {
 	TLSCertFile     string
 	TLSKeyFile      string
 	TLSClientCAFile string
+	// TLSClientAllowed lists, comma-separated, the client certificate
+	// identities (DNS or URI SANs, or CNs) allowed on that API; required
+	// with TLSClientCAFile, so that not every certificate of the CA gets in.
+	TLSClientAllowed string
 	// TLS of rotatord's own NATS connection: NATSCAFile verifies the
 	// servers; NATSCertFile and NATSKeyFile are its client certificate for
 	// servers that require one (tls { verify: true }).
@@ -85,6 +89,16 @@ type Config struct {
 	// (ROTATORD_MAX_ACCOUNT_JWT_BYTES, default 512 KiB); the console and
 	// GET /v1/accounts show each JWT's size against it.
 	MaxAccountJWTBytes int64
+	// Propagation and outages. DBTimeout is the deadline of each API
+	// request's database work (past it: 503 unavailable).
+	// ServerForgetAfter is how long a silent nats-server is remembered (and
+	// counted behind when it missed a push).
+	DBTimeout         time.Duration
+	ServerForgetAfter time.Duration
+	// ResignEvery and Cluster tune re-signs and the tracking of the
+	// cluster's servers (tests shorten them).
+	ResignEvery time.Duration
+	Cluster     rotate.ClusterConfig
 }
 
 // DefaultConfig returns the defaults.
@@ -108,6 +122,8 @@ func DefaultConfig() Config {
 		AgentRotateMinInterval: rotate.DefaultAgentRotateMinInterval,
 		MaxControlLine:         4096, // nats-server's default
 		MaxAccountJWTBytes:     512 << 10,
+		DBTimeout:              httpapi.DefaultDBTimeout,
+		ServerForgetAfter:      rotate.DefaultServerForgetAfter,
 	}
 }
 
@@ -133,6 +149,7 @@ var envNames = map[string]string{
 	"tls-cert-file":        "ROTATORD_TLS_CERT_FILE",
 	"tls-key-file":         "ROTATORD_TLS_KEY_FILE",
 	"tls-client-ca-file":   "ROTATORD_TLS_CLIENT_CA_FILE",
+	"tls-client-allowed":   "ROTATORD_TLS_CLIENT_ALLOWED",
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
@@ -143,6 +160,8 @@ var envNames = map[string]string{
 	"max-control-line":          "ROTATORD_MAX_CONTROL_LINE",
 	// The account JWT guard.
 	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
+	"db-timeout":            "ROTATORD_DB_TIMEOUT",
+	"server-forget-after":   "ROTATORD_SERVER_FORGET_AFTER",
 }
 
 // fromEnv applies the environment to c.
@@ -170,6 +189,7 @@ func (c *Config) fromEnv(getenv func(string) string) {
 	set("tls-cert-file", &c.TLSCertFile)
 	set("tls-key-file", &c.TLSKeyFile)
 	set("tls-client-ca-file", &c.TLSClientCAFile)
+	set("tls-client-allowed", &c.TLSClientAllowed)
 	set("nats-ca-file", &c.NATSCAFile)
 	set("nats-cert-file", &c.NATSCertFile)
 	set("nats-key-file", &c.NATSKeyFile)
@@ -206,6 +226,8 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.MaxAccountJWTBytes = n
 		}
 	}
+	c.durationFromEnv(getenv, "db-timeout", &c.DBTimeout, "5s")
+	c.durationFromEnv(getenv, "server-forget-after", &c.ServerForgetAfter, "15m")
 	c.VaultAddr = getenv("VAULT_ADDR")
 	if v := getenv("ROTATORD_NO_MIGRATE"); v == "1" || v == "true" {
 		c.NoMigrate = true
@@ -253,6 +275,8 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.StringVar(&c.TLSKeyFile, n, c.TLSKeyFile, "PEM private key of the HTTPS listener "+help)
 		case "tls-client-ca-file":
 			fs.StringVar(&c.TLSClientCAFile, n, c.TLSClientCAFile, "PEM CA(s) whose client certificates the admin API requires (mTLS) "+help)
+		case "tls-client-allowed":
+			fs.StringVar(&c.TLSClientAllowed, n, c.TLSClientAllowed, "client certificate identities (DNS or URI SANs, or CNs), comma-separated, allowed on the admin API; required with --tls-client-ca-file "+help)
 		case "nats-ca-file":
 			fs.StringVar(&c.NATSCAFile, n, c.NATSCAFile, "PEM CA(s) that sign the NATS servers' certificates "+help)
 		case "nats-cert-file":
@@ -273,6 +297,10 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.MaxControlLine, n, c.MaxControlLine, "the nats-servers' max_control_line: agents whose CONNECT line would be longer are refused "+help)
 		case "max-account-jwt-bytes":
 			fs.Int64Var(&c.MaxAccountJWTBytes, n, c.MaxAccountJWTBytes, "largest account JWT rotatord stores or pushes, in bytes "+help)
+		case "db-timeout":
+			fs.DurationVar(&c.DBTimeout, n, c.DBTimeout, "deadline of each API request's database work; past it the request answers 503 "+help)
+		case "server-forget-after":
+			fs.DurationVar(&c.ServerForgetAfter, n, c.ServerForgetAfter, "forget a nats-server not heard from for this long "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -354,6 +382,12 @@ func (c *Config) Validate(needs ...string) error {
 	if c.MaxAccountJWTBytes < 4<<10 || c.MaxAccountJWTBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("max account jwt bytes %d must be between 4096 and 67108864", c.MaxAccountJWTBytes))
 	}
+	if c.DBTimeout < 100*time.Millisecond || c.DBTimeout > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("database timeout %s must be between 100ms and 5m (%s)", c.DBTimeout, envNames["db-timeout"]))
+	}
+	if c.ServerForgetAfter < time.Minute {
+		errs = append(errs, fmt.Errorf("server forget interval %s must be at least 1m (%s)", c.ServerForgetAfter, envNames["server-forget-after"]))
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))
 	}
@@ -413,4 +447,19 @@ func (c *Config) validateAgentLimits() []error {
 		errs = append(errs, fmt.Errorf("agent rotate min interval %s must be between 1s and 720h", c.AgentRotateMinInterval))
 	}
 	return errs
+}
+
+// durationFromEnv sets *dst from the environment variable of flag name,
+// noting a value that does not parse for Validate.
+func (c *Config) durationFromEnv(getenv func(string) string, name string, dst *time.Duration, example string) {
+	v := getenv(envNames[name])
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as %s", envNames[name], v, example))
+		return
+	}
+	*dst = d
 }

@@ -68,8 +68,17 @@ type Main struct {
 	// lookups answers cache-mode servers' CLAIMS.LOOKUP (nil without NATS).
 	lookups *resolver.Lookup
 
+	// stats reads the registry gauges of /metrics in the background.
+	stats *statsReader
+	// statsSource, when set before Run, wraps what stats reads (tests
+	// count the reads).
+	statsSource func(statsStore) statsStore
+
 	// Refusals counts the agent API's refusals for the audit trail.
 	Refusals *refusals.Counter
+
+	// stopServers stops watching the servers' heartbeats (propagation.go).
+	stopServers func()
 }
 
 // NewMain returns a Main with the default configuration.
@@ -126,24 +135,35 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Cache = resolver.NewCache()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(newStatsCollector(m.Store, statsTimeout, m.Log))
+	var stats statsStore = m.Store
+	if m.statsSource != nil {
+		stats = m.statsSource(stats)
+	}
+	m.stats = newStatsReader(stats, statsEvery, statsTimeout, m.Config.Now, m.Log)
+	reg.MustRegister(m.stats)
 
 	if err := m.setupDistributors(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
-	var pusher rotate.Pusher
+	var (
+		pusher rotate.Pusher
+		prober rotate.Prober
+	)
 	if m.Config.NATSURL != "" {
-		// After the first server's reply, wait 5 ms for the others: servers
-		// of a cluster answer within a few milliseconds of each other, and
-		// the account's row lock is held meanwhile, delaying the next write.
-		pusher = resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 5*time.Millisecond, m.Log, reg)
+		// A push waits for every server known to answer; after the last
+		// one (or, knowing none, the first) it waits 5 ms for servers it
+		// does not know yet: servers of a cluster answer within a few
+		// milliseconds of each other.
+		p := resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 5*time.Millisecond, m.Log, reg)
+		pusher, prober = p, p
 	}
 	m.Service = rotate.New(rotate.Config{
-		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
+		Store: m.Store, Sealer: sealer, Pusher: pusher, Prober: prober, Log: m.Log, PublicURL: m.Config.publicURL(),
 		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
 		AgentRotateMinInterval: m.Config.AgentRotateMinInterval,
 		MaxControlLine:         m.Config.MaxControlLine,
+		ResignEvery:            m.Config.ResignEvery, Cluster: m.clusterConfig(),
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -173,6 +193,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			OnConnect: func(*nats.Conn) {
 				// Connect events may have been missed while disconnected.
 				m.Service.MarkEventsMissed()
+				m.discoverServers(bg)
 				m.kickPush()
 			},
 		})
@@ -192,6 +213,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 		m.Service.SetConnChecker(rotate.NATSChecker{Conn: m.natsConn})
 		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
+		if err := m.startServerWatch(bg); err != nil {
+			return err
+		}
 	}
 	m.Alerts = alert.New(alert.Dispatcher{Store: m.Store, Webhook: m.Config.AlertWebhook, Conn: m.natsConn, Log: m.Log, Now: m.Config.Now}, reg)
 	m.goBackground(func() { m.Alerts.Run(bg, 2*time.Second, m.Service.AlertKicks()) })
@@ -201,6 +225,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
 	m.goBackground(func() { m.Store.RunAuditSealer(bg, m.Log, auditSealInterval) })
+	// The first reading before serving, so the first scrape has numbers.
+	m.stats.refresh(ctx)
+	m.goBackground(func() { m.stats.Run(bg) })
 	if m.Config.TickSpec != "" {
 		if m.scheduler, err = m.Service.StartScheduler(bg, m.Config.TickSpec); err != nil {
 			return err
@@ -219,6 +246,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxBody:  m.Config.MaxBody,
 		// Only with a client CA does the listener ask for certificates.
 		RequireClientCert: m.Config.TLSClientCAFile != "",
+		ClientAllowed:     m.Config.clientAllowed(),
 		AgentLimits:       httpapi.AgentLimits{FailRate: m.Config.AgentFailRate, Rate: m.Config.AgentRate},
 		Refusals:          m.Refusals,
 		// The fleet console and what it reads.
@@ -227,6 +255,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AuditVerify: func(ctx context.Context, anchors []auditchain.Head) (*auditchain.Report, error) {
 			return m.Store.VerifyAudit(ctx, registry.VerifyAuditOptions{Anchors: anchors})
 		},
+		DBTimeout: m.Config.DBTimeout,
 	})
 	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
 	if err != nil {
@@ -241,8 +270,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		TLSConfig:         serverTLS,
+		// Above httpapi's own limit, so that rotatord answers oversized
+		// headers with its JSON 431 before Go's plain-text one.
+		MaxHeaderBytes: httpapi.ServerMaxHeaderBytes,
+		TLSConfig:      serverTLS,
 		// Failed TLS handshakes (a client certificate of another CA, a
 		// client that does not trust ours) go to the structured log.
 		ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn),
@@ -257,7 +288,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	})
 	m.Log.Info("rotatord serving", "listen", m.listener.Addr().String(), "public_url", m.Config.publicURL(),
-		"tls", serverTLS != nil, "admin_client_certs", m.Config.TLSClientCAFile != "",
+		"tls", serverTLS != nil, "admin_client_certs", m.Config.TLSClientCAFile != "", "admin_client_identities", m.Config.clientAllowed(),
 		"operator", op.Name, "accounts", m.Cache.Len(), "nats", redactURL(m.Config.NATSURL))
 	return nil
 }
@@ -350,6 +381,9 @@ func (m *Main) Close() error {
 	}
 	if m.stopAuthWatch != nil {
 		m.stopAuthWatch()
+	}
+	if m.stopServers != nil {
+		m.stopServers()
 	}
 	if m.lookups != nil {
 		if err := m.lookups.Close(); err != nil {

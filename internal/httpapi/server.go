@@ -35,6 +35,11 @@ type Config struct {
 	// client certificate (mtls.go). The listener must ask for them
 	// (tls.VerifyClientCertIfGiven with the client CA).
 	RequireClientCert bool
+	// ClientAllowed are the certificate identities (DNS or URI SANs, or
+	// subject CNs) allowed on the token-authenticated API when
+	// RequireClientCert is set; a verified certificate without one of them
+	// is refused with 403. Empty allows none.
+	ClientAllowed []string
 
 	// Console serves the fleet console under /ui/ (static files, no
 	// token: every API call it makes needs one); nil for none.
@@ -51,6 +56,9 @@ type Config struct {
 	// Refusals counts the agent API's refusals for the audit trail; nil
 	// counts nothing.
 	Refusals *refusals.Counter
+	// DBTimeout is the deadline of each API request's database work
+	// (DefaultDBTimeout when zero): past it the request answers 503.
+	DBTimeout time.Duration
 }
 
 // DefaultMaxAccountJWTBytes is the default of ROTATORD_MAX_ACCOUNT_JWT_BYTES.
@@ -65,22 +73,31 @@ type Server struct {
 	router  chi.Router
 	// clientCert: see Config.RequireClientCert.
 	clientCert bool
+	// clientAllowed: see Config.ClientAllowed.
+	clientAllowed ClientAllowlist
 	// maxJWT: see Config.MaxAccountJWTBytes.
 	maxJWT   int64
 	verifier *auditVerifier
 	// agent is the agent API's state, now its clock (the service's).
 	agent *agentAPI
 	now   func() time.Time
+	// dbTimeout: see Config.DBTimeout.
+	dbTimeout time.Duration
 }
 
 // New returns the server's handler.
 func New(cfg Config) *Server {
-	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody, clientCert: cfg.RequireClientCert}
+	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody, clientCert: cfg.RequireClientCert,
+		clientAllowed: NewClientAllowlist(cfg.ClientAllowed)}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.dbTimeout = cfg.DBTimeout
+	if s.dbTimeout <= 0 {
+		s.dbTimeout = DefaultDBTimeout
 	}
 	s.agent, s.now = newAgentAPI(cfg.AgentLimits, cfg.Refusals), time.Now
 	if cfg.Service != nil {
@@ -115,11 +132,12 @@ func New(cfg Config) *Server {
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.logRequests)
 		r.Use(securityHeaders)
+		r.Use(s.storeDeadline)
 		// Agents authenticate with a proof of possession of their key.
 		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Post("/agents/{name}/creds", s.agentKey)
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRead))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRead))
 			r.Get("/rotations", s.listRotations)
 			r.Get("/rotations/{id}", s.getRotation)
 			r.Get("/agents/{name}/rotations", s.listRotations)
@@ -138,18 +156,21 @@ func New(cfg Config) *Server {
 			r.Get("/accounts/{name}/revocations", s.listRevocations)
 		})
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRotate))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRotate))
 			r.Post("/agents/{name}/revoke", s.revokeAgent)
 			r.Post("/agents/{name}/rotate", s.rotateAgent)
 		})
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeAdmin))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeAdmin))
 			r.Post("/accounts", s.createAccount)
 			r.Patch("/accounts/{name}", s.updateAccount)
 			r.Delete("/accounts/{name}", s.deleteAccount)
 			r.Post("/agents", s.createAgent)
 			r.Patch("/agents/{name}", s.updateAgent)
 			r.Delete("/agents/{name}", s.deleteAgent)
+			r.Get("/tokens", s.listTokens)
+			r.Post("/tokens", s.createToken)
+			r.Delete("/tokens/{name}", s.revokeToken)
 			r.Post("/agents/{name}/reissue", s.reissueAgent)
 			r.Post("/accounts/{name}/roles", s.createRole)
 			r.Patch("/accounts/{name}/roles/{role}", s.updateRole)
@@ -166,7 +187,14 @@ func New(cfg Config) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+// ServeHTTP answers a request whose header is over MaxHeaderBytes with 431
+// (the JSON error body), and routes every other.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.checkHeaderSize(w, r) {
+		return
+	}
+	s.router.ServeHTTP(w, r)
+}
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.ready != nil {
@@ -243,7 +271,10 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// logRequests logs each API request once, without headers or bodies.
+// logRequests logs each API request once, without headers or bodies: at
+// info a request that changed something (a method other than GET or HEAD
+// that succeeded), at debug the others, which would drown the log (agents
+// poll; dashboards read). Failures with 5xx are logged by writeError.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
@@ -253,7 +284,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if info.quiet {
 			return
 		}
-		s.log.Info("http request", "method", r.Method, "path", logPath(r), "status", ww.Status(),
+		level := slog.LevelDebug
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && ww.Status() < 400 {
+			level = slog.LevelInfo
+		}
+		s.log.Log(r.Context(), level, "http request", "method", r.Method, "path", logPath(r), "status", ww.Status(),
 			"duration", time.Since(start), "actor", info.actor)
 	})
 }
@@ -266,5 +301,6 @@ const maxLoggedPath = 256
 
 // logPath is the request's path cut and cleaned for the log.
 func logPath(r *http.Request) string {
-	return refusals.CleanN(r.URL.Path, maxLoggedPath)
+	// Seeds out before the cut, so that no part of one is left.
+	return refusals.CleanN(redactSeeds(r.URL.Path), maxLoggedPath)
 }

@@ -11,8 +11,10 @@
 //	                  is used and removed by Stop
 //
 // The server listens only on a unix socket (listen_addresses is empty); the
-// port number only names the socket file. Authentication is "trust", so the
-// cluster must never hold anything secret or be reachable by untrusted users.
+// port number only names the socket file. Authentication is "trust", so only
+// the user that runs the server may reach the socket: its folder is mode
+// 0700 and the socket itself 0700 (unix_socket_permissions), and another
+// local user cannot connect. (Root can, as it can read the data anyway.)
 //
 // # Running as root
 //
@@ -246,6 +248,60 @@ func (c *Cluster) Stop() error {
 	return nil
 }
 
+// Signal sends sig to the server's processes: the postmaster and every
+// process it started (backends, background workers). Tests freeze a server
+// with SIGSTOP, as a dropped network looks to its clients, and thaw it with
+// SIGCONT. It needs /proc (Linux).
+func (c *Cluster) Signal(sig syscall.Signal) error {
+	pids, err := c.pids()
+	if err != nil {
+		return fmt.Errorf("signal postgres in %s: %w", c.dir, err)
+	}
+	var errs []error
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("signal postgres process %d: %w", pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pids returns the postmaster's PID (from postmaster.pid) and its children's.
+func (c *Cluster) pids() ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(c.dataDir, "postmaster.pid"))
+	if err != nil {
+		return nil, fmt.Errorf("read postmaster.pid: %w", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	master, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return nil, fmt.Errorf("postmaster.pid: %q is not a process ID", first)
+	}
+	pids := []int{master}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+		if f := strings.Fields(rest); len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil && ppid == master {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids, nil
+}
+
 // CreateDatabase creates database name owned by the superuser unless it
 // exists already.
 func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
@@ -311,6 +367,8 @@ func (c *Cluster) pgCtlStart(ctx context.Context, fast bool) error {
 		"unix_socket_directories=" + c.sockDir,
 		"port=" + strconv.Itoa(c.port),
 		"max_connections=200",
+		// Trust authentication: the socket is the only gate.
+		"unix_socket_permissions=0700",
 	}
 	if fast {
 		settings = append(settings,
@@ -404,13 +462,18 @@ func (c *Cluster) run(ctx context.Context, program string, args ...string) ([]by
 	return out.Bytes(), err
 }
 
-// makeSocketDir picks and creates the socket folder: Dir/run when the
-// socket path fits, else a short temporary folder.
+// makeSocketDir picks and creates the socket folder, owner-only (0700, and
+// owned by the server's user): Dir/run when the socket path fits, else a
+// short temporary folder.
 func (c *Cluster) makeSocketDir() error {
 	sock := filepath.Join(c.dir, "run")
 	if len(socketPath(sock, c.port)) <= maxSocketPath {
-		if err := os.MkdirAll(sock, 0o755); err != nil {
+		if err := os.MkdirAll(sock, 0o700); err != nil {
 			return fmt.Errorf("create socket folder: %w", err)
+		}
+		// A folder left by an older version may be open to everyone.
+		if err := os.Chmod(sock, 0o700); err != nil {
+			return fmt.Errorf("chmod socket folder: %w", err)
 		}
 		c.sockDir = sock
 		return c.chown(sock)
@@ -424,7 +487,7 @@ func (c *Cluster) makeSocketDir() error {
 	if len(socketPath(tmp, c.port)) > maxSocketPath {
 		return fmt.Errorf("socket path %s is longer than %d bytes; set TMPDIR to a shorter folder", socketPath(tmp, c.port), maxSocketPath)
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	if err := os.Chmod(tmp, 0o700); err != nil {
 		return fmt.Errorf("chmod socket folder: %w", err)
 	}
 	if err := c.chown(tmp); err != nil {

@@ -144,7 +144,10 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	if err := s.signAccount(ctx, acc, revs); err != nil {
 		return err
 	}
-	return s.store.UpdateAccount(ctx, acc)
+	if err := s.store.UpdateAccount(ctx, acc); err != nil {
+		return err
+	}
+	return s.stampResigned(ctx, acc)
 }
 
 // Account returns the named account with its signing keys.
@@ -174,7 +177,8 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 }
 
 // UpdateAccount changes an account's description or limits, re-signs its
-// JWT and pushes it.
+// JWT and starts pushing it. The system account's limits are read-only
+// (ECONFLICT): see checkSystemPatch.
 func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
 	if p.Description != nil {
 		if err := validateDescription(*p.Description); err != nil {
@@ -193,6 +197,9 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 			return err
 		}
 		if acc, err = s.store.LockAccount(ctx, found.ID); err != nil {
+			return err
+		}
+		if err := checkSystemPatch(acc, p); err != nil {
 			return err
 		}
 		if p.Description != nil {
@@ -218,7 +225,8 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		return nil, fmt.Errorf("update account %s: %w", name, err)
 	}
 	s.changed(ctx, acc.PublicKey)
-	s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+	// The answer does not wait for the servers (nor for a hung NATS).
+	s.pushSoon(acc.ID)
 	return acc, nil
 }
 

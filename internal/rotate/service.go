@@ -26,6 +26,8 @@ type Store interface {
 	Operator(ctx context.Context) (*rotatord.Operator, error)
 	CreateOperator(ctx context.Context, op *rotatord.Operator, seedEnc []byte) error
 	LockOperator(ctx context.Context) error
+	OperatorSeed(ctx context.Context) ([]byte, error)
+	UpdateOperator(ctx context.Context, op *rotatord.Operator) error
 	AddSigningKey(ctx context.Context, accountID int64, pub string, seedEnc []byte) error
 	SigningKey(ctx context.Context, accountID int64) (pub string, seedEnc []byte, err error)
 	SigningKeys(ctx context.Context, accountID int64) ([]string, error)
@@ -88,7 +90,11 @@ type Store interface {
 	AuditBatch(ctx context.Context, events []*rotatord.AuditEvent) error
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
-	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+	UseToken(ctx context.Context, hash []byte, now time.Time) (*rotatord.Token, error)
+	ListTokens(ctx context.Context) ([]*rotatord.Token, error)
+	LockToken(ctx context.Context, name string) (*rotatord.Token, error)
+	LockLiveTokens(ctx context.Context, scope rotatord.Scope, now time.Time) ([]string, error)
+	RevokeToken(ctx context.Context, name string, at time.Time) error
 
 	RoleStore
 	// The fleet console's reads (console.go).
@@ -96,11 +102,47 @@ type Store interface {
 	ListAlertsBy(ctx context.Context, f rotatord.AlertFilter) ([]*rotatord.Alert, error)
 	ListRevocationsPage(ctx context.Context, accountID int64, f rotatord.PageFilter) ([]rotatord.Revocation, error)
 	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
+
+	PropagationStore
 }
 
-// Pusher sends an account JWT to the nats-servers.
+// PropagationStore is what pushes and the tracking of the cluster's
+// servers need from the registry (push.go, servers.go).
+type PropagationStore interface {
+	WithAccountLock(ctx context.Context, accountID int64, fn func(ctx context.Context) error) error
+	FindAccount(ctx context.Context, id int64) (*rotatord.Account, error)
+	AccountVersion(ctx context.Context, id int64) (int64, error)
+	TouchServers(ctx context.Context, servers []rotatord.Server, at time.Time) error
+	MarkServersMissed(ctx context.Context, ids []string, at time.Time) error
+	ForgetServer(ctx context.Context, id string) error
+	ForgetServersSilentSince(ctx context.Context, t time.Time) ([]rotatord.Server, error)
+	Servers(ctx context.Context) ([]rotatord.Server, error)
+	AccountServers(ctx context.Context, accountID int64) ([]rotatord.AccountServer, error)
+	SetServerAccounts(ctx context.Context, accountID int64, list []rotatord.AccountServer) error
+	ServersBehind(ctx context.Context) ([]rotatord.ServerCheck, error)
+	UnverifiedServerAccounts(ctx context.Context, t time.Time, limit int) ([]rotatord.ServerCheck, error)
+	AddRevocationWait(ctx context.Context, accountID, version int64, at time.Time) error
+	PopRevocationWaits(ctx context.Context, accountID int64) ([]time.Time, error)
+	RotationsAwaitingResign(ctx context.Context, accountID int64) ([]rotatord.RetiredKey, error)
+	SetResignVersion(ctx context.Context, ids []string, version int64) error
+	CompleteRotations(ctx context.Context, accountID, version int64, at time.Time) ([]*rotatord.Rotation, error)
+	AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error)
+}
+
+// Pusher sends an account JWT to the nats-servers: it waits for the
+// servers in expect (IDs) to reply, up to its timeout.
 type Pusher interface {
-	Push(ctx context.Context, accountPub, accountJWT string) (resolver.PushResult, error)
+	Push(ctx context.Context, accountPub, accountJWT string, expect []string) (resolver.PushResult, error)
+}
+
+// Prober asks the nats-servers who they are and what they hold.
+type Prober interface {
+	// Ping returns the servers that answer $SYS.REQ.SERVER.PING within wait.
+	Ping(ctx context.Context, wait time.Duration) ([]rotatord.Server, error)
+	// AccountJWT returns the JWT of the account that one server holds, or
+	// loaded false when it has not loaded the account; resolver.ErrNoReply
+	// when the server did not answer within timeout.
+	AccountJWT(ctx context.Context, serverID, accountPub string, timeout time.Duration) (token string, loaded bool, err error)
 }
 
 // Config configures a Service.
@@ -110,6 +152,10 @@ type Config struct {
 	// Pusher may be nil when rotatord runs without NATS; account changes
 	// then reach servers only through the resolver.
 	Pusher Pusher
+	// Prober, set with Pusher, asks the servers who they are and what they
+	// hold; without it servers are learned from push replies and
+	// heartbeats only, and those behind are not checked.
+	Prober Prober
 	Log    *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -138,6 +184,9 @@ type Config struct {
 	// MaxControlLine is the servers' max_control_line (4096 when 0): no
 	// user JWT is issued whose CONNECT line would not fit it.
 	MaxControlLine int
+	// Cluster configures the tracking of the cluster's servers (servers.go);
+	// zero fields take the defaults.
+	Cluster ClusterConfig
 }
 
 // DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
@@ -168,10 +217,23 @@ type Service struct {
 	agentRotateEvery time.Duration
 	maxControl       int
 
+	// Pushes and the cluster's servers (push.go, servers.go).
+	prober      Prober
+	cluster     ClusterConfig
+	pushGroups  sync.Map // account ID -> *pushGroup
+	propagation *propagationMetrics
+	seenMu      sync.Mutex
+	seen        map[string]rotatord.Server // heard from since the last flush
+	gone        []string                   // announced their shutdown since the last flush
+	behindIDs   map[string]struct{}        // behind at the last sync
+	shutDown    map[string]time.Time       // IDs of servers that shut down, for an hour
+	syncKick    chan struct{}
+
 	mu         sync.Mutex
 	lastSweep  time.Time
 	lastConnz  time.Time
 	lastResign time.Time
+	lastPing   time.Time
 	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
 }
 
@@ -205,7 +267,9 @@ func New(cfg Config) *Service {
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
-		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine)}
+		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine),
+		prober:     cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
+		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1)}
 }
 
 // Actor names who asked for a change, for the audit trail.
@@ -250,11 +314,16 @@ func (s *Service) inTx(ctx context.Context, fn func(ctx context.Context) error) 
 	if _, ok := ctx.Value(auditBufKey{}).(*auditBuf); ok {
 		return s.store.InTx(ctx, fn)
 	}
-	return s.store.InTx(ctx, func(ctx context.Context) error {
-		buf := &auditBuf{}
+	buf := &auditBuf{}
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		buf.events = buf.events[:0]
 		if err := fn(context.WithValue(ctx, auditBufKey{}, buf)); err != nil {
 			return err
 		}
 		return s.store.AuditBatch(ctx, buf.events)
 	})
+	if err == nil {
+		s.logChanges(buf.events)
+	}
+	return err
 }
