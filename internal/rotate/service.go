@@ -104,6 +104,9 @@ type Store interface {
 	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
 
 	PropagationStore
+
+	MasterKeyStore
+	KeyRotationStore
 }
 
 // PropagationStore is what pushes and the tracking of the cluster's
@@ -187,6 +190,14 @@ type Config struct {
 	// Cluster configures the tracking of the cluster's servers (servers.go);
 	// zero fields take the defaults.
 	Cluster ClusterConfig
+
+	// OperatorProber asks the nats-servers which operator JWT they run;
+	// without it the operator's signing key cannot be rotated.
+	OperatorProber OperatorProber
+	// KeyRotationServerLive is how long an operator key rotation waits for
+	// a server that stopped answering; DefaultKeyRotationServerLive when
+	// zero.
+	KeyRotationServerLive time.Duration
 }
 
 // DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
@@ -235,6 +246,14 @@ type Service struct {
 	lastResign time.Time
 	lastPing   time.Time
 	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
+
+	// Operator signing-key rotation (operatorkey.go): the prober, how long
+	// a silent server is waited for, the kick of RunKeyRotations, and the
+	// opened operator signing key, by public key.
+	opProber   OperatorProber
+	serverLive time.Duration
+	keyKick    chan struct{}
+	opSigner   opSigner
 }
 
 // New returns a Service.
@@ -263,7 +282,12 @@ func New(cfg Config) *Service {
 	if agentEvery <= 0 {
 		agentEvery = DefaultAgentRotateMinInterval
 	}
-	return &Service{agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
+	serverLive := cfg.KeyRotationServerLive
+	if serverLive <= 0 {
+		serverLive = DefaultKeyRotationServerLive
+	}
+	return &Service{opProber: cfg.OperatorProber, serverLive: serverLive, keyKick: make(chan struct{}, 1),
+		agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
