@@ -648,10 +648,17 @@ func (im *importer) account(ctx context.Context, a *importAccount) error {
 	// so what rotatord serves is what it will keep signing.
 	resign := made != nil || len(lost) > 0
 	if resign {
-		if err := im.s.signAccount(ctx, acc, revs); err != nil {
+		if err := im.s.signAccount(ctx, acc, revs); errors.Is(err, rotatord.ErrJWTFull) {
+			im.bad.add("%s: account %s: %s", a.file, ac.Name, rotatord.ErrorMessage(err))
+			return nil
+		} else if err != nil {
 			return err
 		}
 	} else {
+		if err := im.s.checkJWTSize(acc, a.raw); err != nil {
+			im.bad.add("%s: account %s: %s", a.file, ac.Name, rotatord.ErrorMessage(err))
+			return nil
+		}
 		acc.JWT, acc.JWTID = a.raw, ac.ID
 	}
 	if err := im.s.store.CreateAccount(ctx, acc); err != nil {
@@ -717,9 +724,11 @@ func ownerName(accountID int64) string {
 }
 
 // importRevocations turns an account JWT's revocations into entries
-// rotatord keeps re-signing. The iat of the revoked JWT is left unknown, so
-// an entry is never folded into a '*' entry; it is pruned once the JWT it
-// revokes expires, when that is known.
+// rotatord keeps re-signing. The iat of the revoked JWT is left unknown
+// (the key may have JWTs rotatord never saw), so the registry records the
+// entry's own time: it folds into '*' only once '*' reaches that time, in
+// accounts that fold at all (not keep_revocations). It is pruned once the
+// JWT it revokes expires, when that is known.
 func importRevocations(ac *jwt.AccountClaims, users []*importUser) []rotatord.Revocation {
 	exp := map[string]int64{}
 	names := map[string]string{}
