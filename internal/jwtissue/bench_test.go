@@ -48,3 +48,79 @@ func BenchmarkVerifyUser(b *testing.B) {
 		}
 	}
 }
+
+// benchSigner is a signing key as rotatord holds it: opened from its
+// sealed seed once and kept.
+func benchSigner(b *testing.B, kind nkeys.PrefixByte) nkeys.KeyPair {
+	b.Helper()
+	kp, err := NewKey(kind)
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer, err := FromSeed(Seed(kp), kind)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return signer
+}
+
+// BenchmarkIssueCredential is everything rotatord computes to issue one
+// credential for a key it makes itself (rotate's issue and seal): the key
+// pair, its public key, the user JWT signed by the account's signing key,
+// the signer's public key for the record, and the seed and public key the
+// seal binds together.
+//
+//	go test -run '^$' -bench 'IssueCredential|Creds|EncodeAccount' -benchmem ./internal/jwtissue
+func BenchmarkIssueCredential(b *testing.B) {
+	signer := benchSigner(b, nkeys.PrefixByteAccount)
+	acc, _ := NewKey(nkeys.PrefixByteAccount)
+	perms := rotatord.Permissions{Pub: rotatord.PermissionList{Allow: []string{"orders.>"}}}.Normalize()
+	for b.Loop() {
+		kp, err := NewKey(nkeys.PrefixByteUser)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pub := Public(kp)
+		if _, _, err := EncodeUser(signer, UserSpec{Name: "agent", PublicKey: pub, AccountKey: Public(acc),
+			Claims: rotatord.UserTemplate{Permissions: perms, Limits: rotatord.NoUserLimits}, Expires: time.Now().Add(25 * time.Hour)}); err != nil {
+			b.Fatal(err)
+		}
+		if Public(signer) == "" || len(Seed(kp)) == 0 || Public(kp) != pub {
+			b.Fatal("no key")
+		}
+	}
+}
+
+// BenchmarkCreds formats the creds file an agent fetches (or a delivery
+// writes) from the stored JWT and the opened seed.
+func BenchmarkCreds(b *testing.B) {
+	signer := benchSigner(b, nkeys.PrefixByteAccount)
+	acc, _ := NewKey(nkeys.PrefixByteAccount)
+	kp, _ := NewKey(nkeys.PrefixByteUser)
+	token, _, err := EncodeUser(signer, UserSpec{Name: "agent", PublicKey: Public(kp), AccountKey: Public(acc),
+		Expires: time.Now().Add(25 * time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	seed := Seed(kp)
+	for b.Loop() {
+		if _, err := Creds(token, seed); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeAccount is a re-sign: the account JWT with its signing key
+// and folded revocations, signed by the operator's signing key.
+func BenchmarkEncodeAccount(b *testing.B) {
+	opSigner := benchSigner(b, nkeys.PrefixByteOperator)
+	acc, _ := NewKey(nkeys.PrefixByteAccount)
+	accSigner, _ := NewKey(nkeys.PrefixByteAccount)
+	revs := []rotatord.Revocation{{PublicKey: "*", RevokedAt: time.Now().Add(-time.Minute)}}
+	for b.Loop() {
+		if _, _, err := EncodeAccount(opSigner, AccountSpec{Name: "fleet", PublicKey: Public(acc), SigningKeys: []string{Public(accSigner)},
+			Limits: rotatord.NoLimits, Revocations: revs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
