@@ -22,6 +22,7 @@ type accountJSON struct {
 	Agents      int             `json:"agents"`
 	CreatedAt   time.Time       `json:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`
+	accountClaimsJSON
 }
 
 func toAccountJSON(a *rotatord.Account) accountJSON {
@@ -32,7 +33,7 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 	return accountJSON{
 		Name: a.Name, PublicKey: a.PublicKey, System: a.System, Description: a.Description, Limits: a.Limits,
 		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, accountClaimsJSON: toAccountClaimsJSON(a.Claims),
 	}
 }
 

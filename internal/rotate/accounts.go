@@ -3,6 +3,8 @@ package rotate
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"strings"
 
 	"github.com/nats-io/nkeys"
 
@@ -15,6 +17,9 @@ type AccountInput struct {
 	Name        string
 	Description string
 	Limits      *rotatord.LimitsPatch // fields left nil are unlimited
+	// Claims are JetStream, exports, imports and the other modeled
+	// claims; fields left nil are absent.
+	Claims ClaimsPatch
 }
 
 // AccountPatch changes an account; nil fields stay as they are.
@@ -25,6 +30,10 @@ type AccountPatch struct {
 	// folded into '*' once rotatord manages all its users (see
 	// rotatord.Account.KeepRevocations).
 	KeepRevocations *bool
+	// Claims changes JetStream, exports, imports and the other modeled
+	// claims. Changed exports re-sign and push the accounts that import
+	// from this one.
+	Claims ClaimsPatch
 }
 
 const maxDescription = 1024
@@ -36,14 +45,7 @@ func validateDescription(d string) error {
 	return nil
 }
 
-func validateLimits(l rotatord.Limits) error {
-	for name, v := range map[string]int64{"conn": l.Conn, "subs": l.Subs, "payload": l.Payload, "data": l.Data} {
-		if v < -1 {
-			return rotatord.Errorf(rotatord.EINVALID, "limits.%s is %d: use -1 for unlimited or a count", name, v)
-		}
-	}
-	return nil
-}
+func validateLimits(l rotatord.Limits) error { return l.Validate() }
 
 // CreateAccount creates an account with a new identity key and signing key,
 // signed by the operator. A taken name is ECONFLICT.
@@ -65,6 +67,11 @@ func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInpu
 	}
 	var acc *rotatord.Account
 	err = s.store.InTx(ctx, func(ctx context.Context) error {
+		if !in.Claims.empty() {
+			if err := s.store.LockAccountGraph(ctx); err != nil {
+				return err
+			}
+		}
 		acc, err = s.createAccount(ctx, actor, in, identity, false)
 		return err
 	})
@@ -91,6 +98,14 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 		Name: in.Name, PublicKey: jwtissue.Public(identity), System: system, Description: in.Description,
 		Limits: limits, SigningKeys: []string{jwtissue.Public(signing)},
 	}
+	claims, err := in.Claims.apply(rotatord.AccountClaims{})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkClaims(ctx, acc, &claims); err != nil {
+		return nil, err
+	}
+	acc.Claims = &claims
 	if err := s.signAccount(ctx, acc, nil); err != nil {
 		return nil, err
 	}
@@ -101,20 +116,29 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 		return nil, err
 	}
 	err = s.audit(ctx, actor, "account.create", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
-		Details: map[string]any{"signing_key": jwtissue.Public(signing), "jwt_id": acc.JWTID}})
+		Details: map[string]any{"signing_key": jwtissue.Public(signing), "jwt_id": acc.JWTID, "limits": acc.Limits, "claims": acc.Claims}})
 	return acc, err
 }
 
 // signAccount encodes acc's JWT with the operator's signing key from its
-// fields, its signing keys and the given revocations.
+// fields, its claims (minting the activation tokens its imports need, see
+// importSpecs), its signing keys and the given revocations.
 func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs []rotatord.Revocation) error {
 	opSigner, err := s.signer(ctx, 0)
 	if err != nil {
 		return err
 	}
+	claims, err := claimsOf(acc)
+	if err != nil {
+		return err
+	}
+	imports, err := s.importSpecs(ctx, acc, claims)
+	if err != nil {
+		return err
+	}
 	acc.JWT, acc.JWTID, err = jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
 		Name: acc.Name, PublicKey: acc.PublicKey, Description: acc.Description,
-		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Revocations: revs, Base: acc.BaseClaims,
+		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Claims: *claims, Imports: imports, Revocations: revs, Base: acc.BaseClaims,
 	})
 	return err
 }
@@ -139,13 +163,16 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	return s.store.UpdateAccount(ctx, acc)
 }
 
-// Account returns the named account with its signing keys.
+// Account returns the named account with its signing keys and claims.
 func (s *Service) Account(ctx context.Context, name string) (*rotatord.Account, error) {
 	acc, err := s.store.FindAccountByName(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	if acc.SigningKeys, err = s.store.SigningKeys(ctx, acc.ID); err != nil {
+		return nil, err
+	}
+	if _, err := claimsOf(acc); err != nil {
 		return nil, err
 	}
 	return acc, nil
@@ -161,12 +188,17 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 		if a.SigningKeys, err = s.store.SigningKeys(ctx, a.ID); err != nil {
 			return nil, err
 		}
+		if _, err := claimsOf(a); err != nil {
+			return nil, err
+		}
 	}
 	return accs, nil
 }
 
-// UpdateAccount changes an account's description or limits, re-signs its
-// JWT and pushes it.
+// UpdateAccount changes an account's description, limits or claims,
+// re-signs its JWT and pushes it. When its exports change, the accounts
+// that import from it are re-signed and pushed too (ECONFLICT when an
+// import would be left without an export).
 func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
 	if p.Description != nil {
 		if err := validateDescription(*p.Description); err != nil {
@@ -178,13 +210,23 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 			return nil, err
 		}
 	}
-	var acc *rotatord.Account
-	err := s.store.InTx(ctx, func(ctx context.Context) error {
+	var (
+		acc       *rotatord.Account
+		importers []*rotatord.Account
+	)
+	err := s.inTx(ctx, func(ctx context.Context) error {
+		if err := s.store.LockAccountGraph(ctx); err != nil {
+			return err
+		}
 		found, err := s.store.FindAccountByName(ctx, name)
 		if err != nil {
 			return err
 		}
 		if acc, err = s.store.LockAccount(ctx, found.ID); err != nil {
+			return err
+		}
+		cur, err := claimsOf(acc)
+		if err != nil {
 			return err
 		}
 		if p.Description != nil {
@@ -193,6 +235,15 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if p.Limits != nil {
 			acc.Limits = p.Limits.Apply(acc.Limits)
 		}
+		next, err := p.Claims.apply(*cur)
+		if err != nil {
+			return err
+		}
+		if err := s.checkClaims(ctx, acc, &next); err != nil {
+			return err
+		}
+		exportsChanged := !reflect.DeepEqual(cur.Exports, next.Exports)
+		acc.Claims = &next
 		if p.KeepRevocations != nil && *p.KeepRevocations != acc.KeepRevocations {
 			acc.KeepRevocations = *p.KeepRevocations
 			// The re-signer folds what can be folded now.
@@ -203,14 +254,28 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return err
 		}
+		if exportsChanged {
+			if importers, err = s.resignImporters(ctx, acc); err != nil {
+				return err
+			}
+		}
+		var resigned []string
+		for _, imp := range importers {
+			resigned = append(resigned, imp.Name)
+		}
 		return s.audit(ctx, actor, "account.update", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
-			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations}})
+			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations,
+				"claims": acc.Claims, "importers_resigned": resigned}})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update account %s: %w", name, err)
 	}
 	s.changed(ctx, acc.PublicKey)
 	s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+	for _, imp := range importers {
+		s.changed(ctx, imp.PublicKey)
+		s.PushAccount(ctx, imp.ID) //nolint:errcheck // logged; the push stays owed
+	}
 	return acc, nil
 }
 
@@ -219,6 +284,9 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) error {
 	var pub string
 	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		if err := s.store.LockAccountGraph(ctx); err != nil {
+			return err
+		}
 		found, err := s.store.FindAccountByName(ctx, name)
 		if err != nil {
 			return err
@@ -234,6 +302,17 @@ func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) e
 		// delete fail on its foreign key, which is a conflict too.
 		if found.Agents > 0 {
 			return rotatord.Errorf(rotatord.ECONFLICT, "account %q still has %d agents: delete them first", name, found.Agents)
+		}
+		importers, err := s.store.ImportersOf(ctx, acc.Name, acc.PublicKey)
+		if err != nil {
+			return err
+		}
+		if len(importers) > 0 {
+			names := make([]string, len(importers))
+			for i, imp := range importers {
+				names[i] = imp.Name
+			}
+			return rotatord.Errorf(rotatord.ECONFLICT, "account %q is imported by %s: remove their imports of it first", name, strings.Join(names, ", "))
 		}
 		if err := s.store.DeleteAccount(ctx, acc.ID); err != nil {
 			return err

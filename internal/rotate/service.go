@@ -86,6 +86,9 @@ type Store interface {
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+
+	// Exports, imports and activation tokens between accounts (claims.go).
+	AccountGraphStore
 }
 
 // Pusher sends an account JWT to the nats-servers.
@@ -121,6 +124,10 @@ type Config struct {
 	// account's JWT, so this replica's resolver cache follows at once (other
 	// replicas learn of it through LISTEN/NOTIFY).
 	AccountChanged func(ctx context.Context, accountPub string)
+	// ActivationLifetime is how long the activation tokens rotatord mints
+	// between its accounts are valid (default 30 days); Tick renews them
+	// when a third of it is left.
+	ActivationLifetime time.Duration
 }
 
 // Service implements rotatord's operations. It is safe for concurrent use.
@@ -142,6 +149,7 @@ type Service struct {
 	alertKick    chan struct{}
 	watchKick    chan struct{}
 	checker      ConnChecker
+	activations  time.Duration // lifetime of minted activation tokens
 
 	mu         sync.Mutex
 	lastSweep  time.Time
@@ -172,7 +180,11 @@ func New(cfg Config) *Service {
 	if every == 0 {
 		every = 5 * time.Second
 	}
-	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
+	activations := cfg.ActivationLifetime
+	if activations <= 0 {
+		activations = DefaultActivationLifetime
+	}
+	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now, activations: activations,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
