@@ -224,22 +224,29 @@ func (j *JetStream) Validate() error {
 		if len(j.Tiers) == 0 {
 			return Errorf(EINVALID, "jetstream.tiers is empty: give at least one tier (R1, R3...), or null to turn JetStream off")
 		}
+		storage := false
 		for _, name := range sortedMapKeys(j.Tiers) {
 			if !tierRE.MatchString(name) {
 				return Errorf(EINVALID, "jetstream.tiers: %.40q is not a tier: use R1 to R5 (the number of replicas of a stream)", name)
 			}
-			if err := j.Tiers[name].validate("jetstream.tiers." + name); err != nil {
+			// A tier without storage allows no stream of its replicas.
+			l := j.Tiers[name]
+			if err := l.validate("jetstream.tiers."+name, false); err != nil {
 				return err
 			}
+			storage = storage || l.MemStorage != 0 || l.DiskStorage != 0
+		}
+		if !storage {
+			return Errorf(EINVALID, "jetstream.tiers: every tier has mem_storage and disk_storage 0, which leaves JetStream off: give one of them (-1 for unlimited), or null to turn JetStream off")
 		}
 		return nil
 	case j.Limits != nil:
-		return j.Limits.validate("jetstream")
+		return j.Limits.validate("jetstream", true)
 	}
 	return Errorf(EINVALID, "jetstream: no limits given")
 }
 
-func (l JetStreamLimits) validate(where string) error {
+func (l JetStreamLimits) validate(where string, needStorage bool) error {
 	for _, f := range []struct {
 		name string
 		v    int64
@@ -252,7 +259,7 @@ func (l JetStreamLimits) validate(where string) error {
 			return Errorf(EINVALID, "%s.%s is %d: use -1 for unlimited or a count", where, f.name, f.v)
 		}
 	}
-	if l.MemStorage == 0 && l.DiskStorage == 0 {
+	if needStorage && l.MemStorage == 0 && l.DiskStorage == 0 {
 		return Errorf(EINVALID, "%s: mem_storage and disk_storage are both 0, which leaves JetStream off: give one of them (-1 for unlimited), or null to turn JetStream off", where)
 	}
 	if l.MemStorage >= 0 && l.MemMaxStreamBytes > l.MemStorage {
@@ -657,7 +664,12 @@ func validateLocalSubject(subject, local string) error {
 	if endsFWC(subject) != endsFWC(local) {
 		return Errorf(EINVALID, "%q and subject %q must both end in '>' or neither", local, subject)
 	}
-	stars := strings.Count("."+subject+".", ".*.")
+	stars := 0
+	for _, t := range strings.Split(subject, ".") {
+		if t == "*" {
+			stars++
+		}
+	}
 	refs := 0
 	for _, t := range strings.Split(local, ".") {
 		switch {
@@ -716,25 +728,27 @@ func (c *AccountClaims) validateMappings() error {
 }
 
 // SubjectContainedIn reports whether every subject that s matches is
-// matched by other too (nats-io/jwt's Subject.IsContainedIn).
+// matched by other too, as nats-server decides whether an export covers an
+// import (a '>' of s is held only by a '>' of other).
 func SubjectContainedIn(s, other string) bool {
 	mine := strings.Split(s, ".")
 	theirs := strings.Split(other, ".")
-	if len(mine) > len(theirs) && theirs[len(theirs)-1] != ">" {
-		return false
-	}
-	if len(mine) < len(theirs) {
-		return false
-	}
 	for i, t := range theirs {
-		if i == len(theirs)-1 && t == ">" {
-			return true
+		if t == ">" {
+			return len(mine) > i
 		}
-		if t != mine[i] && t != "*" {
+		if i >= len(mine) {
+			return false
+		}
+		switch m := mine[i]; {
+		case m == ">":
+			return false
+		case t == "*":
+		case m != t:
 			return false
 		}
 	}
-	return true
+	return len(mine) == len(theirs)
 }
 
 // SubjectsCollide reports whether some subject matches both a and b.

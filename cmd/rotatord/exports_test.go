@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/rotatord/rotatord/internal/rotate"
@@ -24,6 +25,21 @@ func (e *env) accountClaims(name string) *jwt.AccountClaims {
 		e.t.Fatal(err)
 	}
 	return ac
+}
+
+// serverAccount is what a nats-server holds of an account: its JWT, and
+// whether every import resolved and is valid.
+func serverAccount(t testing.TB, ns *server.Server, pub string) (jwt string, ok bool) {
+	t.Helper()
+	az, err := ns.Accountz(&server.AccountzOptions{Account: pub})
+	if err != nil || az.Account == nil {
+		t.Fatalf("accountz %s: %v", pub, err)
+	}
+	ok = az.Account.Complete
+	for _, im := range az.Account.Imports {
+		ok = ok && !im.Invalid
+	}
+	return az.Account.Jwt, ok
 }
 
 // serviceToken returns the token of the account's service import of subject.
@@ -128,6 +144,19 @@ func TestExportsImports(t *testing.T) {
 	if got, err := request(bApp, "a.lookup"); err != nil || got != "pong:ping" {
 		t.Fatalf("B's request to A's service = %q, %v", got, err)
 	}
+	// The server holds B with both imports valid, the token accepted.
+	if _, ok := serverAccount(t, e.ns, bKey); !ok {
+		t.Fatal("the server holds B with an invalid or incomplete import")
+	}
+	// B's JWT, as the server holds it, is the one rotatord serves.
+	serverHasB := func(what string) {
+		t.Helper()
+		want := e.accountJWT(bKey)
+		eventually(t, 10*time.Second, "the server to hold B's JWT "+what, func() bool {
+			got, ok := serverAccount(t, e.ns, bKey)
+			return got == want && ok
+		})
+	}
 	for _, subj := range []string{"a.lookup", "svc.lookup"} {
 		if got, err := request(cApp, subj); !errors.Is(err, nats.ErrNoResponders) {
 			t.Fatalf("a request to %s from an account without the import = %q, %v; want no responders", subj, got, err)
@@ -176,6 +205,7 @@ func TestExportsImports(t *testing.T) {
 	if len(audit) != 1 || audit[0].(map[string]any)["account"] != "tenant-b" {
 		t.Fatalf("renewal audit = %v", audit)
 	}
+	serverHasB("with the renewed token")
 	if res, err := e.main.Service.Tick(context.Background()); err != nil || res.Activations != 0 {
 		t.Fatalf("a second tick = %+v, %v; want nothing to renew", res, err)
 	}
@@ -192,6 +222,7 @@ func TestExportsImports(t *testing.T) {
 	if tok := serviceToken(t, e.accountClaims("tenant-b"), "svc.lookup"); tok != "" {
 		t.Fatal("B's import kept its token after the export stopped requiring one")
 	}
+	serverHasB("re-signed after A's exports changed")
 	if got, err := request(bApp, "a.lookup"); err != nil || got != "pong:ping" {
 		t.Fatalf("B's request after A's export changed = %q, %v", got, err)
 	}

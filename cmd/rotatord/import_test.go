@@ -45,6 +45,9 @@ type fixtureOptions struct {
 	// appClaims and aliceClaims change the claims before they are signed.
 	appClaims   func(f *nscFixture, ac *jwt.AccountClaims)
 	aliceClaims func(*jwt.UserClaims)
+	// extra adds accounts and users to the store; the seeds of the keys it
+	// returns go into the keystore.
+	extra func(f *nscFixture) []nkeys.KeyPair
 }
 
 func newNSCFixture(t testing.TB, o fixtureOptions) *nscFixture {
@@ -111,6 +114,9 @@ func newNSCFixture(t testing.TB, o fixtureOptions) *nscFixture {
 	f.user("APP", bob, f.appSK, f.bob)
 
 	seeds := []nkeys.KeyPair{f.sys, f.app, f.appSK, f.alice, f.bob, f.sysU}
+	if o.extra != nil {
+		seeds = append(seeds, o.extra(f)...)
+	}
 	if !o.noOperatorSeeds {
 		seeds = append(seeds, f.op, f.opSK)
 	}
