@@ -203,6 +203,33 @@ func TestJetStreamAgents(t *testing.T) {
 	if got, err := kv.Get(ctx, "region"); err != nil || string(got.Value()) != "eu" {
 		t.Fatalf("kv get: %v, %v", got, err)
 	}
+	// Watching adds an ordered push consumer of the bucket's stream.
+	watcher, _ := connectAs(t, e.ns.ClientURL(), agentWith(e, "kv-watcher", "tenant", []string{
+		"$JS.API.STREAM.INFO.KV_config", "$JS.API.CONSUMER.CREATE.KV_config", "$JS.API.CONSUMER.CREATE.KV_config.>",
+		"$JS.API.CONSUMER.DELETE.KV_config.>", "$JS.FC.KV_config.>", "$JS.FC.*.*.KV_config.>",
+	}, inbox))
+	wkv, err := mustJS(t, watcher).KeyValue(ctx, "config")
+	if err != nil {
+		t.Fatalf("bind kv to watch: %v", err)
+	}
+	w, err := wkv.Watch(ctx, "region", jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatalf("kv watch: %v", err)
+	}
+	if _, err := kv.Put(ctx, "region", []byte("us")); err != nil {
+		t.Fatalf("kv put: %v", err)
+	}
+	select {
+	case u := <-w.Updates():
+		if u == nil || string(u.Value()) != "us" {
+			t.Fatalf("kv watch update = %v", u)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no kv watch update")
+	}
+	if err := w.Stop(); err != nil {
+		t.Fatalf("kv watch stop: %v", err)
+	}
 
 	// Object store, likewise.
 	if _, err := adminJS.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "files"}); err != nil {
