@@ -43,6 +43,21 @@ func (s *Store) LockAccountGraph(ctx context.Context) error {
 	return nil
 }
 
+// FindAccountByRef returns the account with that name or, failing that,
+// that public key, without its revocation and agent counts; ENOTFOUND when
+// there is none.
+func (s *Store) FindAccountByRef(ctx context.Context, ref string) (*rotatord.Account, error) {
+	a, err := scanAccount(s.q(ctx).QueryRow(ctx, `SELECT `+lockedAccountCols+` FROM accounts a
+		WHERE a.name = $1 OR a.public_key = $1 ORDER BY a.name = $1 DESC LIMIT 1`, ref))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("account", ref)
+	}
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("find account %.64s: %w", ref, err))
+	}
+	return a, nil
+}
+
 // ImportersOf returns the accounts that import from the account of that
 // name and public key (naming it either way), ordered by ID, without their
 // revocation and agent counts. Accounts imported before rotatord modeled

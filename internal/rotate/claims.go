@@ -19,6 +19,7 @@ import (
 // exports, imports and the activation tokens it mints between its accounts.
 type AccountGraphStore interface {
 	LockAccountGraph(ctx context.Context) error
+	FindAccountByRef(ctx context.Context, ref string) (*rotatord.Account, error)
 	ImportersOf(ctx context.Context, name, pub string) ([]*rotatord.Account, error)
 	Activations(ctx context.Context, importer string) ([]rotatord.Activation, error)
 	ReplaceActivations(ctx context.Context, importer string, acts []rotatord.Activation) error
@@ -31,6 +32,22 @@ type AccountGraphStore interface {
 // a token is not renewed more often, because every renewal re-signs and
 // pushes the importing account.
 const DefaultActivationLifetime = 30 * 24 * time.Hour
+
+// renewEvery is how often Tick looks for activation tokens to renew: they
+// are renewed days before they expire.
+const renewEvery = time.Minute
+
+// renewDue reports whether Tick should look for activation tokens to renew
+// now, and records that it does.
+func (s *Service) renewDue(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Before(s.lastRenew.Add(renewEvery)) {
+		return false
+	}
+	s.lastRenew = now
+	return true
+}
 
 // ClaimsPatch changes an account's modeled claims. Nil fields stay as they
 // are (on create: absent). A list or map given replaces the old one.
@@ -115,18 +132,14 @@ var errNoAccount = errors.New("no such account")
 // name or public key; nil for the public key of an account rotatord does
 // not hold; errNoAccount otherwise.
 func (s *Service) exporter(ctx context.Context, ref string) (*rotatord.Account, error) {
-	acc, err := s.store.FindAccountByName(ctx, ref)
+	acc, err := s.store.FindAccountByRef(ctx, ref)
 	if err == nil || !errors.Is(err, rotatord.ErrNotFound) {
 		return acc, err
 	}
 	if jwtissue.ValidateAccountKey(ref) != nil {
 		return nil, errNoAccount
 	}
-	acc, err = s.store.FindAccountByPublicKey(ctx, ref)
-	if errors.Is(err, rotatord.ErrNotFound) {
-		return nil, nil
-	}
-	return acc, err
+	return nil, nil
 }
 
 // matchExport returns the export of c that im imports: of its type, with a

@@ -581,14 +581,16 @@ func describeClaims(c *rotatord.AccountClaims) []string {
 			d = append(d, "JetStream")
 		}
 	}
-	if n := len(c.Exports); n > 0 {
-		d = append(d, fmt.Sprintf("%d exports", n))
-	}
-	if n := len(c.Imports); n > 0 {
-		d = append(d, fmt.Sprintf("%d imports", n))
-	}
-	if n := len(c.Mappings); n > 0 {
-		d = append(d, fmt.Sprintf("%d mappings", n))
+	for _, n := range []struct {
+		n    int
+		what string
+	}{{len(c.Exports), "export"}, {len(c.Imports), "import"}, {len(c.Mappings), "mapping"}} {
+		switch {
+		case n.n == 1:
+			d = append(d, "1 "+n.what)
+		case n.n > 1:
+			d = append(d, fmt.Sprintf("%d %ss", n.n, n.what))
+		}
 	}
 	return d
 }

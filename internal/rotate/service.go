@@ -155,6 +155,7 @@ type Service struct {
 	lastSweep  time.Time
 	lastConnz  time.Time
 	lastResign time.Time
+	lastRenew  time.Time
 	signers    sync.Map // account ID -> nkeys.KeyPair
 }
 

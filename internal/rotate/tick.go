@@ -81,9 +81,10 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	if err := s.store.PruneProofs(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
-	res.Activations, err = s.RenewActivations(ctx)
-	if err != nil {
-		errs = append(errs, err)
+	if s.renewDue(now) {
+		if res.Activations, err = s.RenewActivations(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return res, errors.Join(errs...)
 }
