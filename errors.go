@@ -7,6 +7,7 @@ package rotatord
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error codes. Each maps to one HTTP status in internal/httpapi.
@@ -21,6 +22,13 @@ const (
 	EINTERNAL     = "internal"     // anything else; details are logged, never returned
 	EUNSUPPORTED  = "unsupported"  // the feature is not configured on this server
 	ENOTMODIFIED  = "not_modified" // the caller already has the newest version
+)
+
+// Error codes of the agent API.
+const (
+	ETOOMANYREQUESTS  = "too_many_requests"  // a rate limit was hit; RetryAfter says when to come back
+	EDELIVERYMISMATCH = "delivery_mismatch"  // the agent's delivery is not the one this endpoint serves
+	ECREDEXPIRED      = "credential_expired" // the presented key's JWT has expired: an operator must reissue
 )
 
 // Error is an error meant to be shown to the caller: Message is safe to
@@ -79,4 +87,32 @@ func ErrorMessage(err error) string {
 		return e.Error()
 	}
 	return "internal error"
+}
+
+// RetryError is an error that says when to try again (a rate limit): it
+// unwraps to its *Error, so ErrorCode and ErrorMessage see that.
+type RetryError struct {
+	Err   *Error
+	After time.Duration
+}
+
+// Error returns the message of the wrapped *Error.
+func (e *RetryError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped *Error.
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// TooManyRequests returns an ETOOMANYREQUESTS error that asks the caller to
+// come back after after.
+func TooManyRequests(after time.Duration, format string, args ...any) error {
+	return &RetryError{Err: Errorf(ETOOMANYREQUESTS, format, args...), After: after}
+}
+
+// RetryAfter returns how long err asks the caller to wait, if it does.
+func RetryAfter(err error) (time.Duration, bool) {
+	var e *RetryError
+	if errors.As(err, &e) {
+		return e.After, true
+	}
+	return 0, false
 }

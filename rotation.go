@@ -1,7 +1,9 @@
 package rotatord
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -113,17 +115,58 @@ type OutboxAlert struct {
 	Attempts                      int
 }
 
-// Proof of possession: an agent proves it holds a user seed by signing
-// "rotatord-v1\n<METHOD>\n<path>\n<unix seconds>" and sending
-// "Authorization: NKey <user public key>:<unix seconds>:<base64url signature>".
+// Proof of possession, version 2: an agent proves it holds a user seed by
+// signing
+//
+//	rotatord-v2\n<METHOD>\n<path, with ?query when there is one>\n<unix seconds>\n<lowercase hex SHA-256 of the body>
+//
+// and sending "Authorization: NKey <user public key>:<unix seconds>:<base64url
+// signature>". An own-key POST also proves possession of the new key with a
+// key proof: the new key's signature over
+//
+//	rotatord-v2-key\n<agent name>\n<new public key>\n<unix seconds of the header>
 const (
 	ProofScheme = "NKey"
 	ProofWindow = 60 * time.Second
+	// ProofVersion starts every message an agent signs.
+	ProofVersion = "rotatord-v2"
+	// KeyProofVersion starts the message a new key signs.
+	KeyProofVersion = "rotatord-v2-key"
+	// ProofReplayMargin is how long a used proof is remembered past its
+	// acceptance window, by the database's clock: replicas whose clocks are
+	// within this of the database's never accept a proof twice.
+	ProofReplayMargin = 5 * time.Minute
+	// maxProofHeader bounds what ParseProof reads: a user key (56), a time
+	// (up to 20) and a signature (86), with separators.
+	maxProofHeader = 200
 )
 
-// ProofMessage returns the bytes an agent signs.
-func ProofMessage(method, path string, unix int64) []byte {
+// EmptyBodyHash is BodyHash of an empty body.
+const EmptyBodyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// BodyHash returns the lowercase hex SHA-256 of a request body.
+func BodyHash(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// ProofMessage returns the bytes an agent signs for a request: target is
+// the escaped path with "?query" when the request has one, bodyHash is
+// BodyHash of the body.
+func ProofMessage(method, target string, unix int64, bodyHash string) []byte {
+	return []byte(ProofVersion + "\n" + method + "\n" + target + "\n" + strconv.FormatInt(unix, 10) + "\n" + bodyHash)
+}
+
+// ProofMessageV1 is what version 1 proofs signed. rotatord refuses them;
+// it recognises one only to say why.
+func ProofMessageV1(method, path string, unix int64) []byte {
 	return []byte("rotatord-v1\n" + method + "\n" + path + "\n" + strconv.FormatInt(unix, 10))
+}
+
+// KeyProofMessage returns the bytes a new key signs in an own-key POST:
+// unix is the time of the request's proof.
+func KeyProofMessage(agent, newKey string, unix int64) []byte {
+	return []byte(KeyProofVersion + "\n" + agent + "\n" + newKey + "\n" + strconv.FormatInt(unix, 10))
 }
 
 // FormatProof returns the Authorization header value for a signature.
@@ -131,12 +174,33 @@ func FormatProof(pub string, unix int64, sig []byte) string {
 	return fmt.Sprintf("%s %s:%d:%s", ProofScheme, pub, unix, base64.RawURLEncoding.EncodeToString(sig))
 }
 
+// EncodeSignature is the base64url (unpadded) form of a signature, as
+// proofs and key proofs carry it.
+func EncodeSignature(sig []byte) string { return base64.RawURLEncoding.EncodeToString(sig) }
+
+// DecodeSignature reads a base64url ed25519 signature (64 bytes, padding
+// tolerated). It returns EUNAUTHORIZED for anything else.
+func DecodeSignature(s string) ([]byte, error) {
+	if len(s) > 90 {
+		return nil, Errorf(EUNAUTHORIZED, "malformed signature: too long")
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	if err != nil || len(sig) != 64 {
+		return nil, Errorf(EUNAUTHORIZED, "malformed signature: want 64 bytes in base64url")
+	}
+	return sig, nil
+}
+
 // ParseProof splits an Authorization header of the NKey scheme. It checks
-// the form only; the caller verifies key, time and signature.
+// the form only; the caller verifies key, time and signature. Its errors
+// are EUNAUTHORIZED and never quote the header.
 func ParseProof(header string) (pub string, unix int64, sig []byte, err error) {
 	rest, ok := strings.CutPrefix(header, ProofScheme+" ")
 	if !ok {
 		return "", 0, nil, Errorf(EUNAUTHORIZED, "missing NKey proof of possession")
+	}
+	if len(rest) > maxProofHeader {
+		return "", 0, nil, Errorf(EUNAUTHORIZED, "malformed NKey proof: too long")
 	}
 	parts := strings.Split(rest, ":")
 	if len(parts) != 3 {
@@ -146,8 +210,8 @@ func ParseProof(header string) (pub string, unix int64, sig []byte, err error) {
 	if err != nil {
 		return "", 0, nil, Errorf(EUNAUTHORIZED, "malformed NKey proof: bad timestamp")
 	}
-	sig, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[2], "="))
-	if err != nil || len(sig) != 64 {
+	sig, err = DecodeSignature(parts[2])
+	if err != nil {
 		return "", 0, nil, Errorf(EUNAUTHORIZED, "malformed NKey proof: bad signature encoding")
 	}
 	return parts[0], unix, sig, nil

@@ -54,6 +54,7 @@ const agentsUsage = `Usage:
                       [--pub-deny SUBJ,...] [--sub-deny SUBJ,...] [--creds-out FILE]
   rotatord agents rotate NAME [--wait [--wait-timeout DURATION]]
   rotatord agents revoke NAME [--reason TEXT]
+  rotatord agents reissue NAME [--creds-out FILE|-]
 ` + connectionUsage
 
 const rotationsUsage = `Usage:
@@ -84,11 +85,12 @@ func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatchCLI(ctx, "agents", agentsUsage, map[string]cliCommand{
-		"list":   {"agents list [--account ACCOUNT] [flags]", runAgentsList},
-		"show":   {"agents show NAME [flags]", runAgentsShow},
-		"add":    {"agents add NAME --account ACCOUNT [flags]", runAgentsAdd},
-		"rotate": {"agents rotate NAME [--wait] [flags]", runAgentsRotate},
-		"revoke": {"agents revoke NAME [--reason TEXT] [flags]", runAgentsRevoke},
+		"list":    {"agents list [--account ACCOUNT] [flags]", runAgentsList},
+		"show":    {"agents show NAME [flags]", runAgentsShow},
+		"add":     {"agents add NAME --account ACCOUNT [flags]", runAgentsAdd},
+		"rotate":  {"agents rotate NAME [--wait] [flags]", runAgentsRotate},
+		"revoke":  {"agents revoke NAME [--reason TEXT] [flags]", runAgentsRevoke},
+		"reissue": {"agents reissue NAME [--creds-out FILE|-] [flags]", runAgentsReissue},
 	}, args, stdout, stderr)
 }
 

@@ -11,6 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rotatord/rotatord/internal/httpapi"
+	"github.com/rotatord/rotatord/internal/ratelimit"
+	"github.com/rotatord/rotatord/internal/rotate"
 )
 
 // Config is rotatord's configuration: DefaultConfig, then ROTATORD_*
@@ -43,6 +47,12 @@ type Config struct {
 	// AuthFailThreshold NATS authentication failures within AuthFailWindow.
 	AuthFailThreshold int
 	AuthFailWindow    time.Duration
+	// The agent API's limits: refused requests per source address,
+	// authenticated requests per agent, and the least time between two
+	// rotations an agent starts itself.
+	AgentFailRate          ratelimit.Rate
+	AgentRate              ratelimit.Rate
+	AgentRotateMinInterval time.Duration
 	// TickSpec is the robfig/cron schedule of the rotation scheduler's tick;
 	// empty turns the scheduler off (tests drive Tick themselves).
 	TickSpec string
@@ -84,6 +94,10 @@ func DefaultConfig() Config {
 
 		AuthFailThreshold: 10,
 		AuthFailWindow:    5 * time.Minute,
+
+		AgentFailRate:          httpapi.DefaultAgentFailRate,
+		AgentRate:              httpapi.DefaultAgentRate,
+		AgentRotateMinInterval: rotate.DefaultAgentRotateMinInterval,
 	}
 }
 
@@ -112,6 +126,10 @@ var envNames = map[string]string{
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
+	// The agent API's limits.
+	"agent-fail-rate":           "ROTATORD_AGENT_FAIL_RATE",
+	"agent-rate":                "ROTATORD_AGENT_RATE",
+	"agent-rotate-min-interval": "ROTATORD_AGENT_ROTATE_MIN_INTERVAL",
 }
 
 // fromEnv applies the environment to c.
@@ -158,6 +176,7 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.AuthFailWindow = d
 		}
 	}
+	c.agentFromEnv(getenv)
 	c.VaultAddr = getenv("VAULT_ADDR")
 	if v := getenv("ROTATORD_NO_MIGRATE"); v == "1" || v == "true" {
 		c.NoMigrate = true
@@ -215,6 +234,12 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.AuthFailThreshold, n, c.AuthFailThreshold, "alert when a source or agent has more NATS auth failures than this within --auth-fail-window "+help)
 		case "auth-fail-window":
 			fs.DurationVar(&c.AuthFailWindow, n, c.AuthFailWindow, "sliding window of the auth failure threshold "+help)
+		case "agent-fail-rate":
+			fs.Var(&c.AgentFailRate, n, "refused agent API requests allowed per source address, RATE/UNIT[:BURST] "+help)
+		case "agent-rate":
+			fs.Var(&c.AgentRate, n, "authenticated agent API requests allowed per agent, RATE/UNIT[:BURST] "+help)
+		case "agent-rotate-min-interval":
+			fs.DurationVar(&c.AgentRotateMinInterval, n, c.AgentRotateMinInterval, "least time between two rotations an agent starts itself "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -289,6 +314,7 @@ func (c *Config) Validate(needs ...string) error {
 	if c.AuthFailWindow < time.Second {
 		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
 	}
+	errs = append(errs, c.validateAgentLimits()...)
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))
 	}
@@ -311,4 +337,41 @@ func (c *Config) logger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// agentFromEnv reads the agent API's limits from the environment.
+func (c *Config) agentFromEnv(getenv func(string) string) {
+	for _, r := range []struct {
+		name string
+		dst  *ratelimit.Rate
+	}{{"agent-fail-rate", &c.AgentFailRate}, {"agent-rate", &c.AgentRate}} {
+		if v := getenv(envNames[r.name]); v != "" {
+			if err := r.dst.Set(v); err != nil {
+				c.envErrs = append(c.envErrs, fmt.Errorf("%s: %w", envNames[r.name], err))
+			}
+		}
+	}
+	if v := getenv(envNames["agent-rotate-min-interval"]); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 10m", envNames["agent-rotate-min-interval"], v))
+		} else {
+			c.AgentRotateMinInterval = d
+		}
+	}
+}
+
+// validateAgentLimits checks the agent API's limits.
+func (c *Config) validateAgentLimits() []error {
+	var errs []error
+	if !c.AgentFailRate.Valid() {
+		errs = append(errs, fmt.Errorf("agent fail rate %v is not a rate such as 10/s:20", c.AgentFailRate))
+	}
+	if !c.AgentRate.Valid() {
+		errs = append(errs, fmt.Errorf("agent rate %v is not a rate such as 5/s:10", c.AgentRate))
+	}
+	if c.AgentRotateMinInterval < time.Second || c.AgentRotateMinInterval > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("agent rotate min interval %s must be between 1s and 720h", c.AgentRotateMinInterval))
+	}
+	return errs
 }

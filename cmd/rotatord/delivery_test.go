@@ -77,6 +77,12 @@ func TestVaultDelivery(t *testing.T) {
 	go a.WatchVault(ctx, v.Client(t), "secret", "nats/fleet/kate", 50*time.Millisecond)
 
 	id := e.must(202, "POST", "/v1/agents/kate/rotate", nil)["id"].(string)
+	// Once the creds are in Vault, rotatord keeps no sealed copy of the seed.
+	var seeds int
+	if err := e.main.Store.Pool().QueryRow(context.Background(), `SELECT count(*) FROM credentials c
+		JOIN agents g ON g.id = c.agent_id WHERE g.name = 'kate' AND c.seed_enc IS NOT NULL`).Scan(&seeds); err != nil || seeds != 0 {
+		t.Fatalf("%d sealed seeds kept after the delivery to vault (%v), want 0", seeds, err)
+	}
 	r := e.waitRotation(id, "completed")
 	if _, version, _ := v.Secret("nats/fleet/kate"); version != 2 {
 		t.Fatalf("vault version after rotation = %d, want 2", version)

@@ -34,7 +34,7 @@ Usage:
 
 Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
   rotatord accounts list|show|add|update
-  rotatord agents list|show|add|rotate|revoke
+  rotatord agents list|show|add|rotate|revoke|reissue
   rotatord rotations list --agent NAME | show ID
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]
   rotatord audit verify [flags]            check the audit trail's hash chain in the database
@@ -109,6 +109,7 @@ func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) 
 	cfg.bind(fs, "database-url", "listen", "public-url", "nats-url", "master-key-file", "alert-webhook", "log-level", "log-format", "no-migrate",
 		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir",
 		"auth-fail-threshold", "auth-fail-window",
+		"agent-fail-rate", "agent-rate", "agent-rotate-min-interval",
 		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "nats-ca-file", "nats-cert-file", "nats-key-file")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"github.com/rotatord/rotatord/internal/alert"
 	"github.com/rotatord/rotatord/internal/authwatch"
 	"github.com/rotatord/rotatord/internal/httpapi"
+	"github.com/rotatord/rotatord/internal/refusals"
 	"github.com/rotatord/rotatord/internal/registry"
 	"github.com/rotatord/rotatord/internal/resolver"
 	"github.com/rotatord/rotatord/internal/rotate"
@@ -64,6 +65,9 @@ type Main struct {
 
 	// lookups answers cache-mode servers' CLAIMS.LOOKUP (nil without NATS).
 	lookups *resolver.Lookup
+
+	// Refusals counts the agent API's refusals for the audit trail.
+	Refusals *refusals.Counter
 }
 
 // NewMain returns a Main with the default configuration.
@@ -136,6 +140,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
 		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
+		AgentRotateMinInterval: m.Config.AgentRotateMinInterval,
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -199,6 +204,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}
 
+	// Agent API refusals go to the audit trail once per window, in aggregate.
+	m.Refusals = refusals.New(refusals.Config{Sink: m.Store, Log: m.Log, Now: m.Config.Now})
+	m.goBackground(func() { m.Refusals.Run(bg) })
 	api := httpapi.New(httpapi.Config{
 		Service:  m.Service,
 		Resolver: resolver.NewHandler(m.Cache, reg),
@@ -208,6 +216,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxBody:  m.Config.MaxBody,
 		// Only with a client CA does the listener ask for certificates.
 		RequireClientCert: m.Config.TLSClientCAFile != "",
+		AgentLimits:       httpapi.AgentLimits{FailRate: m.Config.AgentFailRate, Rate: m.Config.AgentRate},
+		Refusals:          m.Refusals,
 	})
 	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -195,7 +196,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 				case <-ctx.Done():
 					return
 				case <-t.C:
-					if err := a.RotateOwnKey(ctx); err != nil && ctx.Err() == nil {
+					err := a.RotateOwnKey(ctx)
+					var apiErr *agent.APIError
+					switch {
+					case err == nil || ctx.Err() != nil:
+					case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests:
+						// rotatord allows one own-key rotation per
+						// ROTATORD_AGENT_ROTATE_MIN_INTERVAL (10m by default).
+						log.Info("rotatord asks to wait before the next own key", "retry_after", apiErr.RetryAfter)
+					default:
 						log.Warn("rotate to own key", "err", err)
 					}
 				}

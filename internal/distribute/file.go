@@ -113,7 +113,9 @@ func (f *File) Deliver(ctx context.Context, h rotatord.Handoff) (string, error) 
 
 // Restore puts <name>.prev back as the agent's file when the file still
 // holds h's JWT, or removes the file when there was none before. When the
-// file holds something else (a newer delivery), it changes nothing.
+// file holds something else (a newer delivery), it changes nothing. h need
+// not carry the seed or creds (rotatord keeps no seed once delivered): the
+// file is found by the JWT it holds, .creds or .jwt.
 func (f *File) Restore(ctx context.Context, h rotatord.Handoff, ref string) error {
 	if err := checkNames(h.Account, h.Agent); err != nil {
 		return err
@@ -126,18 +128,28 @@ func (f *File) Restore(ctx context.Context, h rotatord.Handoff, ref string) erro
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	path := f.Path(h)
-	cur, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	if h.JWT == "" {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+	var path string
+	for _, name := range []string{h.Agent + ".creds", h.Agent + ".jwt"} {
+		p := filepath.Join(f.dir, h.Account, name)
+		cur, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if bytes.Contains(cur, []byte(h.JWT)) {
+			path = p
+			break
+		}
 	}
-	if h.JWT == "" || !bytes.Contains(cur, []byte(h.JWT)) {
+	if path == "" {
 		return nil
 	}
-	err = os.Rename(path+".prev", path)
+	err := os.Rename(path+".prev", path)
 	if errors.Is(err, fs.ErrNotExist) {
 		err = os.Remove(path)
 	}

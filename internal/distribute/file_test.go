@@ -277,3 +277,29 @@ func newFileDelivery(t testing.TB, root string) *distribute.File {
 	}
 	return f
 }
+
+// rotatord keeps no seed once a rotation is delivered, so the handoff a
+// rollback restores with carries the JWT only: the creds file must still
+// be found and put back.
+func TestFileRestoreWithoutSeed(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	f := newFileDelivery(t, root)
+	ctx := context.Background()
+	now := time.Now()
+	h1 := newHandoff(t, "acme", "bot", "r1", now, false)
+	h2 := newHandoff(t, "acme", "bot", "r2", now.Add(time.Minute), false)
+	for _, h := range []rotatord.Handoff{h1, h2} {
+		if _, err := f.Deliver(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bare := h2
+	bare.Seed, bare.Creds = nil, nil
+	if err := f.Restore(ctx, bare, distribute.FileRef); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(root, "acme", "bot.creds")); !bytes.Equal(got, h1.Creds) {
+		t.Fatal("restore without the seed did not put r1's creds back")
+	}
+}

@@ -28,6 +28,10 @@ var statusOf = map[string]int{
 	rotatord.EINTERNAL:       http.StatusInternalServerError,
 	"unsupported_media_type": http.StatusUnsupportedMediaType,
 	"method_not_allowed":     http.StatusMethodNotAllowed,
+	// The agent API's.
+	rotatord.ETOOMANYREQUESTS:  http.StatusTooManyRequests,
+	rotatord.EDELIVERYMISMATCH: http.StatusConflict,
+	rotatord.ECREDEXPIRED:      http.StatusUnauthorized,
 }
 
 type errorBody struct {
@@ -45,7 +49,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	msg := rotatord.ErrorMessage(err)
 	if status >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		s.log.Error("request failed", "method", r.Method, "path", logPath(r), "status", status, "err", err)
 		if code == rotatord.EINTERNAL {
 			msg = "internal error"
 		}
@@ -57,6 +61,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		w.Header().Set("WWW-Authenticate", scheme+` realm="rotatord"`)
 	}
+	setRetryAfter(w, err)
 	writeJSON(w, status, errorBody{Error: msg, Code: code})
 }
 

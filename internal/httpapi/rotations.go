@@ -1,15 +1,12 @@
 package httpapi
 
 import (
-	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/rotatord/rotatord"
-	"github.com/rotatord/rotatord/internal/rotate"
 )
 
 type rotationJSONOut struct {
@@ -87,54 +84,4 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 		body["next"] = rots[len(rots)-1].ID
 	}
 	writeJSON(w, http.StatusOK, body)
-}
-
-// agentCreds serves an agent that proves possession of its current key.
-func (s *Server) agentCreds(w http.ResponseWriter, r *http.Request) {
-	if !strings.HasPrefix(r.Header.Get("Authorization"), rotatord.ProofScheme+" ") {
-		s.writeError(w, r, rotatord.Errorf(rotatord.EUNAUTHORIZED, "missing NKey proof of possession"))
-		return
-	}
-	creds, err := s.svc.AgentCreds(r.Context(), chi.URLParam(r, "name"), rotate.Proof{
-		Header: r.Header.Get("Authorization"), Method: r.Method, Path: r.URL.EscapedPath(), Source: r.RemoteAddr,
-	})
-	if errors.Is(err, rotatord.ErrNotModified) {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	w.Write(creds) //nolint:errcheck // the agent went away; it will poll again
-}
-
-// agentKey takes a public key the agent generated and starts a rotation from it.
-func (s *Server) agentKey(w http.ResponseWriter, r *http.Request) {
-	if !strings.HasPrefix(r.Header.Get("Authorization"), rotatord.ProofScheme+" ") {
-		s.writeError(w, r, rotatord.Errorf(rotatord.EUNAUTHORIZED, "missing NKey proof of possession"))
-		return
-	}
-	var in struct {
-		PublicKey string `json:"public_key"`
-	}
-	if err := s.decode(w, r, &in); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	res, err := s.svc.AgentKey(r.Context(), chi.URLParam(r, "name"), in.PublicKey, rotate.Proof{
-		Header: r.Header.Get("Authorization"), Method: r.Method, Path: r.URL.EscapedPath(), Source: r.RemoteAddr,
-	})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.Header().Set("Location", "/v1/rotations/"+res.Rotation.ID)
-	writeJSON(w, http.StatusAccepted, map[string]any{
-		"id": res.Rotation.ID, "state": res.Rotation.State, "public_key": res.Credential.PublicKey,
-		"jwt": res.Credential.JWT, "expires_at": res.Credential.ExpiresAt.UTC(),
-	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/refusals"
 	"github.com/rotatord/rotatord/internal/rotate"
 )
 
@@ -34,6 +35,11 @@ type Config struct {
 	// client certificate (mtls.go). The listener must ask for them
 	// (tls.VerifyClientCertIfGiven with the client CA).
 	RequireClientCert bool
+	// AgentLimits are the agent API's rate limits (agentapi.go).
+	AgentLimits AgentLimits
+	// Refusals counts the agent API's refusals for the audit trail; nil
+	// counts nothing.
+	Refusals *refusals.Counter
 }
 
 // Server is the HTTP handler of rotatord.
@@ -45,6 +51,9 @@ type Server struct {
 	router  chi.Router
 	// clientCert: see Config.RequireClientCert.
 	clientCert bool
+	// agent is the agent API's state, now its clock (the service's).
+	agent *agentAPI
+	now   func() time.Time
 }
 
 // New returns the server's handler.
@@ -55,6 +64,10 @@ func New(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.agent, s.now = newAgentAPI(cfg.AgentLimits, cfg.Refusals), time.Now
+	if cfg.Service != nil {
+		s.now = cfg.Service.Now
 	}
 	r := chi.NewRouter()
 	r.Use(s.recoverer)
@@ -99,6 +112,7 @@ func New(cfg Config) *Server {
 			r.Post("/agents", s.createAgent)
 			r.Patch("/agents/{name}", s.updateAgent)
 			r.Delete("/agents/{name}", s.deleteAgent)
+			r.Post("/agents/{name}/reissue", s.reissueAgent)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +147,10 @@ const (
 )
 
 // requestInfo is filled in by inner middleware for the request log.
-type requestInfo struct{ actor string }
+type requestInfo struct {
+	actor string
+	quiet bool // counted elsewhere (an agent API refusal): not logged one by one
+}
 
 // actor names the caller of a request for the audit trail.
 func actor(r *http.Request) rotate.Actor {
@@ -192,10 +209,21 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		info := &requestInfo{actor: "anonymous"}
 		start := time.Now()
 		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), infoKey, info)))
-		s.log.Info("http request", "method", r.Method, "path", r.URL.Path, "status", ww.Status(),
+		if info.quiet {
+			return
+		}
+		s.log.Info("http request", "method", r.Method, "path", logPath(r), "status", ww.Status(),
 			"duration", time.Since(start), "actor", info.actor)
 	})
 }
 
 // Routes exposes the router for walking its routes (the spec test does).
 func (s *Server) Routes() chi.Routes { return s.router }
+
+// maxLoggedPath bounds the request paths written to the log.
+const maxLoggedPath = 256
+
+// logPath is the request's path cut and cleaned for the log.
+func logPath(r *http.Request) string {
+	return refusals.CleanN(r.URL.Path, maxLoggedPath)
+}

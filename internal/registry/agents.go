@@ -74,14 +74,31 @@ func (s *Store) LockAgent(ctx context.Context, name string) (*rotatord.Agent, er
 	if err := needTx(ctx, "lock agent"); err != nil {
 		return nil, err
 	}
-	g, err := scanAgent(s.q(ctx).QueryRow(ctx, `SELECT `+agentCols+agentFrom+` WHERE g.name = $1 FOR NO KEY UPDATE OF g`, name))
+	// Lock first, then read in a statement of its own: under READ COMMITTED
+	// a locking read that waited re-checks only the locked row, and the
+	// joined credential would be the one from before the wait (a key a
+	// concurrent completion retired meanwhile).
+	var id int64
+	err := s.q(ctx).QueryRow(ctx, `SELECT id FROM agents WHERE name = $1 FOR NO KEY UPDATE`, name).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("agent", name)
 	}
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("lock agent %s: %w", name, err))
 	}
+	g, err := scanAgent(s.q(ctx).QueryRow(ctx, `SELECT `+agentCols+agentFrom+` WHERE g.id = $1`, id))
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("read locked agent %s: %w", name, err))
+	}
 	return g, nil
+}
+
+// ForgetSeed drops the sealed seed of a credential (delivered elsewhere).
+func (s *Store) ForgetSeed(ctx context.Context, id int64) error {
+	if _, err := s.q(ctx).Exec(ctx, `UPDATE credentials SET seed_enc = NULL WHERE id = $1 AND seed_enc IS NOT NULL`, id); err != nil {
+		return mapErr(fmt.Errorf("forget seed of credential %d: %w", id, err))
+	}
+	return nil
 }
 
 // ListAgents returns agents ordered by name.

@@ -28,7 +28,39 @@ func (s *Store) LockDueAgents(ctx context.Context, names []string, now time.Time
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("lock due agents: %w", err))
 	}
-	return collect(rows, "agents", scanAgent)
+	list, err := collect(rows, "agents", scanAgent)
+	if err != nil {
+		return nil, err
+	}
+	return list, s.refreshActive(ctx, list)
+}
+
+// refreshActive reads the active credentials of locked agents again, in a
+// statement of its own: the ones joined by the locking read may be from
+// before it waited for a lock (READ COMMITTED re-checks only locked rows).
+func (s *Store) refreshActive(ctx context.Context, gs []*rotatord.Agent) error {
+	if len(gs) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(gs))
+	byID := make(map[int64]*rotatord.Agent, len(gs))
+	for i, g := range gs {
+		ids[i], byID[g.ID] = g.ID, g
+		g.Active = nil
+	}
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+credentialCols+` FROM credentials WHERE agent_id = ANY($1) AND state = 'active'`, ids)
+	if err != nil {
+		return mapErr(fmt.Errorf("read active credentials: %w", err))
+	}
+	creds, err := collect(rows, "credentials", scanCredential)
+	if err != nil {
+		return err
+	}
+	for _, c := range creds {
+		c.SeedEnc = nil
+		byID[c.AgentID].Active = c
+	}
+	return nil
 }
 
 // LockAgentsByID locks agents in ID order and returns them by ID.
@@ -42,6 +74,9 @@ func (s *Store) LockAgentsByID(ctx context.Context, ids []int64) (map[int64]*rot
 	}
 	list, err := collect(rows, "agents", scanAgent)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.refreshActive(ctx, list); err != nil {
 		return nil, err
 	}
 	out := make(map[int64]*rotatord.Agent, len(list))

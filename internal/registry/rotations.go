@@ -308,10 +308,29 @@ func (s *Store) UseProof(ctx context.Context, sig []byte, expires time.Time) err
 	return nil
 }
 
-// PruneProofs removes proof records that expired before t.
-func (s *Store) PruneProofs(ctx context.Context, t time.Time) error {
-	if _, err := s.q(ctx).Exec(ctx, `DELETE FROM proof_replays WHERE expires_at < $1`, dbTime(t)); err != nil {
+// PruneProofs removes proof records whose acceptance ended more than margin
+// ago by the database's clock: one clock for every replica, so a replica
+// whose own clock runs ahead cannot forget a proof another still accepts.
+func (s *Store) PruneProofs(ctx context.Context, margin time.Duration) error {
+	if _, err := s.q(ctx).Exec(ctx, `DELETE FROM proof_replays WHERE expires_at < now() - make_interval(secs => $1)`,
+		margin.Seconds()); err != nil {
 		return mapErr(fmt.Errorf("prune proofs: %w", err))
 	}
 	return nil
+}
+
+// AgentRotationWait returns how long, by the database's clock, until every
+// is over since the agent's latest own-key rotation (trigger agent); zero
+// when it is over or there was none.
+func (s *Store) AgentRotationWait(ctx context.Context, agentID int64, every time.Duration) (time.Duration, error) {
+	var secs *float64
+	err := s.q(ctx).QueryRow(ctx, `SELECT extract(epoch FROM max(created_at) + make_interval(secs => $2) - now())::float8
+		FROM rotations WHERE agent_id = $1 AND trigger = 'agent'`, agentID, every.Seconds()).Scan(&secs)
+	if err != nil {
+		return 0, mapErr(fmt.Errorf("last own-key rotation of agent %d: %w", agentID, err))
+	}
+	if secs == nil || *secs <= 0 {
+		return 0, nil
+	}
+	return time.Duration(*secs * float64(time.Second)), nil
 }

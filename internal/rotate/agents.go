@@ -276,8 +276,9 @@ func (s *Service) RevokeAgent(ctx context.Context, actor Actor, name, reason str
 	return res, nil
 }
 
-// revokeKeys revokes every pending and active key of the named agent and
-// re-signs its account, inside the caller's transaction.
+// revokeKeys revokes every pending and active key of the named agent,
+// leaves it revoked and re-signs its account, inside the caller's
+// transaction.
 func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason string) (*rotatord.Agent, []string, error) {
 	g, err := s.store.LockAgent(ctx, name)
 	if err != nil {
@@ -287,54 +288,82 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 	if err != nil {
 		return nil, nil, err
 	}
-	creds, err := s.store.Credentials(ctx, g.ID, rotatord.CredentialPending, rotatord.CredentialActive)
+	keys, _, err := s.revokeCredentials(ctx, actor, g, acc, reason, "agent revoked: "+reason)
 	if err != nil {
 		return nil, nil, err
 	}
-	now := s.now()
-	var keys []string
-	var revs []rotatord.Revocation
-	for _, c := range creds {
-		if err := s.store.SetCredentialState(ctx, c.ID, rotatord.CredentialRevoked, now); err != nil {
-			return nil, nil, err
-		}
-		keys = append(keys, c.PublicKey)
-		revs = append(revs, rotatord.Revocation{PublicKey: c.PublicKey, RevokedAt: revocationTime(c, now),
-			ExpiresAt: c.ExpiresAt, Agent: g.Name, Reason: reason})
-	}
-	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
-		return nil, nil, err
-	} else if r != nil {
-		r.State, r.Reason, r.FinishedAt = rotatord.RotationRolledBack, "agent revoked: "+reason, &now
-		if err := s.store.UpdateRotation(ctx, r); err != nil {
-			return nil, nil, err
-		}
-	}
 	g.State = rotatord.AgentRevoked
 	g.NextRotationAt = nil
-	g.Active = nil
 	if err := s.store.UpdateAgent(ctx, g); err != nil {
 		return nil, nil, err
 	}
-	if len(revs) > 0 {
-		if err := s.store.AddRevocations(ctx, acc.ID, revs); err != nil {
-			return nil, nil, err
-		}
+	if len(keys) > 0 {
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return nil, nil, err
 		}
 	}
-	for _, k := range keys {
-		if err := s.audit(ctx, actor, "credential.revoke", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-			PublicKey: k, Details: map[string]any{"reason": reason, "account_jwt_id": acc.JWTID}}); err != nil {
-			return nil, nil, err
-		}
+	if err := s.auditRevoked(ctx, actor, g, acc, keys, reason); err != nil {
+		return nil, nil, err
 	}
 	if err := s.audit(ctx, actor, "agent.revoke", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
 		Details: map[string]any{"reason": reason, "keys": len(keys)}}); err != nil {
 		return nil, nil, err
 	}
 	return g, keys, nil
+}
+
+// revokeCredentials revokes every pending and active key of g (locked,
+// with its account acc locked) into the account's revocations and ends its
+// rotation in flight, if any, with endReason; it returns the keys and the
+// ended rotation's ID. The caller re-signs the account.
+func (s *Service) revokeCredentials(ctx context.Context, actor Actor, g *rotatord.Agent, acc *rotatord.Account, reason, endReason string) ([]string, string, error) {
+	creds, err := s.store.Credentials(ctx, g.ID, rotatord.CredentialPending, rotatord.CredentialActive)
+	if err != nil {
+		return nil, "", err
+	}
+	now := s.now()
+	var keys []string
+	var revs []rotatord.Revocation
+	for _, c := range creds {
+		if err := s.store.SetCredentialState(ctx, c.ID, rotatord.CredentialRevoked, now); err != nil {
+			return nil, "", err
+		}
+		keys = append(keys, c.PublicKey)
+		revs = append(revs, rotatord.Revocation{PublicKey: c.PublicKey, RevokedAt: revocationTime(c, now),
+			ExpiresAt: c.ExpiresAt, Agent: g.Name, Reason: reason})
+	}
+	var ended string
+	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
+		return nil, "", err
+	} else if r != nil {
+		r.State, r.Reason, r.FinishedAt = rotatord.RotationRolledBack, endReason, &now
+		if err := s.store.UpdateRotation(ctx, r); err != nil {
+			return nil, "", err
+		}
+		ended = r.ID
+		if err := s.audit(ctx, actor, "rotation.rollback", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"reason": endReason}}); err != nil {
+			return nil, "", err
+		}
+	}
+	g.Active = nil
+	if len(revs) > 0 {
+		if err := s.store.AddRevocations(ctx, acc.ID, revs); err != nil {
+			return nil, "", err
+		}
+	}
+	return keys, ended, nil
+}
+
+// auditRevoked records the revocation of each key.
+func (s *Service) auditRevoked(ctx context.Context, actor Actor, g *rotatord.Agent, acc *rotatord.Account, keys []string, reason string) error {
+	for _, k := range keys {
+		if err := s.audit(ctx, actor, "credential.revoke", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: k, Details: map[string]any{"reason": reason, "account_jwt_id": acc.JWTID}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // revocationTime is the t of a revocation entry for c: nats-server refuses
@@ -375,4 +404,126 @@ func (s *Service) DeleteAgent(ctx context.Context, actor Actor, name string) err
 // Audit lists audit events.
 func (s *Service) Audit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error) {
 	return s.store.ListAudit(ctx, f)
+}
+
+// ReissueResult says what a reissue did.
+type ReissueResult struct {
+	Agent *rotatord.Agent
+	// Creds is the new creds file for an agent with poll delivery, handed
+	// out once; nil for vault and file, where it was delivered.
+	Creds []byte
+	// RevokedKeys are the keys revoked (active and pending ones).
+	RevokedKeys []string
+	// WasRevoked: the agent had been revoked and is active again.
+	WasRevoked bool
+	// EndedRotation is the ID of the rotation in flight that the reissue
+	// ended (rolled back), or "".
+	EndedRotation string
+	// Pushed and Servers are as in RevokeResult.
+	Pushed  bool
+	Servers int
+}
+
+// ReissueAgent re-enrols an agent, for one whose credentials expired (it
+// was offline past its JWT's expiry) or were lost: every pending and active
+// key is revoked (into the account JWT, re-signed and pushed as by
+// RevokeAgent), a rotation in flight ends (rolled back), and new
+// credentials are issued as on creation: returned once for poll delivery,
+// delivered to Vault or the file otherwise. A revoked agent becomes active
+// again with them. The next scheduled rotation is counted from now. When
+// delivery fails nothing changes (EUNAVAILABLE); an unknown agent is
+// ENOTFOUND.
+func (s *Service) ReissueAgent(ctx context.Context, actor Actor, name string) (*ReissueResult, error) {
+	res := &ReissueResult{}
+	var (
+		acc *rotatord.Account
+		fin func()
+	)
+	err := s.inTx(ctx, func(ctx context.Context) error {
+		g, err := s.store.LockAgent(ctx, name)
+		if err != nil {
+			return err
+		}
+		dist, err := s.distributor(g.Delivery)
+		if err != nil {
+			return err
+		}
+		if acc, err = s.store.LockAccount(ctx, g.AccountID); err != nil {
+			return err
+		}
+		res.WasRevoked = g.State == rotatord.AgentRevoked
+		res.RevokedKeys, res.EndedRotation, err = s.revokeCredentials(ctx, actor, g, acc, "reissued", "agent reissued")
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		sched, err := ParseSchedule(g.Rotation.Schedule)
+		if err != nil {
+			return err
+		}
+		next := sched.Next(now)
+		g.State, g.Failures, g.NextRotationAt = rotatord.AgentActive, 0, &next
+		if err := s.store.UpdateAgent(ctx, g); err != nil {
+			return err
+		}
+		cred, kp, err := s.issue(ctx, g, now)
+		if err != nil {
+			return err
+		}
+		cred.State = rotatord.CredentialActive
+		if err := s.store.CreateCredential(ctx, cred); err != nil {
+			return err
+		}
+		g.Active = cred
+		creds, err := jwtissue.Creds(cred.JWT, jwtissue.Seed(kp))
+		if err != nil {
+			return err
+		}
+		if g.Delivery != rotatord.DeliveryPoll {
+			h := rotatord.Handoff{Account: g.Account, Agent: g.Name, PublicKey: cred.PublicKey, JWT: cred.JWT,
+				Seed: jwtissue.Seed(kp), Creds: creds, IssuedAt: cred.IssuedAt, ExpiresAt: cred.ExpiresAt}
+			if _, err := dist.Deliver(ctx, h); err != nil {
+				s.log.Warn("deliver reissued creds", "agent", g.Name, "delivery", g.Delivery, "err", err)
+				return rotatord.Errorf(rotatord.EUNAVAILABLE, "could not deliver the new credentials by %s; nothing changed", g.Delivery)
+			}
+			creds = nil
+			if f, ok := dist.(Finisher); ok {
+				// What a delivery keeps of the previous creds (a file's
+				// old copy) holds revoked keys now.
+				fin = func() {
+					if err := f.Finish(context.WithoutCancel(ctx), rotatord.Handoff{Account: h.Account, Agent: h.Agent, PublicKey: h.PublicKey}); err != nil {
+						s.log.Warn("clean up after reissue", "agent", h.Agent, "err", err)
+					}
+				}
+			}
+		}
+		res.Agent, res.Creds = g, creds
+		if len(res.RevokedKeys) > 0 {
+			if err := s.resignAccount(ctx, acc); err != nil {
+				return err
+			}
+		}
+		if err := s.auditRevoked(ctx, actor, g, acc, res.RevokedKeys, "reissued"); err != nil {
+			return err
+		}
+		if err := s.audit(ctx, actor, "agent.reissue", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			Details: map[string]any{"revoked_keys": len(res.RevokedKeys), "was_revoked": res.WasRevoked,
+				"ended_rotation": res.EndedRotation, "delivery": g.Delivery}}); err != nil {
+			return err
+		}
+		return s.audit(ctx, actor, "credential.issue", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+			PublicKey: cred.PublicKey, Details: map[string]any{"jwt_id": cred.JWTID, "expires_at": cred.ExpiresAt}})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reissue agent %s: %w", name, err)
+	}
+	if fin != nil {
+		fin()
+	}
+	if len(res.RevokedKeys) > 0 {
+		pr, err := s.PushAccount(ctx, acc.ID)
+		res.Pushed, res.Servers = err == nil, pr.Updated
+		s.changed(ctx, acc.PublicKey)
+	}
+	return res, nil
 }

@@ -4,86 +4,192 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nkeys"
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/jwtissue"
+	"github.com/rotatord/rotatord/internal/refusals"
 )
 
-// Proof is a parsed proof of possession from an agent request.
+// Proof is an agent request's proof of possession as it arrived.
 type Proof struct {
 	Header string // the Authorization header
 	Method string
-	Path   string
+	// Target is the request's escaped path, with "?query" when it has one.
+	Target string
+	Body   []byte
 	Source string // remote address, for the audit trail
 }
 
-// authenticateAgent checks a proof of possession for the named agent: the
-// key must be the agent's active or pending one, the time within ±60 s,
-// the signature valid, and the proof unused. Every refusal is audited.
-func (s *Service) authenticateAgent(ctx context.Context, name string, p Proof) (*rotatord.Agent, *rotatord.Credential, error) {
-	fail := func(code, key, why string) error {
-		err := s.audit(ctx, Actor("agent:"+name), "agent.auth_failed", rotatord.AuditEvent{Agent: name, PublicKey: key,
-			Details: map[string]any{"reason": why, "source": p.Source, "method": p.Method, "path": p.Path}})
-		if err != nil {
-			s.log.Warn("audit agent auth failure", "agent", name, "err", err)
-		}
-		return rotatord.Errorf(code, "%s", why)
+// AgentProof is a proof whose form, time and signature CheckProof accepted:
+// what is left to check needs the database (the key's owner and state, the
+// JWT's expiry, replays).
+type AgentProof struct {
+	Agent     string // the agent name of the path
+	PublicKey string
+	Unix      int64
+	Sig       []byte
+	Source    string
+}
+
+// Refused is a refusal of an agent request: Reason (one of the refusals
+// package's reasons) says why, for the aggregated audit events; Err is the
+// *rotatord.Error shown to the caller.
+type Refused struct {
+	Reason string
+	Err    error
+}
+
+// Error returns the caller-safe message.
+func (e *Refused) Error() string { return e.Err.Error() }
+
+// Unwrap returns the *rotatord.Error.
+func (e *Refused) Unwrap() error { return e.Err }
+
+func refuse(reason, code, format string, args ...any) error {
+	return &Refused{Reason: reason, Err: rotatord.Errorf(code, format, args...)}
+}
+
+// RefusalReason returns why an agent request was refused, when err is a
+// refusal (not a failure of rotatord or a request of an authenticated
+// agent that broke a rule).
+func RefusalReason(err error) (string, bool) {
+	var r *Refused
+	if errors.As(err, &r) {
+		return r.Reason, true
+	}
+	return "", false
+}
+
+// CheckProof checks, without the database, an agent request's proof of
+// possession for the agent name of its path: the name is valid, the header
+// is a version 2 NKey proof by a user key, its time within ProofWindow of
+// now, and its signature verifies over the method, target, time and body
+// hash. Every error is a *Refused: EINVALID for a bad name, EUNAUTHORIZED
+// otherwise (a version 1 proof says so). No error quotes the request.
+func CheckProof(name string, p Proof, now time.Time) (*AgentProof, error) {
+	if rotatord.ValidateName("agent", name) != nil {
+		return nil, refuse(refusals.ReasonInvalidName, rotatord.EINVALID,
+			"agent name is invalid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 	}
 	pub, unix, sig, err := rotatord.ParseProof(p.Header)
 	if err != nil {
-		return nil, nil, fail(rotatord.EUNAUTHORIZED, "", rotatord.ErrorMessage(err))
+		reason := refusals.ReasonMalformed
+		if !strings.HasPrefix(p.Header, rotatord.ProofScheme+" ") {
+			reason = refusals.ReasonMissingProof
+		}
+		return nil, &Refused{Reason: reason, Err: err}
 	}
-	if err := jwtissue.ValidateUserKey(pub); err != nil {
-		return nil, nil, fail(rotatord.EUNAUTHORIZED, "", "proof key is not a user public key")
+	if len(pub) != 56 || !nkeys.IsValidPublicUserKey(pub) {
+		return nil, refuse(refusals.ReasonMalformed, rotatord.EUNAUTHORIZED, "proof key is not a user public key")
 	}
-	now := s.now()
 	at := time.Unix(unix, 0)
 	if at.Before(now.Add(-rotatord.ProofWindow)) || at.After(now.Add(rotatord.ProofWindow)) {
-		return nil, nil, fail(rotatord.EUNAUTHORIZED, pub, "proof timestamp is more than 60s away from the server's clock")
+		return nil, refuse(refusals.ReasonStale, rotatord.EUNAUTHORIZED,
+			"proof timestamp is more than 60s away from the server's clock")
 	}
 	kp, err := nkeys.FromPublicKey(pub)
 	if err != nil {
-		return nil, nil, fail(rotatord.EUNAUTHORIZED, pub, "proof key is not a user public key")
+		return nil, refuse(refusals.ReasonMalformed, rotatord.EUNAUTHORIZED, "proof key is not a user public key")
 	}
-	if err := kp.Verify(rotatord.ProofMessage(p.Method, p.Path, unix), sig); err != nil {
-		return nil, nil, fail(rotatord.EUNAUTHORIZED, pub, "bad proof signature")
+	if err := kp.Verify(rotatord.ProofMessage(p.Method, p.Target, unix, rotatord.BodyHash(p.Body)), sig); err != nil {
+		path, _, _ := strings.Cut(p.Target, "?")
+		if kp.Verify(rotatord.ProofMessageV1(p.Method, path, unix), sig) == nil {
+			return nil, refuse(refusals.ReasonProofV1, rotatord.EUNAUTHORIZED,
+				"version 1 proofs are no longer accepted: sign rotatord-v2\\n<METHOD>\\n<path?query>\\n<unix seconds>\\n<hex SHA-256 of the body> (update the agent)")
+		}
+		return nil, refuse(refusals.ReasonBadSignature, rotatord.EUNAUTHORIZED, "bad proof signature")
 	}
-	cred, err := s.store.FindCredentialByPublicKey(ctx, pub)
+	return &AgentProof{Agent: name, PublicKey: pub, Unix: unix, Sig: sig, Source: p.Source}, nil
+}
+
+// CheckKeyProof checks, without the database, the body of an own-key POST
+// whose proof CheckProof accepted: pub must be a user public key other than
+// the proof's, and keyProof the new key's signature over
+// rotatord.KeyProofMessage(agent, pub, time of the proof). Errors are
+// *Refused: EINVALID for the key (never quoted), EUNAUTHORIZED for the key
+// proof.
+func CheckKeyProof(ap *AgentProof, pub, keyProof string) error {
+	if len(pub) != 56 || !nkeys.IsValidPublicUserKey(pub) {
+		return refuse(refusals.ReasonBadBody, rotatord.EINVALID, "public_key is not a user public key (it starts with U and has 56 characters)")
+	}
+	if pub == ap.PublicKey {
+		return refuse(refusals.ReasonBadBody, rotatord.EINVALID, "public_key is the key that signed the request: generate a new key pair")
+	}
+	if keyProof == "" {
+		return refuse(refusals.ReasonBadKeyProof, rotatord.EUNAUTHORIZED,
+			"missing key_proof: the new key's signature over rotatord-v2-key\\n<agent name>\\n<new public key>\\n<unix seconds of the proof>")
+	}
+	sig, err := rotatord.DecodeSignature(keyProof)
+	if err != nil {
+		return refuse(refusals.ReasonBadKeyProof, rotatord.EUNAUTHORIZED, "malformed key_proof: want a base64url ed25519 signature")
+	}
+	kp, err := nkeys.FromPublicKey(pub)
+	if err != nil {
+		return refuse(refusals.ReasonBadBody, rotatord.EINVALID, "public_key is not a user public key")
+	}
+	if kp.Verify(rotatord.KeyProofMessage(ap.Agent, pub, ap.Unix), sig) != nil {
+		return refuse(refusals.ReasonBadKeyProof, rotatord.EUNAUTHORIZED,
+			"bad key_proof: it must be the new key's signature over rotatord-v2-key\\n<agent name>\\n<new public key>\\n<unix seconds of the proof>")
+	}
+	return nil
+}
+
+// authenticateAgent finishes checking a proof with the database: the key
+// must be the agent's active or pending one, its JWT unexpired, and the
+// proof unused. It records the proof as used only after every other check
+// passed, so a refused request never burns a genuine one. Refusals are
+// *Refused: EFORBIDDEN (not the agent's key, revoked), ECREDEXPIRED,
+// EUNAUTHORIZED (replay).
+func (s *Service) authenticateAgent(ctx context.Context, ap *AgentProof) (*rotatord.Agent, *rotatord.Credential, error) {
+	cred, err := s.store.FindCredentialByPublicKey(ctx, ap.PublicKey)
 	if errors.Is(err, rotatord.ErrNotFound) {
-		return nil, nil, fail(rotatord.EFORBIDDEN, pub, "key is not a key of this agent")
+		return nil, nil, refuse(refusals.ReasonForeignKey, rotatord.EFORBIDDEN, "key is not a key of this agent")
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	g, err := s.store.FindAgentByName(ctx, name)
+	g, err := s.store.FindAgentByName(ctx, ap.Agent)
 	if errors.Is(err, rotatord.ErrNotFound) || (err == nil && g.ID != cred.AgentID) {
-		return nil, nil, fail(rotatord.EFORBIDDEN, pub, "key is not a key of this agent")
+		return nil, nil, refuse(refusals.ReasonForeignKey, rotatord.EFORBIDDEN, "key is not a key of this agent")
 	}
 	if err != nil {
 		return nil, nil, err
 	}
 	if g.State != rotatord.AgentActive || (cred.State != rotatord.CredentialActive && cred.State != rotatord.CredentialPending) {
-		return nil, nil, fail(rotatord.EFORBIDDEN, pub, "key is revoked")
+		return nil, nil, refuse(refusals.ReasonRevokedKey, rotatord.EFORBIDDEN, "key is revoked")
 	}
-	// Only a signature that verified is recorded, so junk cannot fill the table.
-	if err := s.store.UseProof(ctx, sig, at.Add(rotatord.ProofWindow)); errors.Is(err, rotatord.ErrConflict) {
-		return nil, nil, fail(rotatord.EUNAUTHORIZED, pub, "proof already used (replay)")
+	if now := s.now(); !now.Before(cred.ExpiresAt) {
+		return nil, nil, refuse(refusals.ReasonExpired, rotatord.ECREDEXPIRED,
+			"the JWT of this key expired at %s: an operator must reissue the agent (rotatord agents reissue %s)",
+			cred.ExpiresAt.UTC().Format(time.RFC3339), g.Name)
+	}
+	// The proof's own time, not this replica's clock, bounds the record;
+	// pruning waits ProofReplayMargin more by the database's clock.
+	if err := s.store.UseProof(ctx, ap.Sig, time.Unix(ap.Unix, 0).Add(rotatord.ProofWindow)); errors.Is(err, rotatord.ErrConflict) {
+		return nil, nil, refuse(refusals.ReasonReplay, rotatord.EUNAUTHORIZED, "proof already used (replay)")
 	} else if err != nil {
 		return nil, nil, err
 	}
 	return g, cred, nil
 }
 
-// AgentCreds returns the newest creds file for the agent that proves
-// possession of its active or pending key. It returns ENOTMODIFIED when the
-// presented key already is the newest.
-func (s *Service) AgentCreds(ctx context.Context, name string, p Proof) ([]byte, error) {
-	g, presented, err := s.authenticateAgent(ctx, name, p)
+// AgentCreds returns the newest creds file for the agent whose proof
+// CheckProof accepted, once the database confirms it (authenticateAgent).
+// It returns ENOTMODIFIED when the presented key already is the newest,
+// and EDELIVERYMISMATCH for an agent whose delivery is not poll: its creds
+// go to Vault or a file, never over HTTP.
+func (s *Service) AgentCreds(ctx context.Context, ap *AgentProof) ([]byte, error) {
+	g, presented, err := s.authenticateAgent(ctx, ap)
 	if err != nil {
 		return nil, err
+	}
+	if g.Delivery != rotatord.DeliveryPoll {
+		return nil, rotatord.Errorf(rotatord.EDELIVERYMISMATCH,
+			"agent %s has delivery %s: its credentials are not served over HTTP", g.Name, g.Delivery)
 	}
 	r, err := s.store.InFlightRotation(ctx, g.ID)
 	if err != nil {
@@ -108,8 +214,8 @@ func (s *Service) AgentCreds(ctx context.Context, name string, p Proof) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	if err := s.audit(ctx, Actor("agent:"+name), "credential.fetch", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-		PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"source": p.Source, "proof_key": presented.PublicKey}}); err != nil {
+	if err := s.audit(ctx, Actor("agent:"+g.Name), "credential.fetch", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+		PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"source": ap.Source, "proof_key": presented.PublicKey}}); err != nil {
 		return nil, err
 	}
 	return creds, nil
@@ -119,26 +225,38 @@ func (s *Service) AgentCreds(ctx context.Context, name string, p Proof) ([]byte,
 type AgentKeyResult struct {
 	Rotation   *rotatord.Rotation
 	Credential *rotatord.Credential
+	// Repeated is true when the key was the one of the agent's rotation in
+	// flight already (a retry after a lost answer): nothing new started.
+	Repeated bool
 }
 
-// AgentKey starts a rotation from a key pair the agent generated itself:
-// rotatord issues a JWT for pub and the seed never leaves the agent. The
-// caller proves possession of its current key. A key that is not a user
-// key is EINVALID; one already used (by this agent or another) ECONFLICT.
-func (s *Service) AgentKey(ctx context.Context, name, pub string, p Proof) (*AgentKeyResult, error) {
-	g, presented, err := s.authenticateAgent(ctx, name, p)
+// AgentKey starts a rotation from a key pair the agent generated itself
+// (pub, whose key proof CheckKeyProof accepted): rotatord issues a JWT for
+// it and the seed never leaves the agent. The key of the agent's rotation
+// in flight sent again gets that rotation back. Errors: the refusals of
+// authenticateAgent; ETOOMANYREQUESTS (a *rotatord.RetryError) within the
+// agent rotate interval of the agent's last own-key rotation; ECONFLICT for
+// a key used before or while another rotation is in flight.
+func (s *Service) AgentKey(ctx context.Context, ap *AgentProof, pub string) (*AgentKeyResult, error) {
+	g, presented, err := s.authenticateAgent(ctx, ap)
 	if err != nil {
 		return nil, err
 	}
-	if err := jwtissue.ValidateUserKey(pub); err != nil {
+	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
 		return nil, err
+	} else if r != nil && r.NewKey == pub && r.Trigger == rotatord.TriggerAgent {
+		cred, err := s.store.FindCredential(ctx, r.NewCredentialID)
+		if err != nil {
+			return nil, err
+		}
+		return &AgentKeyResult{Rotation: r, Credential: cred, Repeated: true}, nil
 	}
 	if _, err := s.store.FindCredentialByPublicKey(ctx, pub); err == nil {
 		return nil, rotatord.Errorf(rotatord.ECONFLICT, "public key was used before: generate a new key pair")
 	} else if !errors.Is(err, rotatord.ErrNotFound) {
 		return nil, err
 	}
-	r, err := s.startRotation(ctx, Actor("agent:"+name), g.Name, rotatord.TriggerAgent, pub)
+	r, err := s.startRotation(ctx, Actor("agent:"+g.Name), g.Name, rotatord.TriggerAgent, pub)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +267,9 @@ func (s *Service) AgentKey(ctx context.Context, name, pub string, p Proof) (*Age
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("agent sent its own key", "agent", name, "key", pub, "rotation", r.ID, "proof_key", presented.PublicKey)
+	s.log.Info("agent sent its own key", "agent", g.Name, "key", pub, "rotation", r.ID, "proof_key", presented.PublicKey)
 	return &AgentKeyResult{Rotation: r, Credential: cred}, nil
 }
+
+// Now is the service's clock (the one proofs are checked against).
+func (s *Service) Now() time.Time { return s.now() }

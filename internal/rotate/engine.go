@@ -73,6 +73,18 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 		if trigger == rotatord.TriggerSchedule && (g.NextRotationAt == nil || g.NextRotationAt.After(now)) {
 			return errNotDue
 		}
+		if trigger == rotatord.TriggerAgent {
+			// Judged under the agent's lock by the database's clock, so
+			// replicas agree and two requests at once cannot both pass.
+			wait, err := s.store.AgentRotationWait(ctx, g.ID, s.agentRotateEvery)
+			if err != nil {
+				return err
+			}
+			if wait > 0 {
+				return rotatord.TooManyRequests(wait, "agent %s rotated its own key less than %s ago: try again in %s",
+					g.Name, s.agentRotateEvery, wait.Round(time.Second))
+			}
+		}
 		if inflight, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
 			return err
 		} else if inflight != nil {
@@ -306,6 +318,14 @@ func (s *Service) distribute(ctx context.Context, g *rotatord.Agent, r *rotatord
 	r.State, r.DistributedAt, r.Deadline, r.DeliveryRef = rotatord.RotationDistributed, &now, &deadline, ref
 	if err := s.store.UpdateRotation(ctx, r); err != nil {
 		return nil, err
+	}
+	if g.Delivery != rotatord.DeliveryPoll {
+		// Delivered: the seed is where the agent reads it, and rotatord
+		// keeps no copy. A rollback restores by the delivery's reference
+		// (a Vault version, the kept file), which needs no seed.
+		if err := s.store.ForgetSeed(ctx, r.NewCredentialID); err != nil {
+			return nil, err
+		}
 	}
 	return nil, s.auditDelivered(ctx, g, r)
 }

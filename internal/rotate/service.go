@@ -78,7 +78,9 @@ type Store interface {
 	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
 	OldestValidIssuedAt(ctx context.Context, accountID int64) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
-	PruneProofs(ctx context.Context, t time.Time) error
+	PruneProofs(ctx context.Context, margin time.Duration) error
+	AgentRotationWait(ctx context.Context, agentID int64, every time.Duration) (time.Duration, error)
+	ForgetSeed(ctx context.Context, credentialID int64) error
 	AddAlert(ctx context.Context, a *rotatord.Alert) error
 
 	Audit(ctx context.Context, e *rotatord.AuditEvent) error
@@ -124,11 +126,20 @@ type Config struct {
 	// account's JWT, so this replica's resolver cache follows at once (other
 	// replicas learn of it through LISTEN/NOTIFY).
 	AccountChanged func(ctx context.Context, accountPub string)
+	// AgentRotateMinInterval is the least time between two rotations an
+	// agent starts itself (own-key POST); DefaultAgentRotateMinInterval
+	// when zero.
+	AgentRotateMinInterval time.Duration
 	// ActivationLifetime is how long the activation tokens rotatord mints
 	// between its accounts are valid (default 30 days); Tick renews them
 	// when a third of it is left.
 	ActivationLifetime time.Duration
 }
+
+// DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
+// every own-key rotation adds a revocation entry to the account JWT, so an
+// agent must not be able to start them in a loop.
+const DefaultAgentRotateMinInterval = 10 * time.Minute
 
 // Service implements rotatord's operations. It is safe for concurrent use.
 type Service struct {
@@ -149,7 +160,10 @@ type Service struct {
 	alertKick    chan struct{}
 	watchKick    chan struct{}
 	checker      ConnChecker
-	activations  time.Duration // lifetime of minted activation tokens
+	// agentRotateEvery: see Config.AgentRotateMinInterval.
+	agentRotateEvery time.Duration
+	// activations: see Config.ActivationLifetime.
+	activations time.Duration
 
 	mu         sync.Mutex
 	lastSweep  time.Time
@@ -181,11 +195,15 @@ func New(cfg Config) *Service {
 	if every == 0 {
 		every = 5 * time.Second
 	}
+	agentEvery := cfg.AgentRotateMinInterval
+	if agentEvery <= 0 {
+		agentEvery = DefaultAgentRotateMinInterval
+	}
 	activations := cfg.ActivationLifetime
 	if activations <= 0 {
 		activations = DefaultActivationLifetime
 	}
-	return &Service{store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now, activations: activations,
+	return &Service{agentRotateEvery: agentEvery, activations: activations, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}

@@ -78,7 +78,10 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.store.PruneProofs(ctx, now); err != nil {
+	// By the database's clock, a margin past the acceptance window: a
+	// replica whose clock runs ahead must not forget a proof that another
+	// replica still accepts.
+	if err := s.store.PruneProofs(ctx, rotatord.ProofReplayMargin); err != nil {
 		errs = append(errs, err)
 	}
 	if s.renewDue(now) {

@@ -3,8 +3,12 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -109,8 +113,8 @@ func TestRotateOwnKeySendsOnlyThePublicKey(t *testing.T) {
 	if err := json.Unmarshal(posts[0], &body); err != nil {
 		t.Fatalf("POST body is not JSON: %v", err)
 	}
-	if len(body) != 1 || body["public_key"] != newKey {
-		t.Fatalf("POST body %s; want only {\"public_key\": %q}", posts[0], newKey)
+	if len(body) != 2 || body["public_key"] != newKey || body["key_proof"] == "" {
+		t.Fatalf("POST body %s; want only {\"public_key\": %q, \"key_proof\": ...}", posts[0], newKey)
 	}
 	seedKP, err := jwt.ParseDecoratedUserNKey(a.CredsFile())
 	if err != nil {
@@ -425,8 +429,41 @@ func TestSignRequestIsAValidProof(t *testing.T) {
 	if want := must(kp.PublicKey()); pub != want || unix != now.Unix() {
 		t.Fatalf("proof for %s at %d; want %s at %d", pub, unix, want, now.Unix())
 	}
-	if err := kp.Verify(rotatord.ProofMessage("GET", "/v1/agents/agent%20kate/creds", unix), sig); err != nil {
+	if err := kp.Verify(rotatord.ProofMessage("GET", "/v1/agents/agent%20kate/creds", unix, rotatord.EmptyBodyHash), sig); err != nil {
 		t.Fatalf("signature over the escaped path: %v", err)
+	}
+	// Version 2 covers the query and the body: exactly this message.
+	body := `{"public_key":"U"}`
+	req = httptest.NewRequest(http.MethodPost, "http://rotatord/v1/agents/kate/creds?x=1&y=%2F", strings.NewReader(body))
+	if err := agent.SignRequest(req, kp, now); err != nil {
+		t.Fatal(err)
+	}
+	_, _, sig, _ = rotatord.ParseProof(req.Header.Get("Authorization"))
+	sum := sha256.Sum256([]byte(body))
+	msg := "rotatord-v2\nPOST\n/v1/agents/kate/creds?x=1&y=%2F\n1700000000\n" + hex.EncodeToString(sum[:])
+	if err := kp.Verify([]byte(msg), sig); err != nil {
+		t.Fatalf("signature over %q: %v", msg, err)
+	}
+	if got, _ := io.ReadAll(req.Body); string(got) != body {
+		t.Fatalf("body after signing = %q, want it intact", got)
+	}
+	// The key proof of an own-key POST.
+	newKP := must(nkeys.CreateUser())
+	raw, err := agent.OwnKeyBody(newKP, "kate", now.Unix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in struct{ PublicKey, KeyProof string }
+	json.Unmarshal(raw, &struct {
+		PublicKey *string `json:"public_key"`
+		KeyProof  *string `json:"key_proof"`
+	}{&in.PublicKey, &in.KeyProof})
+	ksig, err := base64.RawURLEncoding.DecodeString(in.KeyProof)
+	if err != nil || in.PublicKey != must(newKP.PublicKey()) {
+		t.Fatalf("own-key body %s", raw)
+	}
+	if err := newKP.Verify([]byte("rotatord-v2-key\nkate\n"+in.PublicKey+"\n1700000000"), ksig); err != nil {
+		t.Fatalf("key proof: %v", err)
 	}
 }
 
@@ -454,5 +491,42 @@ func TestRolledBackKeyFallsBackToThePreviousOne(t *testing.T) {
 	})
 	if got := f.connectedKeys(t); !slices.Equal(got, []string{pubA}) {
 		t.Fatalf("server sees keys %v; want [%s]", got, pubA)
+	}
+}
+
+// A RotateOwnKey whose answer was lost (a 5xx) sends the same key again on
+// the next call: rotatord answers a retry of the rotation in flight with
+// the same 202, where a new key would be refused while it is in flight.
+func TestRotateOwnKeyRetriesWithTheSameKey(t *testing.T) {
+	t.Parallel()
+	f := &fleet{acc: must(nkeys.CreateAccount())} // no nats-server needed
+	credsA, pubA := f.user(t, f.acc)
+	rd := newFakeRotatord(t, f, "agent-kate", pubA)
+	rd.postStatus = http.StatusServiceUnavailable
+	a, _ := newClient(t, rd, credsA)
+	if err := a.RotateOwnKey(t.Context()); err == nil {
+		t.Fatal("RotateOwnKey succeeded against a 503")
+	}
+	rd.mu.Lock()
+	rd.postStatus = 0
+	rd.mu.Unlock()
+	if err := a.RotateOwnKey(t.Context()); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	posts := rd.postBodies()
+	if len(posts) != 2 {
+		t.Fatalf("%d POSTs, want 2", len(posts))
+	}
+	var first, second struct {
+		PublicKey string `json:"public_key"`
+		KeyProof  string `json:"key_proof"`
+	}
+	json.Unmarshal(posts[0], &first)
+	json.Unmarshal(posts[1], &second)
+	if first.PublicKey == "" || first.PublicKey != second.PublicKey {
+		t.Fatalf("retry sent key %s after %s; want the same key", second.PublicKey, first.PublicKey)
+	}
+	if a.PublicKey() != second.PublicKey {
+		t.Fatalf("client on %s, want the sent key %s", a.PublicKey(), second.PublicKey)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,8 @@ type APIError struct {
 	StatusCode int
 	Code       string
 	Message    string
+	// RetryAfter is the wait rotatord asked for (Retry-After of a 429), or 0.
+	RetryAfter time.Duration
 }
 
 // Error returns the status, the message and the code.
@@ -42,8 +45,11 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("rotatord answered %d: %s (%s)", e.StatusCode, msg, e.Code)
 }
 
-func apiError(status int, body []byte) *APIError {
+func apiError(status int, hdr http.Header, body []byte) *APIError {
 	e := &APIError{StatusCode: status}
+	if n, err := strconv.Atoi(hdr.Get("Retry-After")); err == nil && n > 0 {
+		e.RetryAfter = time.Duration(n) * time.Second
+	}
 	var b struct {
 		Error string `json:"error"`
 		Code  string `json:"code"`
@@ -69,22 +75,30 @@ func (c *Client) credsURL() (string, error) {
 	return u, nil
 }
 
-// do sends req signed with the key in use and returns the status and body.
-func (c *Client) do(req *http.Request) (int, []byte, error) {
+// response is rotatord's answer to a signed request.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do sends a request to u signed with the key in use. body makes the
+// request body for the proof's time (an own-key POST signs it into its key
+// proof); nil sends none.
+func (c *Client) do(ctx context.Context, method, u string, body func(unix int64) ([]byte, error)) (*response, error) {
 	c.mu.Lock()
 	k := c.inUseLocked()
-	// A proof signs the method, path and second, and Ed25519 signatures
-	// are deterministic: two requests in one second would carry the same
-	// proof, which rotatord refuses as a replay. Later seconds are fine
-	// (rotatord accepts ±60 s).
+	// Ed25519 signatures are deterministic: two identical requests in one
+	// second would carry the same proof, which rotatord refuses as a
+	// replay. Later seconds are fine (rotatord accepts ±60 s).
 	unix := c.cfg.Now().Unix()
-	id := k.pub + " " + req.Method + " " + req.URL.EscapedPath()
+	id := k.pub + " " + method + " " + u
 	if last, ok := c.lastProof[id]; ok && unix <= last {
 		unix = last + 1
 	}
 	if unix > c.cfg.Now().Unix()+int64(rotatord.ProofWindow/time.Second)/2 {
 		c.mu.Unlock()
-		return 0, nil, errors.New("too many requests to rotatord in the last seconds")
+		return nil, errors.New("too many requests to rotatord in the last seconds")
 	}
 	for id, last := range c.lastProof {
 		if last < unix-int64(rotatord.ProofWindow/time.Second) {
@@ -93,19 +107,33 @@ func (c *Client) do(req *http.Request) (int, []byte, error) {
 	}
 	c.lastProof[id] = unix
 	c.mu.Unlock()
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = body(unix); err != nil {
+			return nil, err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(payload))
+	if err != nil {
+		return nil, fmt.Errorf("request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if err := SignRequest(req, k.kp, time.Unix(unix, 0)); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	return resp.StatusCode, body, nil
+	return &response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 // Refresh asks rotatord for newer creds once (GET /v1/agents/{name}/creds
@@ -118,22 +146,18 @@ func (c *Client) Refresh(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false, fmt.Errorf("creds request: %w", err)
-	}
-	status, body, err := c.do(req)
+	resp, err := c.do(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return false, fmt.Errorf("fetch creds: %w", err)
 	}
-	switch status {
+	switch resp.status {
 	case http.StatusNotModified:
 		return false, nil
 	case http.StatusOK:
 	default:
-		return false, fmt.Errorf("fetch creds: %w", apiError(status, body))
+		return false, fmt.Errorf("fetch creds: %w", apiError(resp.status, resp.header, resp.body))
 	}
-	switched, err := c.use(body)
+	switched, err := c.use(resp.body)
 	if err != nil {
 		return false, fmt.Errorf("fetched creds: %w", err)
 	}
@@ -142,24 +166,32 @@ func (c *Client) Refresh(ctx context.Context) (bool, error) {
 
 // RotateOwnKey rotates to a key pair the agent generates itself: it sends
 // only the new public key to rotatord (POST /v1/agents/{name}/creds, with
-// a proof of possession of the key in use), builds a creds file from the
-// JWT rotatord issues for it and the local seed, and switches to it (Use).
-// The seed never leaves the process. Errors: *APIError when rotatord
-// refuses (409 while a rotation is in flight); a network failure, after
-// which the key pair is kept so that a JWT for it delivered through Vault
-// (WatchVault) can still be used.
+// a proof of possession of the key in use and the new key's key proof),
+// builds a creds file from the JWT rotatord issues for it and the local
+// seed, and switches to it (Use). The seed never leaves the process. After
+// a failure whose answer was lost (a network error, a 5xx) the key pair is
+// kept: the next RotateOwnKey sends the same key again, and rotatord answers
+// again for the rotation it started, and a JWT for it delivered through
+// Vault (WatchVault) can still be used. Errors: *APIError when rotatord
+// refuses (409 while another rotation is in flight, 429 within
+// ROTATORD_AGENT_ROTATE_MIN_INTERVAL of the last one, with RetryAfter).
 func (c *Client) RotateOwnKey(ctx context.Context) error {
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		return fmt.Errorf("create key pair: %w", err)
+	c.mu.Lock()
+	kp := c.pending
+	c.mu.Unlock()
+	if kp == nil {
+		var err error
+		if kp, err = nkeys.CreateUser(); err != nil {
+			return fmt.Errorf("create key pair: %w", err)
+		}
+		c.mu.Lock()
+		c.pending = kp
+		c.mu.Unlock()
 	}
 	pub, err := kp.PublicKey()
 	if err != nil {
 		return fmt.Errorf("create key pair: %w", err)
 	}
-	c.mu.Lock()
-	c.pending = kp
-	c.mu.Unlock()
 	forget := func() {
 		c.mu.Lock()
 		if c.pending == kp {
@@ -173,28 +205,17 @@ func (c *Client) RotateOwnKey(ctx context.Context) error {
 		forget()
 		return err
 	}
-	payload, err := json.Marshal(struct {
-		PublicKey string `json:"public_key"`
-	}{pub})
-	if err != nil {
-		forget()
-		return fmt.Errorf("send own key: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(payload))
-	if err != nil {
-		forget()
-		return fmt.Errorf("send own key: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	status, body, err := c.do(req)
+	resp, err := c.do(ctx, http.MethodPost, u, func(unix int64) ([]byte, error) {
+		return OwnKeyBody(kp, c.cfg.Name, unix)
+	})
 	if err != nil {
 		return fmt.Errorf("send own key %s: %w", pub, err)
 	}
-	if status != http.StatusAccepted {
-		if status < 500 {
+	if resp.status != http.StatusAccepted {
+		if resp.status < 500 {
 			forget() // refused: no JWT will come for it
 		}
-		return fmt.Errorf("send own key %s: %w", pub, apiError(status, body))
+		return fmt.Errorf("send own key %s: %w", pub, apiError(resp.status, resp.header, resp.body))
 	}
 	var out struct {
 		ID        string    `json:"id"`
@@ -203,7 +224,7 @@ func (c *Client) RotateOwnKey(ctx context.Context) error {
 		JWT       string    `json:"jwt"`
 		ExpiresAt time.Time `json:"expires_at"`
 	}
-	if err := json.Unmarshal(body, &out); err != nil {
+	if err := json.Unmarshal(resp.body, &out); err != nil {
 		return fmt.Errorf("send own key %s: decode answer: %w", pub, err)
 	}
 	file, err := ownCreds(kp, out.JWT)
@@ -260,19 +281,91 @@ func (c *Client) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// SignRequest adds rotatord's proof of possession of kp to req: a signature
-// over the method, the request's escaped path and the time. rotatord
-// accepts it within ±60 s of its clock, once.
+// SignRequest adds rotatord's proof of possession of kp to req (version 2):
+// a signature over the method, the escaped path with its query, the time
+// and the SHA-256 of the body. The body is read through req.GetBody when
+// set (as http.NewRequest sets it), or read and put back. rotatord accepts
+// the proof within ±60 s of its clock, once.
 func SignRequest(req *http.Request, kp nkeys.KeyPair, now time.Time) error {
+	var body []byte
+	switch {
+	case req.Body == nil || req.Body == http.NoBody:
+	case req.GetBody != nil:
+		rc, err := req.GetBody()
+		if err != nil {
+			return fmt.Errorf("sign request: read body: %w", err)
+		}
+		body, err = io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("sign request: read body: %w", err)
+		}
+	default:
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return fmt.Errorf("sign request: read body: %w", err)
+		}
+		body = b
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	}
+	target := req.URL.EscapedPath()
+	if req.URL.RawQuery != "" {
+		target += "?" + req.URL.RawQuery
+	}
+	h, err := Proof(kp, req.Method, target, body, now)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", h)
+	return nil
+}
+
+// Proof returns the Authorization header value that proves possession of
+// kp for a request: method, target (the escaped path, with "?query" when
+// there is one), body (nil for none) and the time now (whole seconds).
+func Proof(kp nkeys.KeyPair, method, target string, body []byte, now time.Time) (string, error) {
 	pub, err := kp.PublicKey()
 	if err != nil {
-		return fmt.Errorf("sign request: %w", err)
+		return "", fmt.Errorf("sign request: %w", err)
 	}
 	unix := now.Unix()
-	sig, err := kp.Sign(rotatord.ProofMessage(req.Method, req.URL.EscapedPath(), unix))
+	sig, err := kp.Sign(rotatord.ProofMessage(method, target, unix, rotatord.BodyHash(body)))
 	if err != nil {
-		return fmt.Errorf("sign request: %w", err)
+		return "", fmt.Errorf("sign request: %w", err)
 	}
-	req.Header.Set("Authorization", rotatord.FormatProof(pub, unix, sig))
-	return nil
+	return rotatord.FormatProof(pub, unix, sig), nil
+}
+
+// KeyProof returns the key proof of an own-key POST: newKey's signature
+// (base64url) over rotatord-v2-key\n<agent>\n<new public key>\n<unix>, where
+// unix is the time of the request's proof.
+func KeyProof(newKey nkeys.KeyPair, agent string, unix int64) (string, error) {
+	pub, err := newKey.PublicKey()
+	if err != nil {
+		return "", fmt.Errorf("key proof: %w", err)
+	}
+	sig, err := newKey.Sign(rotatord.KeyProofMessage(agent, pub, unix))
+	if err != nil {
+		return "", fmt.Errorf("key proof: %w", err)
+	}
+	return rotatord.EncodeSignature(sig), nil
+}
+
+// OwnKeyBody returns the JSON body of an own-key POST for newKey,
+// {"public_key","key_proof"}, for a request whose proof is made at unix.
+func OwnKeyBody(newKey nkeys.KeyPair, agent string, unix int64) ([]byte, error) {
+	pub, err := newKey.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("own key body: %w", err)
+	}
+	proof, err := KeyProof(newKey, agent, unix)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(struct {
+		PublicKey string `json:"public_key"`
+		KeyProof  string `json:"key_proof"`
+	}{pub, proof})
 }

@@ -222,8 +222,17 @@ func (rd *fakeRotatord) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, rotatord.EUNAUTHORIZED, "proof too old")
 		return
 	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, rotatord.EINVALID, "read body")
+		return
+	}
+	target := r.URL.EscapedPath()
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
 	kp, err := nkeys.FromPublicKey(pub)
-	if err != nil || kp.Verify(rotatord.ProofMessage(r.Method, r.URL.EscapedPath(), unix), sig) != nil {
+	if err != nil || kp.Verify(rotatord.ProofMessage(r.Method, target, unix, rotatord.BodyHash(body)), sig) != nil {
 		writeError(w, http.StatusUnauthorized, rotatord.EUNAUTHORIZED, "bad proof signature")
 		return
 	}
@@ -247,19 +256,21 @@ func (rd *fakeRotatord) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write(rd.offer)
 	case http.MethodPost:
-		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-		if err != nil {
-			writeError(w, http.StatusBadRequest, rotatord.EINVALID, "read body")
-			return
-		}
 		rd.posts = append(rd.posts, body)
 		var in struct {
 			PublicKey string `json:"public_key"`
+			KeyProof  string `json:"key_proof"`
 		}
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil || !nkeys.IsValidPublicUserKey(in.PublicKey) {
-			writeError(w, http.StatusBadRequest, rotatord.EINVALID, "body must be {\"public_key\": user public key}")
+			writeError(w, http.StatusBadRequest, rotatord.EINVALID, "body must be {\"public_key\", \"key_proof\"}")
+			return
+		}
+		newKP, _ := nkeys.FromPublicKey(in.PublicKey)
+		ksig, err := rotatord.DecodeSignature(in.KeyProof)
+		if err != nil || newKP.Verify(rotatord.KeyProofMessage(rd.name, in.PublicKey, unix), ksig) != nil {
+			writeError(w, http.StatusUnauthorized, rotatord.EUNAUTHORIZED, "bad key_proof")
 			return
 		}
 		if rd.postStatus != 0 {

@@ -1,0 +1,246 @@
+package rotate_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/pgtest"
+	"github.com/rotatord/rotatord/internal/refusals"
+	"github.com/rotatord/rotatord/internal/registry"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/seal"
+)
+
+// signGet is a version 2 proof of a GET of the agent's creds.
+func signGet(t testing.TB, kp nkeys.KeyPair, name string, at time.Time) rotate.Proof {
+	t.Helper()
+	target := "/v1/agents/" + name + "/creds"
+	pub, _ := kp.PublicKey()
+	sig, err := kp.Sign(rotatord.ProofMessage("GET", target, at.Unix(), rotatord.BodyHash(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rotate.Proof{Header: rotatord.FormatProof(pub, at.Unix(), sig), Method: "GET", Target: target, Source: "192.0.2.1"}
+}
+
+func TestCheckProof(t *testing.T) {
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	now := time.Unix(1_800_000_000, 0)
+	good := signGet(t, kp, "kate", now)
+	ap, err := rotate.CheckProof("kate", good, now)
+	if err != nil || ap.PublicKey != pub || ap.Unix != now.Unix() || ap.Agent != "kate" {
+		t.Fatalf("CheckProof(good) = %+v, %v", ap, err)
+	}
+	withBody := func(body string) rotate.Proof {
+		sig, _ := kp.Sign(rotatord.ProofMessage("POST", "/v1/agents/kate/creds", now.Unix(), rotatord.BodyHash([]byte(body))))
+		return rotate.Proof{Header: rotatord.FormatProof(pub, now.Unix(), sig), Method: "POST", Target: "/v1/agents/kate/creds", Body: []byte(body)}
+	}
+	tampered := withBody(`{"public_key":"A"}`)
+	tampered.Body = []byte(`{"public_key":"B"}`)
+	for _, c := range []struct {
+		name, agent string
+		p           rotate.Proof
+		at          time.Time
+		reason      string
+		code        string
+	}{
+		{"body covered", "kate", withBody(`{"x":1}`), now, "", ""},
+		{"tampered body", "kate", tampered, now, refusals.ReasonBadSignature, rotatord.EUNAUTHORIZED},
+		{"invalid name", strings.Repeat("k", 65), good, now, refusals.ReasonInvalidName, rotatord.EINVALID},
+		{"no header", "kate", rotate.Proof{Method: "GET"}, now, refusals.ReasonMissingProof, rotatord.EUNAUTHORIZED},
+		{"garbage", "kate", rotate.Proof{Header: "NKey x", Method: "GET"}, now, refusals.ReasonMalformed, rotatord.EUNAUTHORIZED},
+		{"stale", "kate", good, now.Add(61 * time.Second), refusals.ReasonStale, rotatord.EUNAUTHORIZED},
+	} {
+		_, err := rotate.CheckProof(c.agent, c.p, c.at)
+		reason, refused := rotate.RefusalReason(err)
+		if c.reason == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		if !refused || reason != c.reason || rotatord.ErrorCode(err) != c.code {
+			t.Errorf("%s: got %v (reason %q, code %s), want reason %q code %s", c.name, err, reason, rotatord.ErrorCode(err), c.reason, c.code)
+		}
+	}
+}
+
+// Two replicas on one database, one 30 s ahead: the one ahead prunes used
+// proofs by the database's clock with a margin, so the other never accepts
+// the same proof twice.
+func TestReplayAcrossReplicasWithSkewedClocks(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	key := make([]byte, seal.KeySize)
+	rand.Read(key)
+	sealer, _ := seal.New(key)
+	start := time.Now()
+	clkA, clkB := &fakeClock{t: start}, &fakeClock{t: start.Add(30 * time.Second)}
+	open := func(clk *fakeClock) (*rotate.Service, *registry.Store) {
+		store, err := registry.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(store.Close)
+		return rotate.New(rotate.Config{Store: store, Sealer: sealer, Now: clk.Now, NoJitter: true}), store
+	}
+	a, _ := open(clkA)
+	b, _ := open(clkB)
+	if _, _, err := a.Init(ctx, "test", "op"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	_, creds, err := a.CreateAgent(ctx, "test", rotate.AgentInput{Name: "kate", Account: "fleet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, _ := jwt.ParseDecoratedUserNKey(creds)
+	p := signGet(t, kp, "kate", start)
+	use := func() error {
+		ap, err := rotate.CheckProof("kate", p, clkA.Now())
+		if err != nil {
+			t.Fatalf("replica a's clock refuses the proof: %v", err)
+		}
+		_, err = a.AgentCreds(ctx, ap)
+		return err
+	}
+	if err := use(); !errors.Is(err, rotatord.ErrNotModified) {
+		t.Fatalf("first use = %v, want accepted (not modified)", err)
+	}
+	// 31 s later: a still accepts the proof's time; b's clock says 61 s.
+	clkA.Add(31 * time.Second)
+	clkB.Add(31 * time.Second)
+	if _, err := b.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = use()
+	if reason, _ := rotate.RefusalReason(err); reason != refusals.ReasonReplay {
+		t.Fatalf("second use after replica b pruned = %v, want a replay refusal", err)
+	}
+}
+
+// startRotation reads the agent's active credential after it holds the
+// agent's lock: a completion that commits while it waits is seen, and the
+// next rotation records the right old key and completes.
+func TestStartRotationWaitsForCompletion(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{t: time.Now()}
+	svc, store := newService(t, clk)
+	if _, err := svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: "kate", Account: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := svc.StartRotation(ctx, "test", "kate", rotatord.TriggerManual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type started struct {
+		r   *rotatord.Rotation
+		err error
+	}
+	done := make(chan started, 1)
+	err = store.InTx(ctx, func(ctx context.Context) error {
+		if _, err := store.LockAgent(ctx, "kate"); err != nil {
+			return err
+		}
+		go func() {
+			r, err := svc.StartRotation(context.Background(), "test", "kate", rotatord.TriggerManual)
+			done <- started{r, err}
+		}()
+		// Wait until the second start waits for kate's lock.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var n int
+			if err := store.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR NO KEY UPDATE%'`).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("the second start never waited for the agent's lock")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// The first rotation completes meanwhile, under the same lock.
+		r, err := svc.Confirm(ctx, r1.NewKey, "", "event")
+		if err != nil || r == nil || r.State != rotatord.RotationCompleted {
+			return errors.Join(errors.New("confirm under the lock"), err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s started
+	select {
+	case s = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second start did not finish")
+	}
+	if s.err != nil {
+		t.Fatalf("second start: %v", s.err)
+	}
+	if s.r.OldKey != r1.NewKey {
+		t.Fatalf("second rotation's old key = %s, want %s (the key the first one made active), not the retired %s",
+			s.r.OldKey, r1.NewKey, r1.OldKey)
+	}
+	if r, err := svc.Confirm(ctx, s.r.NewKey, "", "event"); err != nil || r == nil || r.State != rotatord.RotationCompleted {
+		t.Fatalf("second rotation's confirm = %v, %v; want completed", r, err)
+	}
+}
+
+// An agent-initiated rotation is allowed once per interval, judged by the
+// database's clock: a replica whose clock runs hours ahead does not let a
+// second one through.
+func TestAgentRotateMinInterval(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{t: time.Now()}
+	svc, _ := newService(t, clk)
+	if _, err := svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	_, creds, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: "kate", Account: "fleet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := jwt.ParseDecoratedUserNKey(creds)
+	ownKey := func() (nkeys.KeyPair, *rotate.AgentKeyResult, error) {
+		next, _ := nkeys.CreateUser()
+		pub, _ := next.PublicKey()
+		ap, err := rotate.CheckProof("kate", signGet(t, cur, "kate", clk.Now()), clk.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := svc.AgentKey(ctx, ap, pub)
+		return next, res, err
+	}
+	next, res, err := ownKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := svc.Confirm(ctx, res.Rotation.NewKey, "", "event"); err != nil || r.State != rotatord.RotationCompleted {
+		t.Fatalf("confirm = %v, %v", r, err)
+	}
+	cur = next
+	clk.Add(20 * time.Hour)
+	_, _, err = ownKey()
+	wait, ok := rotatord.RetryAfter(err)
+	if rotatord.ErrorCode(err) != rotatord.ETOOMANYREQUESTS || !ok || wait < 9*time.Minute || wait > 10*time.Minute {
+		t.Fatalf("a second own key 20 h later by this replica's clock = %v (retry after %s), want too_many_requests for about 10m", err, wait)
+	}
+}
