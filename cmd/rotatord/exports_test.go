@@ -108,7 +108,9 @@ func TestExportsImports(t *testing.T) {
 	}
 
 	// The responder needs to publish its replies: they go to _R_. subjects
-	// of A, which service imports map back to the requester.
+	// of A, which service imports map back to the requester. Once agents
+	// take response permissions (permissions.resp), the responder gets
+	// those instead of the explicit _R_.> allow.
 	responder, _ := connectAs(t, e.ns.ClientURL(), agentWith(e, "a-svc", "tenant-a", []string{"events.>", "_R_.>"}, []string{"svc.lookup"}))
 	bApp, _ := connectAs(t, e.ns.ClientURL(), agentWith(e, "b-app", "tenant-b", []string{"a.lookup"}, []string{"a.events.>", "_INBOX.>"}))
 	bOther, bOtherErrs := connectAs(t, e.ns.ClientURL(), agentWith(e, "b-other", "tenant-b", []string{"other.>"}, []string{"other.>", "_INBOX.>"}))
@@ -231,6 +233,39 @@ func TestExportsImports(t *testing.T) {
 	if rs, _ := last["importers_resigned"].([]any); len(rs) != 1 || rs[0] != "tenant-b" {
 		t.Fatalf("account.update audit = %v, want tenant-b re-signed", last)
 	}
+
+	// Revocations on the export: "*" refuses every token issued until then,
+	// and rotatord mints B a new one; B's own key cuts B off, and rotatord
+	// mints it none until the revocation goes.
+	exportsWith := func(revs map[string]any) map[string]any {
+		return map[string]any{"exports": []any{
+			map[string]any{"name": "events", "subject": "events.>", "type": "stream"},
+			map[string]any{"name": "lookup", "subject": "svc.>", "type": "service", "token_req": true, "revocations": revs},
+		}}
+	}
+	cutAt := time.Now().Unix()
+	e.must(200, "PATCH", "/v1/accounts/tenant-a", exportsWith(map[string]any{"*": cutAt}))
+	fresh, err := jwt.DecodeActivationClaims(serviceToken(t, e.accountClaims("tenant-b"), "svc.lookup"))
+	if err != nil || fresh.IssuedAt <= cutAt {
+		t.Fatalf("token after a '*' revocation at %d: %v, issued %d", cutAt, err, fresh.IssuedAt)
+	}
+	serverHasB("with a token issued after the revocation")
+	if got, err := request(bApp, "a.lookup"); err != nil || got != "pong:ping" {
+		t.Fatalf("B's request after a '*' revocation = %q, %v", got, err)
+	}
+	e.must(200, "PATCH", "/v1/accounts/tenant-a", exportsWith(map[string]any{bKey: time.Now().Unix()}))
+	if tok := serviceToken(t, e.accountClaims("tenant-b"), "svc.lookup"); tok != "" {
+		t.Fatal("rotatord minted a token for an account the export revokes")
+	}
+	eventually(t, 10*time.Second, "B to be cut off", func() bool {
+		_, err := request(bApp, "a.lookup")
+		return err != nil
+	})
+	e.must(200, "PATCH", "/v1/accounts/tenant-a", exportsWith(nil))
+	eventually(t, 10*time.Second, "B to reach A's service again", func() bool {
+		got, err := request(bApp, "a.lookup")
+		return err == nil && got == "pong:ping"
+	})
 
 	// What would leave B's imports without an export is refused.
 	status, body := e.do("PATCH", "/v1/accounts/tenant-a", e.admin, map[string]any{"exports": []any{

@@ -444,7 +444,15 @@ func (s *Service) importSpecs(ctx context.Context, acc *rotatord.Account, c *rot
 		if err != nil {
 			return nil, err
 		}
-		if e := matchExport(ec, im); e == nil || !e.TokenReq {
+		e := matchExport(ec, im)
+		if e == nil || !e.TokenReq {
+			specs = append(specs, spec)
+			continue
+		}
+		if _, cut := e.Revocations[acc.PublicKey]; cut {
+			// The exporter revoked this account's activation: rotatord
+			// does not issue it another one (remove the revocation to
+			// let the import work again).
 			specs = append(specs, spec)
 			continue
 		}
@@ -454,7 +462,8 @@ func (s *Service) importSpecs(ctx context.Context, acc *rotatord.Account, c *rot
 		}
 		signerPub := jwtissue.Public(signer)
 		a, ok := byKey[exp.PublicKey+" "+im.Subject+" "+im.Type]
-		if !ok || a.Signer != signerPub || !a.ExpiresAt.After(now.Add(s.activations/3)) {
+		if !ok || a.Signer != signerPub || !a.ExpiresAt.After(now.Add(s.activations/3)) || revokedAll(e, a.Token) {
+			waitPastRevocation(ctx, e)
 			token, expires, err := jwtissue.EncodeActivation(signer, jwtissue.ActivationSpec{Importer: acc.PublicKey,
 				Exporter: exp.PublicKey, Subject: im.Subject, Type: im.Type, Expires: now.Add(s.activations)})
 			if err != nil {
@@ -478,6 +487,36 @@ func (s *Service) importSpecs(ctx context.Context, acc *rotatord.Account, c *rot
 		}
 	}
 	return specs, nil
+}
+
+// revokedAll reports whether an export's "*" revocation refuses a token
+// (issued at or before it): a new one is then minted.
+func revokedAll(e *rotatord.Export, token string) bool {
+	t, ok := e.Revocations["*"]
+	if !ok {
+		return false
+	}
+	act, err := jwtissue.DecodeActivation(token)
+	return err != nil || act.IssuedAt.Unix() <= t
+}
+
+// waitPastRevocation waits, at most two seconds, until a token minted now
+// would be issued after the export's "*" revocation: nats-io/jwt sets a
+// token's iat from the wall clock, to the second, and refuses tokens
+// issued at or before the revocation.
+func waitPastRevocation(ctx context.Context, e *rotatord.Export) {
+	t, ok := e.Revocations["*"]
+	if !ok {
+		return
+	}
+	wait := time.Until(time.Unix(t+1, 0))
+	if wait <= 0 || wait > 2*time.Second {
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
+	}
 }
 
 func (s *Service) dropActivations(ctx context.Context, acc *rotatord.Account) error {
