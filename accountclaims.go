@@ -36,8 +36,6 @@ const (
 	maxExports  = 1000
 	maxImports  = 1000
 	maxMappings = 1000
-	maxTags     = 100
-	maxTagLen   = 256
 	// MaxInfoLength is nats-io/jwt's bound on descriptions and info URLs.
 	MaxInfoLength = 8 * 1024
 )
@@ -381,6 +379,9 @@ func (c *AccountClaims) Normalize() {
 		if e.Type == ExportService && e.ResponseType == "" {
 			e.ResponseType = ResponseSingleton
 		}
+		if d, err := time.ParseDuration(e.ResponseThreshold); err == nil && d > 0 {
+			e.ResponseThreshold = FormatDuration(d)
+		}
 	}
 	if c.Imports == nil {
 		c.Imports = []Import{}
@@ -442,18 +443,9 @@ func (c *AccountClaims) Validate(self, name string) error {
 	if err := ValidateInfoURL("info_url", c.InfoURL); err != nil {
 		return err
 	}
-	if len(c.Tags) > maxTags {
-		return Errorf(EINVALID, "tags has %d entries, more than %d", len(c.Tags), maxTags)
-	}
-	for _, t := range c.Tags {
-		switch {
-		case t == "":
-			return Errorf(EINVALID, "tags: a tag is empty")
-		case len(t) > maxTagLen:
-			return Errorf(EINVALID, "tags: %.32q... is longer than %d bytes", t, maxTagLen)
-		case strings.ContainsAny(t, " \t\r\n\x00"):
-			return Errorf(EINVALID, "tags: %q contains whitespace", t)
-		}
+	// The same rules as an agent's tags.
+	if _, err := NormalizeTags(c.Tags); err != nil {
+		return err
 	}
 	return nil
 }

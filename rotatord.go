@@ -163,10 +163,15 @@ type PermissionList struct {
 	Deny  []string `json:"deny"`
 }
 
-// Permissions are an agent's publish and subscribe permissions.
+// Permissions are an agent's publish and subscribe permissions. A
+// direction with no allow entry denies every subject (the user JWT denies
+// ">"); allow [">"] reaches everything. Resp, when set, lets the agent
+// reply to requests it received without a publish permission on the reply
+// subjects.
 type Permissions struct {
-	Pub PermissionList `json:"pub"`
-	Sub PermissionList `json:"sub"`
+	Pub  PermissionList      `json:"pub"`
+	Sub  PermissionList      `json:"sub"`
+	Resp *ResponsePermission `json:"resp,omitempty"`
 }
 
 // RotationPolicy says when an agent's key is rotated and how long the agent
@@ -193,6 +198,26 @@ type Agent struct {
 	UpdatedAt      time.Time
 	// Active is the credential the agent is known to use, if any.
 	Active *Credential
+
+	// The agent's other user claims (see UserTemplate); left empty while
+	// it has a role, whose template holds them.
+	Limits          UserLimits
+	Src             []string
+	Times           []TimeRange
+	TimesLocation   string
+	ConnectionTypes []string
+	// Tags go into every user JWT of the agent, role or not; a role's
+	// templates read them ({{tag(key)}} for a tag "key:value").
+	Tags []string
+	// Role, when set, is the name of the agent's role in its account: its
+	// user JWTs are signed by the role's key (RoleKey, the newest) and
+	// carry no permissions.
+	Role    string
+	RoleID  int64
+	RoleKey string
+	// LastRotation is the agent's newest rotation, in flight or finished;
+	// nil when it has had none. Filled by the reads that list agents.
+	LastRotation *Rotation
 }
 
 // Credential is a user key of an agent with the JWT issued for it.
@@ -205,6 +230,10 @@ type Credential struct {
 	IssuedAt  time.Time
 	ExpiresAt time.Time
 	State     string
+	// SigningKey is the public key that signed the JWT: the account's
+	// signing key, a role's scoped key, or for an imported user whatever
+	// key issued it.
+	SigningKey string
 	// SeedEnc is the user seed encrypted under the master key, kept only
 	// until the agent is known to hold it.
 	SeedEnc   []byte
@@ -243,6 +272,13 @@ type AgentFilter struct {
 	Account string // account name
 	After   string // names after this one, for paging
 	Limit   int    // at most this many; 0 for all
+	// State is an agent state (AgentActive, AgentRevoked).
+	State string
+	// Search matches agents whose name contains it, ignoring case.
+	Search string
+	// Outcomes match agents whose newest rotation is in one of these
+	// rotation states, or OutcomeNone for agents without a rotation.
+	Outcomes []string
 }
 
 // AuditFilter selects audit events; zero fields match everything.
@@ -252,6 +288,9 @@ type AuditFilter struct {
 	Since   time.Time
 	AfterID int64
 	Limit   int
+	// Newest lists the newest events first; AfterID then means events
+	// with a smaller ID.
+	Newest bool
 }
 
 // Scope is what an API token may do. Each scope includes the ones below it:
@@ -333,8 +372,11 @@ func ValidateSubject(s string) error {
 // maxSubjects bounds each permission list so a user JWT stays small.
 const maxSubjects = 256
 
-// Validate checks every subject of p.
-func (p Permissions) Validate() error {
+// Validate checks every subject of p (templates are refused: only a
+// role's subjects may use them) and its response permission.
+func (p Permissions) Validate() error { return p.validate(false) }
+
+func (p Permissions) validate(templates bool) error {
 	lists := []struct {
 		name string
 		subs []string
@@ -347,10 +389,22 @@ func (p Permissions) Validate() error {
 			return Errorf(EINVALID, "permissions.%s has %d subjects, more than %d", l.name, len(l.subs), maxSubjects)
 		}
 		for _, s := range l.subs {
-			if err := ValidateSubject(s); err != nil {
+			var err error
+			switch {
+			case templates:
+				err = validateTemplateSubject(s)
+			case HasTemplates(s):
+				err = Errorf(EINVALID, "subject %q: templates such as {{name()}} work only in a role's permissions", s)
+			default:
+				err = ValidateSubject(s)
+			}
+			if err != nil {
 				return Errorf(EINVALID, "permissions.%s: %s", l.name, err)
 			}
 		}
+	}
+	if p.Resp != nil {
+		return p.Resp.Validate()
 	}
 	return nil
 }

@@ -50,12 +50,33 @@ const agentsUsage = `Usage:
   rotatord agents list [--account ACCOUNT]
   rotatord agents show NAME
   rotatord agents add NAME --account ACCOUNT [--schedule SPEC] [--grace DURATION]
-                      [--delivery poll|vault|file] [--pub SUBJ,...] [--sub SUBJ,...]
-                      [--pub-deny SUBJ,...] [--sub-deny SUBJ,...] [--creds-out FILE]
+                      [--delivery poll|vault|file] [--creds-out FILE] [--tag KEY:VALUE,...]
+                      [--role ROLE | claims]
+  rotatord agents update NAME [--role ROLE] [--tag KEY:VALUE,...] [--schedule SPEC]
+                      [--grace DURATION] [--delivery poll|vault|file] [claims] [--no-resp]
   rotatord agents rotate NAME [--wait [--wait-timeout DURATION]]
   rotatord agents revoke NAME [--reason TEXT]
   rotatord agents reissue NAME [--creds-out FILE|-]
-` + connectionUsage
+` + claimsUsage + connectionUsage
+
+const rolesUsage = `Usage:
+  rotatord roles list ACCOUNT
+  rotatord roles show ACCOUNT ROLE
+  rotatord roles add ACCOUNT ROLE [--description TEXT] [claims]
+  rotatord roles update ACCOUNT ROLE [--description TEXT] [claims] [--no-resp]
+  rotatord roles delete ACCOUNT ROLE
+A role's subjects may use nats-server's templates: {{name()}} (the agent's name),
+{{tag(KEY)}} (the values of its tags KEY:VALUE). Changing a role's scope makes the
+servers drop its agents' connections; they reconnect at once with the same creds.
+` + claimsUsage + connectionUsage
+
+// claimsUsage lists the claim flags of agents and roles.
+const claimsUsage = `
+Claims: --pub SUBJ,... --sub SUBJ,... --pub-deny SUBJ,... --sub-deny SUBJ,... (a direction
+with no allow entry denies everything; --pub '>' reaches everything), --resp-max N
+--resp-ttl DURATION (reply to requests received), --subs N --data BYTES --payload BYTES,
+--src CIDR,... --time HH:MM:SS-HH:MM:SS --times-location ZONE --conn-type TYPE,...
+`
 
 const rotationsUsage = `Usage:
   rotatord rotations list --agent NAME [--limit N]
@@ -91,6 +112,17 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		"rotate":  {"agents rotate NAME [--wait] [flags]", runAgentsRotate},
 		"revoke":  {"agents revoke NAME [--reason TEXT] [flags]", runAgentsRevoke},
 		"reissue": {"agents reissue NAME [--creds-out FILE|-] [flags]", runAgentsReissue},
+		"update":  {"agents update NAME [--role ROLE] [--tag KEY:VALUE,...] [claims] [flags]", runAgentsUpdate},
+	}, args, stdout, stderr)
+}
+
+func runRoles(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return dispatchCLI(ctx, "roles", rolesUsage, map[string]cliCommand{
+		"list":   {"roles list ACCOUNT [flags]", runRolesList},
+		"show":   {"roles show ACCOUNT ROLE [flags]", runRolesShow},
+		"add":    {"roles add ACCOUNT ROLE [--description TEXT] [claims] [flags]", runRolesAdd},
+		"update": {"roles update ACCOUNT ROLE [--description TEXT] [claims] [flags]", runRolesUpdate},
+		"delete": {"roles delete ACCOUNT ROLE [flags]", runRolesDelete},
 	}, args, stdout, stderr)
 }
 

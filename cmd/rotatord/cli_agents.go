@@ -66,18 +66,15 @@ func (c *cli) printAgent(raw []byte) error {
 	return printAgent(c.stdout, a)
 }
 
-// agentCreate is the body of POST /v1/agents (AgentCreate).
+// agentCreate is the body of POST /v1/agents (AgentCreate), without the
+// claims (claimFlags.body adds them).
 type agentCreate struct {
-	Name        string             `json:"name"`
-	Account     string             `json:"account"`
-	Permissions *permissionsCreate `json:"permissions,omitempty"`
-	Rotation    *rotationCreate    `json:"rotation,omitempty"`
-	Delivery    string             `json:"delivery,omitempty"`
-}
-
-type permissionsCreate struct {
-	Pub permListView `json:"pub"`
-	Sub permListView `json:"sub"`
+	Name     string          `json:"name"`
+	Account  string          `json:"account"`
+	Rotation *rotationCreate `json:"rotation,omitempty"`
+	Delivery string          `json:"delivery,omitempty"`
+	Tags     []string        `json:"tags,omitempty"`
+	Role     string          `json:"role,omitempty"`
 }
 
 type rotationCreate struct {
@@ -91,16 +88,16 @@ type rotationCreate struct {
 // never to a terminal.
 func runAgentsAdd(ctx context.Context, c *cli, args []string) error {
 	var in agentCreate
-	var pub, sub, pubDeny, subDeny listFlag
+	var claims claimFlags
+	var tags listFlag
 	var rot rotationCreate
 	c.fs.StringVar(&in.Account, "account", "", "the agent's account (required)")
 	c.fs.StringVar(&rot.Schedule, "schedule", "", `rotation schedule, a cron expression or "@every 24h" (server default @every 24h)`)
 	c.fs.StringVar(&rot.Grace, "grace", "", "how long the agent has to reconnect with new creds, 1m to 168h (server default 30m)")
 	c.fs.StringVar(&in.Delivery, "delivery", "", "poll, vault or file (server default poll)")
-	c.fs.Var(&pub, "pub", "subjects the agent may publish to, comma-separated, repeatable")
-	c.fs.Var(&sub, "sub", "subjects the agent may subscribe to, comma-separated, repeatable")
-	c.fs.Var(&pubDeny, "pub-deny", "subjects the agent may not publish to")
-	c.fs.Var(&subDeny, "sub-deny", "subjects the agent may not subscribe to")
+	c.fs.StringVar(&in.Role, "role", "", "a role of the account: the agent gets the role's permissions and claims (no claim flags with it)")
+	c.fs.Var(&tags, "tag", "tags of the agent, key:value, comma-separated, repeatable (a role's {{tag(key)}} reads them)")
+	claims.bind(c, false)
 	credsOut := c.fs.String("creds-out", "", "write the first creds file (poll delivery) to this new file, mode 0600, instead of stdout")
 	pos, err := c.parse(args, 1)
 	if err != nil {
@@ -122,11 +119,16 @@ func runAgentsAdd(ctx context.Context, c *cli, args []string) error {
 	if rot != (rotationCreate{}) {
 		in.Rotation = &rot
 	}
-	if len(pub)+len(sub)+len(pubDeny)+len(subDeny) > 0 {
-		in.Permissions = &permissionsCreate{
-			Pub: permListView{Allow: nonNil(pub), Deny: nonNil(pubDeny)},
-			Sub: permListView{Allow: nonNil(sub), Deny: nonNil(subDeny)},
-		}
+	in.Tags = tags
+	if in.Role != "" && claims.given(c) {
+		return fmt.Errorf("--role and the claim flags (--pub, --sub, --subs, --src...) exclude each other: the role's apply")
+	}
+	body, err := toMap(in)
+	if err != nil {
+		return err
+	}
+	if err := claims.body(c, body, permsView{}); err != nil {
+		return err
 	}
 	pollCreds := in.Delivery == "" || in.Delivery == "poll"
 	if pollCreds && *credsOut == "" && isTerminal(c.stdout) {
@@ -145,13 +147,19 @@ func runAgentsAdd(ctx context.Context, c *cli, args []string) error {
 			return fmt.Errorf("creds file: %w", err)
 		}
 	}
-	raw, err := api.do(ctx, http.MethodPost, "/v1/agents", nil, in)
+	raw, err := api.do(ctx, http.MethodPost, "/v1/agents", nil, body)
 	if err != nil {
 		discardFile(out)
 		return err
 	}
-	if in.Permissions == nil {
+	switch {
+	case in.Role != "":
+	case !anySet(c, "pub", "sub"):
 		fmt.Fprintf(c.stderr, "note: no --pub or --sub: agent %s may neither publish nor subscribe\n", in.Name)
+	case !c.isSet("pub"):
+		fmt.Fprintf(c.stderr, "note: no --pub: agent %s may publish nowhere (--pub '>' reaches everything)\n", in.Name)
+	case !c.isSet("sub"):
+		fmt.Fprintf(c.stderr, "note: no --sub: agent %s may subscribe nowhere (--sub '>' reaches everything)\n", in.Name)
 	}
 	a, err := decodeView[agentView](raw)
 	if err != nil {
@@ -392,4 +400,67 @@ func runAgentsRevoke(ctx context.Context, c *cli, args []string) error {
 		t.row(res.Agent, res.State, k, fmt.Sprint(res.Pushed), fmt.Sprint(res.Servers))
 	}
 	return t.flush()
+}
+
+// runAgentsUpdate changes an agent's claims, role, tags, schedule or
+// delivery (PATCH /v1/agents/{name}); only what is given changes. A
+// permission flag replaces that list and keeps the others.
+func runAgentsUpdate(ctx context.Context, c *cli, args []string) error {
+	var claims claimFlags
+	var tags listFlag
+	role := c.fs.String("role", "", `move the agent into this role of its account ("" takes it out; give --pub/--sub with it)`)
+	schedule := c.fs.String("schedule", "", "new rotation schedule")
+	grace := c.fs.String("grace", "", "new grace period, 1m to 168h")
+	delivery := c.fs.String("delivery", "", "poll, vault or file")
+	c.fs.Var(&tags, "tag", "replace the agent's tags, key:value, comma-separated, repeatable (--tag '' clears them)")
+	claims.bind(c, true)
+	pos, err := c.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	body := map[string]any{}
+	if c.isSet("role") {
+		body["role"] = *role
+	}
+	if c.isSet("tag") {
+		body["tags"] = nonNil(tags)
+	}
+	rot := map[string]string{}
+	if c.isSet("schedule") {
+		rot["schedule"] = *schedule
+	}
+	if c.isSet("grace") {
+		rot["grace"] = *grace
+	}
+	if len(rot) > 0 {
+		body["rotation"] = rot
+	}
+	if c.isSet("delivery") {
+		body["delivery"] = *delivery
+	}
+	var base permsView
+	if anySet(c, permFlags...) && !(c.isSet("role") && *role == "") {
+		// The API replaces the whole permissions: start from the current ones.
+		var cur agentView
+		if _, err := api.get(ctx, agentPath(pos[0]), nil, &cur); err != nil {
+			return err
+		}
+		base = cur.Permissions
+	}
+	if err := claims.body(c, body, base); err != nil {
+		return err
+	}
+	if len(body) == 0 {
+		return fmt.Errorf("nothing to change; usage: rotatord %s", c.usage)
+	}
+	raw, err := api.do(ctx, http.MethodPatch, agentPath(pos[0]), nil, body)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "agent %s changed; the change takes effect with its next credentials (rotatord agents rotate %s applies it now)\n", pos[0], pos[0])
+	return c.printAgent(raw)
 }

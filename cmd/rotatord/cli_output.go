@@ -21,14 +21,11 @@ type permListView struct {
 }
 
 type agentView struct {
-	Name        string `json:"name"`
-	Account     string `json:"account"`
-	State       string `json:"state"`
-	Permissions struct {
-		Pub permListView `json:"pub"`
-		Sub permListView `json:"sub"`
-	} `json:"permissions"`
-	Rotation struct {
+	Name        string    `json:"name"`
+	Account     string    `json:"account"`
+	State       string    `json:"state"`
+	Permissions permsView `json:"permissions"`
+	Rotation    struct {
 		Schedule string `json:"schedule"`
 		Grace    string `json:"grace"`
 	} `json:"rotation"`
@@ -43,6 +40,10 @@ type agentView struct {
 	CreatedAt      *time.Time `json:"created_at"`
 	UpdatedAt      *time.Time `json:"updated_at"`
 	Creds          string     `json:"creds"`
+
+	claimsView
+	Tags []string `json:"tags"`
+	Role *string  `json:"role"`
 }
 
 type rotationView struct {
@@ -209,10 +210,13 @@ func printAgent(w io.Writer, a agentView) error {
 	} else {
 		t.row("Public key:", "-")
 	}
-	t.row("Publish allow:", fmtList(a.Permissions.Pub.Allow))
-	t.row("Publish deny:", fmtList(a.Permissions.Pub.Deny))
-	t.row("Subscribe allow:", fmtList(a.Permissions.Sub.Allow))
-	t.row("Subscribe deny:", fmtList(a.Permissions.Sub.Deny))
+	role := ""
+	if a.Role != nil {
+		role = *a.Role
+	}
+	t.row("Role:", role)
+	t.row("Tags:", fmtList(a.Tags))
+	claimRows(t, a.Permissions, a.claimsView)
 	t.row("Created:", fmtTime(a.CreatedAt))
 	t.row("Updated:", fmtTime(a.UpdatedAt))
 	return t.flush()

@@ -77,6 +77,14 @@ type Config struct {
 	NATSCAFile   string
 	NATSCertFile string
 	NATSKeyFile  string
+
+	// MaxControlLine is the servers' max_control_line: no agent gets a
+	// user JWT whose CONNECT line would be longer.
+	MaxControlLine int
+	// MaxAccountJWTBytes is the guard account JWTs stay under
+	// (ROTATORD_MAX_ACCOUNT_JWT_BYTES, default 512 KiB); the console and
+	// GET /v1/accounts show each JWT's size against it.
+	MaxAccountJWTBytes int64
 }
 
 // DefaultConfig returns the defaults.
@@ -98,6 +106,8 @@ func DefaultConfig() Config {
 		AgentFailRate:          httpapi.DefaultAgentFailRate,
 		AgentRate:              httpapi.DefaultAgentRate,
 		AgentRotateMinInterval: rotate.DefaultAgentRotateMinInterval,
+		MaxControlLine:         4096, // nats-server's default
+		MaxAccountJWTBytes:     512 << 10,
 	}
 }
 
@@ -130,6 +140,9 @@ var envNames = map[string]string{
 	"agent-fail-rate":           "ROTATORD_AGENT_FAIL_RATE",
 	"agent-rate":                "ROTATORD_AGENT_RATE",
 	"agent-rotate-min-interval": "ROTATORD_AGENT_ROTATE_MIN_INTERVAL",
+	"max-control-line":          "ROTATORD_MAX_CONTROL_LINE",
+	// The account JWT guard.
+	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
 }
 
 // fromEnv applies the environment to c.
@@ -177,6 +190,22 @@ func (c *Config) fromEnv(getenv func(string) string) {
 		}
 	}
 	c.agentFromEnv(getenv)
+	if v := getenv(envNames["max-control-line"]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number of bytes", envNames["max-control-line"], v))
+		} else {
+			c.MaxControlLine = n
+		}
+	}
+	if v := getenv(envNames["max-account-jwt-bytes"]); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a number of bytes", envNames["max-account-jwt-bytes"], v))
+		} else {
+			c.MaxAccountJWTBytes = n
+		}
+	}
 	c.VaultAddr = getenv("VAULT_ADDR")
 	if v := getenv("ROTATORD_NO_MIGRATE"); v == "1" || v == "true" {
 		c.NoMigrate = true
@@ -240,6 +269,10 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.Var(&c.AgentRate, n, "authenticated agent API requests allowed per agent, RATE/UNIT[:BURST] "+help)
 		case "agent-rotate-min-interval":
 			fs.DurationVar(&c.AgentRotateMinInterval, n, c.AgentRotateMinInterval, "least time between two rotations an agent starts itself "+help)
+		case "max-control-line":
+			fs.IntVar(&c.MaxControlLine, n, c.MaxControlLine, "the nats-servers' max_control_line: agents whose CONNECT line would be longer are refused "+help)
+		case "max-account-jwt-bytes":
+			fs.Int64Var(&c.MaxAccountJWTBytes, n, c.MaxAccountJWTBytes, "largest account JWT rotatord stores or pushes, in bytes "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -315,6 +348,12 @@ func (c *Config) Validate(needs ...string) error {
 		errs = append(errs, fmt.Errorf("auth failure window %s must be at least 1s", c.AuthFailWindow))
 	}
 	errs = append(errs, c.validateAgentLimits()...)
+	if c.MaxControlLine < 1024 || c.MaxControlLine > 64<<20 {
+		errs = append(errs, fmt.Errorf("max control line %d must be between 1024 and %d bytes, as the servers' max_control_line", c.MaxControlLine, 64<<20))
+	}
+	if c.MaxAccountJWTBytes < 4<<10 || c.MaxAccountJWTBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("max account jwt bytes %d must be between 4096 and 67108864", c.MaxAccountJWTBytes))
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))
 	}

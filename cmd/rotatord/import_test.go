@@ -454,6 +454,17 @@ func TestImportNSCStore(t *testing.T) {
 	} else {
 		c.Close()
 	}
+	// carol has no permissions, which NATS reads as everything: rotatord
+	// keeps that meaning, so its default deny does not lock her out at her
+	// first rotation. Her credential records the key that signed it.
+	carolAgent := e.must(200, "GET", "/v1/agents/carol", nil)
+	carolPerms, _ := json.Marshal(carolAgent["permissions"])
+	if string(carolPerms) != `{"pub":{"allow":["\u003e"],"deny":[]},"sub":{"allow":["\u003e"],"deny":[]}}` {
+		t.Errorf("carol's permissions = %s, want '>' allowed both ways", carolPerms)
+	}
+	if signer := carolAgent["credential"].(map[string]any)["signing_key"]; signer != pubOf(t, f.appSK) {
+		t.Errorf("carol's credential signed by %v, want APP's signing key %s", signer, pubOf(t, f.appSK))
+	}
 
 	// What was imported is audited, without a seed.
 	audit := e.must(200, "GET", "/v1/audit?limit=1000", nil)

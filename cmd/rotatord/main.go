@@ -34,7 +34,8 @@ Usage:
 
 Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
   rotatord accounts list|show|add|update
-  rotatord agents list|show|add|rotate|revoke|reissue
+  rotatord agents list|show|add|update|rotate|revoke|reissue
+  rotatord roles list|show|add|update|delete ACCOUNT ...
   rotatord rotations list --agent NAME | show ID
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]
   rotatord audit verify [flags]            check the audit trail's hash chain in the database
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAccounts(ctx, args, stdout, stderr)
 	case "agents":
 		return runAgents(ctx, args, stdout, stderr)
+	case "roles":
+		return runRoles(ctx, args, stdout, stderr)
 	case "rotations":
 		return runRotations(ctx, args, stdout, stderr)
 	case "audit":
@@ -108,9 +111,10 @@ func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) 
 	fs := newFlags("serve", stderr)
 	cfg.bind(fs, "database-url", "listen", "public-url", "nats-url", "master-key-file", "alert-webhook", "log-level", "log-format", "no-migrate",
 		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir",
-		"auth-fail-threshold", "auth-fail-window",
+		"auth-fail-threshold", "auth-fail-window", "max-account-jwt-bytes",
 		"agent-fail-rate", "agent-rate", "agent-rotate-min-interval",
-		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "nats-ca-file", "nats-cert-file", "nats-key-file")
+		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "nats-ca-file", "nats-cert-file", "nats-key-file",
+		"max-control-line")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -18,7 +18,9 @@ import (
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/alert"
+	"github.com/rotatord/rotatord/internal/auditchain"
 	"github.com/rotatord/rotatord/internal/authwatch"
+	"github.com/rotatord/rotatord/internal/console"
 	"github.com/rotatord/rotatord/internal/httpapi"
 	"github.com/rotatord/rotatord/internal/refusals"
 	"github.com/rotatord/rotatord/internal/registry"
@@ -141,6 +143,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
 		AgentRotateMinInterval: m.Config.AgentRotateMinInterval,
+		MaxControlLine:         m.Config.MaxControlLine,
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -218,6 +221,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		RequireClientCert: m.Config.TLSClientCAFile != "",
 		AgentLimits:       httpapi.AgentLimits{FailRate: m.Config.AgentFailRate, Rate: m.Config.AgentRate},
 		Refusals:          m.Refusals,
+		// The fleet console and what it reads.
+		Console:            console.Handler(),
+		MaxAccountJWTBytes: m.Config.MaxAccountJWTBytes,
+		AuditVerify: func(ctx context.Context, anchors []auditchain.Head) (*auditchain.Report, error) {
+			return m.Store.VerifyAudit(ctx, registry.VerifyAuditOptions{Anchors: anchors})
+		},
 	})
 	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
 	if err != nil {

@@ -51,13 +51,16 @@ const (
 		`"credential":{"public_key":"UBRCSP6WI7YSB7TWWFQNAAUQPLKRKT6MLD5ALQRO7WVMRGV5CXWJWAM5",` +
 		`"jwt_id":"F6CK4PZUUKUBWEACOEGYHHZBKRAFLQXILJLQAXRSMFZWT455DQVQ",` +
 		`"issued_at":"2026-11-23T04:24:43Z","expires_at":"2026-11-24T05:54:43Z"},` +
-		`"next_rotation_at":"2026-11-24T04:24:43Z","created_at":"2026-11-23T04:24:43.123456Z",` +
-		`"updated_at":"2026-11-23T04:24:43.123456Z"}`
+		`"next_rotation_at":"2026-11-24T04:24:43Z","last_rotation":null,"created_at":"2026-11-23T04:24:43.123456Z",` +
+		`"updated_at":"2026-11-23T04:24:43.123456Z",` +
+		`"limits":{"subs":-1,"data":-1,"payload":-1},"src":[],"times":[],"times_location":"",` +
+		`"connection_types":[],"tags":[],"role":null}`
 	accountJSON = `{"name":"fleet","public_key":"AA7YSGD4WLBDBFDBS4RC7Z6WQR7SW3ARJPBR2OV5QZMZH6ECUG7BOU2Z",` +
 		`"system":false,"description":"","limits":{"conn":-1,"subs":-1,"payload":-1,"data":-1,` +
 		`"imports":-1,"exports":-1,"wildcards":true,"leaf":-1,"disallow_bearer":false},` +
 		`"signing_keys":["AAWUHWZP6EAC2SWD5BHEOFRSMJIUJ7QNVEVNC7MEODMUL2FYVTPVEDY3"],` +
 		`"jwt_id":"MPSBR56BUGL63LX5AKGSUFO2HGW2SQXILCNPTE3UH72GAPXOFNRA","revocations":0,"keep_revocations":false,"agents":0,` +
+		`"jwt_bytes":612,"jwt_max_bytes":524288,` +
 		`"created_at":"2026-11-20T09:00:00Z","updated_at":"2026-11-20T09:00:00Z",` +
 		`"jetstream":null,"exports":[],"imports":[],"default_permissions":{"pub":{"allow":[],"deny":[]},"sub":{"allow":[],"deny":[]}},` +
 		`"mappings":{},"info_url":"","tags":[]}`

@@ -318,6 +318,11 @@ func (s *Server) reissueAgent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// The agent JSON carries its newest rotation (the one reissue ended).
+	if err := s.svc.FillLastRotations(r.Context(), res.Agent); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	out := reissueJSON{Agent: toAgentJSON(res.Agent), RevokedKeys: res.RevokedKeys, WasRevoked: res.WasRevoked,
 		Pushed: res.Pushed, Servers: res.Servers}
 	if out.RevokedKeys == nil {

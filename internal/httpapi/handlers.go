@@ -29,7 +29,7 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/v1/accounts/"+acc.Name)
-	writeJSON(w, http.StatusCreated, toAccountJSON(acc))
+	writeJSON(w, http.StatusCreated, s.accountOut(acc))
 }
 
 func (s *Server) listAccounts(w http.ResponseWriter, r *http.Request) {
@@ -40,7 +40,7 @@ func (s *Server) listAccounts(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]accountJSON, 0, len(accs))
 	for _, a := range accs {
-		out = append(out, toAccountJSON(a))
+		out = append(out, s.accountOut(a))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
 }
@@ -51,7 +51,7 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toAccountJSON(acc))
+	writeJSON(w, http.StatusOK, s.accountOut(acc))
 }
 
 func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
@@ -106,6 +106,9 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 		Permissions rotatord.Permissions `json:"permissions"`
 		Rotation    rotationInput        `json:"rotation"`
 		Delivery    rotatord.Delivery    `json:"delivery"`
+		claimsInput
+		Tags []string `json:"tags"`
+		Role string   `json:"role"`
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
@@ -116,7 +119,9 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ai := rotate.AgentInput{Name: in.Name, Account: in.Account, Permissions: in.Permissions, Delivery: in.Delivery}
+	ai := rotate.AgentInput{Name: in.Name, Account: in.Account, Permissions: in.Permissions, Delivery: in.Delivery,
+		Limits: in.Limits, Src: in.Src, Times: in.Times, TimesLocation: in.TimesLocation, ConnectionTypes: in.ConnectionTypes,
+		Tags: in.Tags, Role: in.Role}
 	if in.Rotation.Schedule != nil {
 		ai.Schedule = *in.Rotation.Schedule
 		if ai.Schedule == "" {
@@ -165,7 +170,13 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	agents, err := s.svc.Agents(r.Context(), rotatord.AgentFilter{Account: q.Get("account"), After: q.Get("after"), Limit: limit})
+	outcomes, err := rotate.ParseOutcomes(q.Get("outcome"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	agents, err := s.svc.Agents(r.Context(), rotatord.AgentFilter{Account: q.Get("account"), After: q.Get("after"), Limit: limit,
+		State: q.Get("state"), Search: q.Get("search"), Outcomes: outcomes})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -195,12 +206,16 @@ func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request) {
 		Permissions *rotatord.Permissions `json:"permissions"`
 		Rotation    *rotationInput        `json:"rotation"`
 		Delivery    *rotatord.Delivery    `json:"delivery"`
+		claimsPatch
+		Tags *[]string `json:"tags"`
+		Role *string   `json:"role"`
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	p := rotate.AgentPatch{Permissions: in.Permissions, Delivery: in.Delivery}
+	p := rotate.AgentPatch{Permissions: in.Permissions, Delivery: in.Delivery, Limits: in.Limits, Src: in.Src, Times: in.Times,
+		TimesLocation: in.TimesLocation, ConnectionTypes: in.ConnectionTypes, Tags: in.Tags, Role: in.Role}
 	if in.Rotation != nil {
 		p.Schedule = in.Rotation.Schedule
 		g, err := parseGrace(in.Rotation.Grace)
@@ -212,6 +227,10 @@ func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	g, err := s.svc.UpdateAgent(r.Context(), actor(r), chi.URLParam(r, "name"), p)
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.svc.FillLastRotations(r.Context(), g); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -260,6 +279,14 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := rotatord.AuditFilter{Agent: q.Get("agent"), Action: q.Get("action"), Limit: limit}
+	switch q.Get("order") {
+	case "", "asc":
+	case "desc":
+		f.Newest = true
+	default:
+		s.writeError(w, r, rotatord.Errorf(rotatord.EINVALID, "order %.20q is not asc or desc", q.Get("order")))
+		return
+	}
 	if v := q.Get("since"); v != "" {
 		if f.Since, err = time.Parse(time.RFC3339, v); err != nil {
 			s.writeError(w, r, rotatord.Errorf(rotatord.EINVALID, "since %q is not an RFC 3339 time", v))

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"strings"
 	"time"
 
 	"github.com/rotatord/rotatord"
@@ -22,6 +21,10 @@ type accountJSON struct {
 	Agents      int             `json:"agents"`
 	CreatedAt   time.Time       `json:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`
+	// JWTBytes is the size of the current account JWT; JWTMaxBytes the
+	// guard it must stay under (ROTATORD_MAX_ACCOUNT_JWT_BYTES).
+	JWTBytes    int   `json:"jwt_bytes"`
+	JWTMaxBytes int64 `json:"jwt_max_bytes"`
 	accountClaimsJSON
 }
 
@@ -33,7 +36,8 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 	return accountJSON{
 		Name: a.Name, PublicKey: a.PublicKey, System: a.System, Description: a.Description, Limits: a.Limits,
 		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, accountClaimsJSON: toAccountClaimsJSON(a.Claims),
+		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+		JWTBytes: len(a.JWT), accountClaimsJSON: toAccountClaimsJSON(a.Claims),
 	}
 }
 
@@ -43,10 +47,11 @@ type rotationJSON struct {
 }
 
 type credentialJSON struct {
-	PublicKey string    `json:"public_key"`
-	JWTID     string    `json:"jwt_id"`
-	IssuedAt  time.Time `json:"issued_at"`
-	ExpiresAt time.Time `json:"expires_at"`
+	PublicKey  string    `json:"public_key"`
+	JWTID      string    `json:"jwt_id"`
+	IssuedAt   time.Time `json:"issued_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	SigningKey string    `json:"signing_key,omitempty"`
 }
 
 type agentJSON struct {
@@ -60,9 +65,15 @@ type agentJSON struct {
 	NextRotationAt *time.Time           `json:"next_rotation_at"`
 	CreatedAt      time.Time            `json:"created_at"`
 	UpdatedAt      time.Time            `json:"updated_at"`
+	// LastRotation is the newest rotation; null when there was none.
+	LastRotation *lastRotationJSON `json:"last_rotation"`
 	// Creds is the creds file, only in the response that created the agent
 	// with poll delivery.
 	Creds string `json:"creds,omitempty"`
+
+	claimsJSON
+	Tags []string `json:"tags"`
+	Role *string  `json:"role"`
 }
 
 func toAgentJSON(g *rotatord.Agent) agentJSON {
@@ -72,8 +83,15 @@ func toAgentJSON(g *rotatord.Agent) agentJSON {
 		Delivery: g.Delivery, NextRotationAt: g.NextRotationAt, CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt,
 	}
 	if c := g.Active; c != nil {
-		out.Credential = &credentialJSON{PublicKey: c.PublicKey, JWTID: c.JWTID, IssuedAt: c.IssuedAt.UTC(), ExpiresAt: c.ExpiresAt.UTC()}
+		out.Credential = &credentialJSON{PublicKey: c.PublicKey, JWTID: c.JWTID, IssuedAt: c.IssuedAt.UTC(), ExpiresAt: c.ExpiresAt.UTC(),
+			SigningKey: c.SigningKey}
 	}
+	out.claimsJSON = toClaimsJSON(g.Template())
+	out.Tags = nonNilStrings(g.Tags)
+	if g.Role != "" {
+		out.Role = &g.Role
+	}
+	out.LastRotation = toLastRotationJSON(g.LastRotation)
 	return out
 }
 
@@ -99,13 +117,4 @@ func toAuditJSON(e *rotatord.AuditEvent) auditJSON {
 }
 
 // formatDuration writes d the way operators write it: 30m, not 30m0s.
-func formatDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+func formatDuration(d time.Duration) string { return rotatord.FormatDuration(d) }

@@ -61,7 +61,7 @@ func TestRoutesMatchSpec(t *testing.T) {
 	// The resolver and metrics routes exist only when their handlers are
 	// configured; no service is needed to walk the routes.
 	stub := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
-	srv := httpapi.New(httpapi.Config{Resolver: stub, Metrics: stub})
+	srv := httpapi.New(httpapi.Config{Resolver: stub, Metrics: stub, Console: stub})
 
 	byPath := map[string]*route{}
 	err := chi.Walk(srv.Routes(), func(method, path string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {

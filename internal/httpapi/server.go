@@ -35,12 +35,26 @@ type Config struct {
 	// client certificate (mtls.go). The listener must ask for them
 	// (tls.VerifyClientCertIfGiven with the client CA).
 	RequireClientCert bool
+
+	// Console serves the fleet console under /ui/ (static files, no
+	// token: every API call it makes needs one); nil for none.
+	Console http.Handler
+	// MaxAccountJWTBytes is the guard account JWTs stay under, shown as
+	// jwt_max_bytes in the account JSON (DefaultMaxAccountJWTBytes when 0).
+	MaxAccountJWTBytes int64
+	// AuditVerify serves GET /v1/audit/verify (422 unsupported when nil);
+	// AuditVerifyWait is how long a request waits for a run (20 s when 0).
+	AuditVerify     AuditVerifyFunc
+	AuditVerifyWait time.Duration
 	// AgentLimits are the agent API's rate limits (agentapi.go).
 	AgentLimits AgentLimits
 	// Refusals counts the agent API's refusals for the audit trail; nil
 	// counts nothing.
 	Refusals *refusals.Counter
 }
+
+// DefaultMaxAccountJWTBytes is the default of ROTATORD_MAX_ACCOUNT_JWT_BYTES.
+const DefaultMaxAccountJWTBytes = 512 << 10
 
 // Server is the HTTP handler of rotatord.
 type Server struct {
@@ -51,6 +65,9 @@ type Server struct {
 	router  chi.Router
 	// clientCert: see Config.RequireClientCert.
 	clientCert bool
+	// maxJWT: see Config.MaxAccountJWTBytes.
+	maxJWT   int64
+	verifier *auditVerifier
 	// agent is the agent API's state, now its clock (the service's).
 	agent *agentAPI
 	now   func() time.Time
@@ -69,6 +86,13 @@ func New(cfg Config) *Server {
 	if cfg.Service != nil {
 		s.now = cfg.Service.Now
 	}
+	s.maxJWT = cfg.MaxAccountJWTBytes
+	if s.maxJWT <= 0 {
+		s.maxJWT = DefaultMaxAccountJWTBytes
+	}
+	if cfg.AuditVerify != nil {
+		s.verifier = newAuditVerifier(cfg.AuditVerify, cfg.AuditVerifyWait)
+	}
 	r := chi.NewRouter()
 	r.Use(s.recoverer)
 	// The resolver is on the hot path of every nats-server: no logging or
@@ -83,8 +107,14 @@ func New(cfg Config) *Server {
 	if cfg.Metrics != nil {
 		r.Handle("/metrics", cfg.Metrics)
 	}
+	if cfg.Console != nil {
+		r.Get("/", redirectTo("/ui/"))
+		r.Get("/ui", redirectTo("/ui/"))
+		r.Handle("/ui/*", cfg.Console)
+	}
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.logRequests)
+		r.Use(securityHeaders)
 		// Agents authenticate with a proof of possession of their key.
 		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Post("/agents/{name}/creds", s.agentKey)
@@ -98,6 +128,14 @@ func New(cfg Config) *Server {
 			r.Get("/agents", s.listAgents)
 			r.Get("/agents/{name}", s.getAgent)
 			r.Get("/audit", s.listAudit)
+			r.Get("/accounts/{name}/roles", s.listRoles)
+			r.Get("/accounts/{name}/roles/{role}", s.getRole)
+			// The fleet console's reads (console.go, auditverify.go).
+			r.Get("/whoami", s.whoami)
+			r.Get("/alerts", s.listAlerts)
+			r.Get("/audit/verify", s.verifyAudit)
+			r.Get("/agents/{name}/keys", s.listAgentKeys)
+			r.Get("/accounts/{name}/revocations", s.listRevocations)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRotate))
@@ -113,6 +151,9 @@ func New(cfg Config) *Server {
 			r.Patch("/agents/{name}", s.updateAgent)
 			r.Delete("/agents/{name}", s.deleteAgent)
 			r.Post("/agents/{name}/reissue", s.reissueAgent)
+			r.Post("/accounts/{name}/roles", s.createRole)
+			r.Patch("/accounts/{name}/roles/{role}", s.updateRole)
+			r.Delete("/accounts/{name}/roles/{role}", s.deleteRole)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

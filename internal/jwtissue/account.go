@@ -50,9 +50,14 @@ func AccountClaimsOf(spec AccountSpec) (*jwt.AccountClaims, error) {
 	for _, im := range spec.Imports {
 		ac.Imports.Add(importClaim(im))
 	}
-	// Response permissions are not modeled: a base's stay.
+	// Default permissions are as given: an empty allow list allows all
+	// (no default deny here, unlike an agent's own permissions).
 	ac.DefaultPermissions.Pub = jwt.Permission{Allow: jwt.StringList(c.DefaultPermissions.Pub.Allow), Deny: jwt.StringList(c.DefaultPermissions.Pub.Deny)}
 	ac.DefaultPermissions.Sub = jwt.Permission{Allow: jwt.StringList(c.DefaultPermissions.Sub.Allow), Deny: jwt.StringList(c.DefaultPermissions.Sub.Deny)}
+	ac.DefaultPermissions.Resp = nil
+	if r := c.DefaultPermissions.Resp; r != nil {
+		ac.DefaultPermissions.Resp = &jwt.ResponsePermission{MaxMsgs: r.Max, Expires: r.TTL}
+	}
 	ac.Mappings = jwt.Mapping{}
 	for src, dests := range c.Mappings {
 		wm := make([]jwt.WeightedMapping, 0, len(dests))
@@ -64,6 +69,7 @@ func AccountClaimsOf(spec AccountSpec) (*jwt.AccountClaims, error) {
 	ac.InfoURL = c.InfoURL
 	ac.Tags = jwt.TagList(append([]string(nil), c.Tags...))
 	ac.SigningKeys.Add(spec.SigningKeys...)
+	addScopedKeys(ac, spec.ScopedKeys)
 	for _, r := range spec.Revocations {
 		ac.RevokeAt(r.PublicKey, r.RevokedAt)
 	}
@@ -185,7 +191,7 @@ func AccountModel(a *jwt.Account) (rotatord.Limits, rotatord.AccountClaims) {
 			Advertise: e.Advertise, AllowTrace: e.AllowTrace, Description: e.Description, InfoURL: e.InfoURL,
 		}
 		if e.ResponseThreshold > 0 {
-			x.ResponseThreshold = e.ResponseThreshold.String()
+			x.ResponseThreshold = rotatord.FormatDuration(e.ResponseThreshold)
 		}
 		if e.Latency != nil {
 			x.Latency = &rotatord.ServiceLatency{Sampling: rotatord.LatencySampling(e.Latency.Sampling), Results: string(e.Latency.Results)}
@@ -220,6 +226,9 @@ func AccountModel(a *jwt.Account) (rotatord.Limits, rotatord.AccountClaims) {
 	c.DefaultPermissions = rotatord.Permissions{
 		Pub: rotatord.PermissionList{Allow: a.DefaultPermissions.Pub.Allow, Deny: a.DefaultPermissions.Pub.Deny},
 		Sub: rotatord.PermissionList{Allow: a.DefaultPermissions.Sub.Allow, Deny: a.DefaultPermissions.Sub.Deny},
+	}
+	if r := a.DefaultPermissions.Resp; r != nil {
+		c.DefaultPermissions.Resp = &rotatord.ResponsePermission{Max: r.MaxMsgs, TTL: r.Expires}
 	}
 	if len(a.Mappings) > 0 {
 		c.Mappings = map[string][]rotatord.WeightedMapping{}

@@ -31,7 +31,7 @@ func TestAccountModelRoundTrip(t *testing.T) {
 		},
 		Imports: []rotatord.Import{{Name: "i", Account: ext, Subject: "x.>", Type: rotatord.ExportService, LocalSubject: "y.>", Token: "t.o.k", Share: true}},
 		DefaultPermissions: rotatord.Permissions{Pub: rotatord.PermissionList{Allow: []string{"p"}, Deny: []string{"q"}},
-			Sub: rotatord.PermissionList{Allow: []string{"r"}}},
+			Sub: rotatord.PermissionList{Allow: []string{"r"}}, Resp: &rotatord.ResponsePermission{Max: 1, TTL: time.Second}},
 		Mappings: map[string][]rotatord.WeightedMapping{"m.*": {{Subject: "n.$1", Weight: 30}, {Subject: "o.$1", Weight: 100, Cluster: "c"}}},
 		InfoURL:  "https://acc.example", Tags: []string{"a:b"},
 	}
@@ -70,6 +70,7 @@ func TestAccountBase(t *testing.T) {
 	base.Exports.Add(&jwt.Export{Subject: "old", Type: jwt.Stream})
 	base.DefaultPermissions.Resp = &jwt.ResponsePermission{MaxMsgs: 2, Expires: time.Second}
 	base.ClusterTraffic = jwt.ClusterTrafficOwner
+	base.Trace = &jwt.MsgTrace{Destination: "t", Sampling: 10}
 	base.Limits.JetStreamLimits.DiskStorage = 100
 	raw, _ := json.Marshal(&base.Account)
 	ac, err := AccountClaimsOf(AccountSpec{Name: "a", PublicKey: Public(acc), Limits: rotatord.NoLimits, Base: raw})
@@ -79,8 +80,11 @@ func TestAccountBase(t *testing.T) {
 	if len(ac.Exports) != 0 || ac.Limits.IsJSEnabled() {
 		t.Errorf("modeled claims kept from the base: exports %v, limits %+v", ac.Exports, ac.Limits)
 	}
-	if ac.DefaultPermissions.Resp == nil || ac.DefaultPermissions.Resp.MaxMsgs != 2 || ac.ClusterTraffic != jwt.ClusterTrafficOwner {
-		t.Errorf("unmodeled claims lost: resp %+v, cluster traffic %q", ac.DefaultPermissions.Resp, ac.ClusterTraffic)
+	if ac.DefaultPermissions.Resp != nil {
+		t.Errorf("default response permissions kept from the base: %+v", ac.DefaultPermissions.Resp)
+	}
+	if ac.ClusterTraffic != jwt.ClusterTrafficOwner || ac.Trace == nil || ac.Trace.Destination != "t" {
+		t.Errorf("unmodeled claims lost: cluster traffic %q, trace %+v", ac.ClusterTraffic, ac.Trace)
 	}
 	if _, err := AccountClaimsOf(AccountSpec{Name: "a", PublicKey: Public(acc), Base: []byte("{")}); err == nil {
 		t.Error("a base that does not decode was accepted")

@@ -24,7 +24,7 @@ func BenchmarkIssueUser(b *testing.B) {
 			b.Fatal(err)
 		}
 		if _, _, err := EncodeUser(signer, UserSpec{Name: "agent", PublicKey: Public(kp), AccountKey: Public(acc),
-			Permissions: perms, Expires: time.Now().Add(25 * time.Hour)}); err != nil {
+			Claims: rotatord.UserTemplate{Permissions: perms, Limits: rotatord.NoUserLimits}, Expires: time.Now().Add(25 * time.Hour)}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -122,6 +122,9 @@ type AccountSpec struct {
 	Claims      rotatord.AccountClaims
 	Imports     []ImportSpec
 	Revocations []rotatord.Revocation
+	// ScopedKeys are the account's roles: signing keys whose users get
+	// their permissions from the account JWT.
+	ScopedKeys []ScopedKey
 	// Base, when set, is the account claims (a JWT's "nats" object) to
 	// start from: everything the fields above do not set is kept from it.
 	Base json.RawMessage
@@ -143,27 +146,38 @@ func EncodeAccount(operatorSigner nkeys.KeyPair, spec AccountSpec) (token, id st
 
 // UserSpec describes a user JWT.
 type UserSpec struct {
-	Name        string
-	PublicKey   string
-	AccountKey  string
-	Permissions rotatord.Permissions
-	Expires     time.Time
+	Name       string
+	PublicKey  string
+	AccountKey string
+	// Claims are the user's permissions and limits. A direction (pub, sub)
+	// without an allow entry denies ">": NATS would allow everything.
+	Claims rotatord.UserTemplate
+	// Scoped is for a user of a role: the JWT is signed by the role's
+	// scoped key and carries no permissions or limits (Claims is ignored);
+	// nats-server applies the role's template from the account JWT.
+	Scoped bool
+	// Tags go into the JWT either way; a role's {{tag(key)}} reads them.
+	Tags    []string
+	Expires time.Time
 }
 
-// EncodeUser returns a user JWT signed by the account's signing key, and its
-// decoded claims (ID and IssuedAt are set by the encoder). NotBefore is left
-// unset on purpose: jwt/v2 checks it without leeway, and a server whose
-// clock is behind would refuse a JWT that is valid "from now".
-func EncodeUser(accountSigner nkeys.KeyPair, spec UserSpec) (string, *jwt.UserClaims, error) {
+// EncodeUser returns a user JWT signed by signer (the account's signing
+// key, or a role's scoped key when spec.Scoped), and its decoded claims (ID
+// and IssuedAt are set by the encoder). NotBefore is left unset on purpose:
+// jwt/v2 checks it without leeway, and a server whose clock is behind would
+// refuse a JWT that is valid "from now".
+func EncodeUser(signer nkeys.KeyPair, spec UserSpec) (string, *jwt.UserClaims, error) {
 	uc := jwt.NewUserClaims(spec.PublicKey)
 	uc.Name = spec.Name
 	uc.IssuerAccount = spec.AccountKey
 	uc.Expires = spec.Expires.Unix()
-	uc.Pub.Allow.Add(spec.Permissions.Pub.Allow...)
-	uc.Pub.Deny.Add(spec.Permissions.Pub.Deny...)
-	uc.Sub.Allow.Add(spec.Permissions.Sub.Allow...)
-	uc.Sub.Deny.Add(spec.Permissions.Sub.Deny...)
-	token, err := uc.Encode(accountSigner)
+	uc.Tags.Add(spec.Tags...)
+	if spec.Scoped {
+		uc.SetScoped(true)
+	} else {
+		uc.UserPermissionLimits = PermissionLimits(spec.Claims)
+	}
+	token, err := uc.Encode(signer)
 	if err != nil {
 		return "", nil, fmt.Errorf("encode user jwt for %s: %w", spec.Name, err)
 	}

@@ -50,7 +50,7 @@ func TestChain(t *testing.T) {
 	}
 	perms := rotatord.Permissions{Pub: rotatord.PermissionList{Allow: []string{"a.>"}, Deny: []string{"a.b"}}}
 	exp := time.Now().Add(time.Hour)
-	userJWT, uc, err := EncodeUser(accSigner, UserSpec{Name: "kate", PublicKey: Public(user), AccountKey: Public(acc), Permissions: perms, Expires: exp})
+	userJWT, uc, err := EncodeUser(accSigner, UserSpec{Name: "kate", PublicKey: Public(user), AccountKey: Public(acc), Claims: rotatord.UserTemplate{Permissions: perms, Limits: rotatord.NoUserLimits}, Expires: exp})
 	if err != nil {
 		t.Fatal(err)
 	}

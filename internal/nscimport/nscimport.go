@@ -254,10 +254,12 @@ func readUser(u *rotatord.ImportedUser, uc *jwt.UserClaims) {
 		u.Name = strings.TrimSuffix(baseName(u.File), ".jwt")
 		u.Name = strings.TrimSuffix(u.Name, ".creds")
 	}
+	// An empty allow list lets a NATS user reach everything; rotatord's
+	// default deny would take that away at the first rotation.
 	u.Permissions = rotatord.Permissions{
 		Pub: rotatord.PermissionList{Allow: uc.Pub.Allow, Deny: uc.Pub.Deny},
 		Sub: rotatord.PermissionList{Allow: uc.Sub.Allow, Deny: uc.Sub.Deny},
-	}.Normalize()
+	}.AllowAllWhereEmpty()
 	u.Unmodeled = unmodeledUser(uc)
 }
 

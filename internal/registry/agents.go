@@ -13,10 +13,10 @@ import (
 
 const agentCols = `g.id, g.account_id, a.name, a.public_key, g.name, g.permissions, g.schedule, g.grace_seconds,
 	g.delivery, g.state, g.next_rotation_at, g.failures, g.created_at, g.updated_at,
-	c.id, c.public_key, c.jwt, c.jwt_id, c.issued_at, c.expires_at`
+	c.id, c.public_key, c.jwt, c.jwt_id, c.issued_at, c.expires_at, c.signing_key, ` + agentRoleCols
 
 const agentFrom = ` FROM agents g JOIN accounts a ON a.id = g.account_id
-	LEFT JOIN credentials c ON c.agent_id = g.id AND c.state = 'active'`
+	LEFT JOIN credentials c ON c.agent_id = g.id AND c.state = 'active'` + agentRoleFrom
 
 func scanAgent(row pgx.Row) (*rotatord.Agent, error) {
 	var (
@@ -26,11 +26,17 @@ func scanAgent(row pgx.Row) (*rotatord.Agent, error) {
 		credID        *int64
 		pub, jwt, jti *string
 		iat, exp      *time.Time
+		signer        *string
+		claims        []byte
+		roleID        *int64
 	)
 	err := row.Scan(&g.ID, &g.AccountID, &g.Account, &g.AccountKey, &g.Name, &g.Permissions, &g.Rotation.Schedule, &grace,
 		&delivery, &g.State, &g.NextRotationAt, &g.Failures, &g.CreatedAt, &g.UpdatedAt,
-		&credID, &pub, &jwt, &jti, &iat, &exp)
+		&credID, &pub, &jwt, &jti, &iat, &exp, &signer, &claims, &roleID, &g.Role, &g.RoleKey)
 	if err != nil {
+		return nil, err
+	}
+	if err := scanAgentClaims(&g, claims, roleID); err != nil {
 		return nil, err
 	}
 	g.Rotation.Grace = time.Duration(grace) * time.Second
@@ -38,7 +44,7 @@ func scanAgent(row pgx.Row) (*rotatord.Agent, error) {
 	g.Permissions = g.Permissions.Normalize()
 	if credID != nil {
 		g.Active = &rotatord.Credential{ID: *credID, AgentID: g.ID, PublicKey: *pub, JWT: *jwt, JWTID: *jti,
-			IssuedAt: *iat, ExpiresAt: *exp, State: rotatord.CredentialActive}
+			IssuedAt: *iat, ExpiresAt: *exp, State: rotatord.CredentialActive, SigningKey: deref(signer)}
 	}
 	return &g, nil
 }
@@ -46,10 +52,10 @@ func scanAgent(row pgx.Row) (*rotatord.Agent, error) {
 // CreateAgent stores a new agent and sets its ID and times. A taken name is ECONFLICT.
 func (s *Store) CreateAgent(ctx context.Context, g *rotatord.Agent) error {
 	err := s.q(ctx).QueryRow(ctx, `
-		INSERT INTO agents (account_id, name, permissions, schedule, grace_seconds, delivery, state, next_rotation_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, created_at, updated_at`,
+		INSERT INTO agents (account_id, name, permissions, schedule, grace_seconds, delivery, state, next_rotation_at, claims, role_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id, created_at, updated_at`,
 		g.AccountID, g.Name, g.Permissions.Normalize(), g.Rotation.Schedule, int32(g.Rotation.Grace/time.Second),
-		string(g.Delivery), g.State, g.NextRotationAt,
+		string(g.Delivery), g.State, g.NextRotationAt, agentClaimsOf(g), idPtr(g.RoleID),
 	).Scan(&g.ID, &g.CreatedAt, &g.UpdatedAt)
 	if err != nil {
 		return mapErr(fmt.Errorf("create agent %s: %w", g.Name, err))
@@ -107,23 +113,28 @@ func (s *Store) ListAgents(ctx context.Context, f rotatord.AgentFilter) ([]*rota
 	if f.Limit > 0 {
 		limit = f.Limit
 	}
+	outcomes := f.Outcomes
+	if outcomes == nil {
+		outcomes = []string{}
+	}
 	rows, err := s.q(ctx).Query(ctx, `SELECT `+agentCols+agentFrom+`
-		WHERE ($1 = '' OR a.name = $1) AND g.name > $2 ORDER BY g.name LIMIT $3`, f.Account, f.After, limit)
+		WHERE ($1 = '' OR a.name = $1) AND g.name > $2`+agentFilterSQL+` ORDER BY g.name LIMIT $3`,
+		f.Account, f.After, limit, f.State, f.Search, outcomes)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list agents: %w", err))
 	}
 	return collect(rows, "agents", scanAgent)
 }
 
-// UpdateAgent stores g's permissions, rotation policy, delivery, state,
-// next rotation time and failure count.
+// UpdateAgent stores g's permissions and other user claims, role, rotation
+// policy, delivery, state, next rotation time and failure count.
 func (s *Store) UpdateAgent(ctx context.Context, g *rotatord.Agent) error {
 	err := s.q(ctx).QueryRow(ctx, `
 		UPDATE agents SET permissions = $2, schedule = $3, grace_seconds = $4, delivery = $5, state = $6,
-			next_rotation_at = $7, failures = $8, updated_at = now()
+			next_rotation_at = $7, failures = $8, claims = $9, role_id = $10, updated_at = now()
 		WHERE id = $1 RETURNING updated_at`,
 		g.ID, g.Permissions.Normalize(), g.Rotation.Schedule, int32(g.Rotation.Grace/time.Second), string(g.Delivery),
-		g.State, g.NextRotationAt, g.Failures).Scan(&g.UpdatedAt)
+		g.State, g.NextRotationAt, g.Failures, agentClaimsOf(g), idPtr(g.RoleID)).Scan(&g.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return notFound("agent", g.Name)
 	}
@@ -145,11 +156,13 @@ func (s *Store) DeleteAgent(ctx context.Context, id int64) error {
 	return nil
 }
 
-const credentialCols = `id, agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc, revoked_at`
+const credentialCols = `id, agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc, revoked_at, signing_key`
 
 func scanCredential(row pgx.Row) (*rotatord.Credential, error) {
 	var c rotatord.Credential
-	err := row.Scan(&c.ID, &c.AgentID, &c.PublicKey, &c.JWT, &c.JWTID, &c.IssuedAt, &c.ExpiresAt, &c.State, &c.SeedEnc, &c.RevokedAt)
+	var signer *string
+	err := row.Scan(&c.ID, &c.AgentID, &c.PublicKey, &c.JWT, &c.JWTID, &c.IssuedAt, &c.ExpiresAt, &c.State, &c.SeedEnc, &c.RevokedAt, &signer)
+	c.SigningKey = deref(signer)
 	return &c, err
 }
 

@@ -29,7 +29,7 @@ func (s *Store) Audit(ctx context.Context, e *rotatord.AuditEvent) error {
 	return nil
 }
 
-// ListAudit returns events matching f, oldest first.
+// ListAudit returns events matching f, oldest first (newest first with f.Newest).
 func (s *Store) ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error) {
 	limit := f.Limit
 	if limit <= 0 {
@@ -39,11 +39,16 @@ func (s *Store) ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotat
 	if !f.Since.IsZero() {
 		since = f.Since
 	}
+	// Newest first pages down from AfterID (0: from the newest event).
+	page, order := `id > $4`, `id`
+	if f.Newest {
+		page, order = `($4 = 0 OR id < $4)`, `id DESC`
+	}
 	rows, err := s.q(ctx).Query(ctx, `
 		SELECT id, at, actor, action, account, agent, public_key, coalesce(rotation_id::text, ''), details
 		FROM audit_events
-		WHERE ($1 = '' OR agent = $1) AND ($2 = '' OR action = $2) AND ($3::timestamptz IS NULL OR at >= $3) AND id > $4
-		ORDER BY id LIMIT $5`, f.Agent, f.Action, since, f.AfterID, limit)
+		WHERE ($1 = '' OR agent = $1) AND ($2 = '' OR action = $2) AND ($3::timestamptz IS NULL OR at >= $3) AND `+page+`
+		ORDER BY `+order+` LIMIT $5`, f.Agent, f.Action, since, f.AfterID, limit)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list audit events: %w", err))
 	}

@@ -35,9 +35,10 @@ func (s *Store) LockDueAgents(ctx context.Context, names []string, now time.Time
 	return list, s.refreshActive(ctx, list)
 }
 
-// refreshActive reads the active credentials of locked agents again, in a
-// statement of its own: the ones joined by the locking read may be from
-// before it waited for a lock (READ COMMITTED re-checks only locked rows).
+// refreshActive reads the active credentials (and roles) of locked agents
+// again, in a statement of its own: the ones joined by the locking read may
+// be from before it waited for a lock (READ COMMITTED re-checks only
+// locked rows).
 func (s *Store) refreshActive(ctx context.Context, gs []*rotatord.Agent) error {
 	if len(gs) == 0 {
 		return nil
@@ -60,7 +61,7 @@ func (s *Store) refreshActive(ctx context.Context, gs []*rotatord.Agent) error {
 		c.SeedEnc = nil
 		byID[c.AgentID].Active = c
 	}
-	return nil
+	return s.refreshRoles(ctx, gs)
 }
 
 // LockAgentsByID locks agents in ID order and returns them by ID.
@@ -128,17 +129,20 @@ func (s *Store) FindCredentials(ctx context.Context, ids []int64) (map[int64]*ro
 func (s *Store) CreateCredentials(ctx context.Context, cs []*rotatord.Credential) error {
 	n := len(cs)
 	agents, keys, jwts, jtis, states := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	iats, exps, seeds := make([]time.Time, n), make([]time.Time, n), make([][]byte, n)
+	iats, exps, seeds, signers := make([]time.Time, n), make([]time.Time, n), make([][]byte, n), make([]*string, n)
 	byKey := make(map[string]*rotatord.Credential, n)
 	for i, c := range cs {
 		agents[i], keys[i], jwts[i], jtis[i], states[i] = c.AgentID, c.PublicKey, c.JWT, c.JWTID, c.State
 		iats[i], exps[i], seeds[i] = dbTime(c.IssuedAt), dbTime(c.ExpiresAt), c.SeedEnc
+		if c.SigningKey != "" {
+			signers[i] = &c.SigningKey
+		}
 		byKey[c.PublicKey] = c
 	}
 	rows, err := s.q(ctx).Query(ctx, `
-		INSERT INTO credentials (agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[], $8::bytea[])
-		RETURNING public_key, id`, agents, keys, jwts, jtis, iats, exps, states, seeds)
+		INSERT INTO credentials (agent_id, public_key, jwt, jwt_id, issued_at, expires_at, state, seed_enc, signing_key)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[], $8::bytea[], $9::text[])
+		RETURNING public_key, id`, agents, keys, jwts, jtis, iats, exps, states, seeds, signers)
 	if err != nil {
 		return mapErr(fmt.Errorf("create %d credentials: %w", n, err))
 	}

@@ -70,7 +70,7 @@ func (s *Store) AddSigningKey(ctx context.Context, accountID int64, pub string, 
 }
 
 // SigningKey returns the newest live signing key of the operator (accountID
-// 0) or of an account, as public key and encrypted seed.
+// 0) or of an account (not of its roles), as public key and encrypted seed.
 func (s *Store) SigningKey(ctx context.Context, accountID int64) (pub string, seedEnc []byte, err error) {
 	var row pgx.Row
 	if accountID == 0 {
@@ -78,7 +78,7 @@ func (s *Store) SigningKey(ctx context.Context, accountID int64) (pub string, se
 			WHERE owner_kind = 'operator' AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1`)
 	} else {
 		row = s.q(ctx).QueryRow(ctx, `SELECT public_key, seed_enc FROM signing_keys
-			WHERE account_id = $1 AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1`, accountID)
+			WHERE account_id = $1 AND role_id IS NULL AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1`, accountID)
 	}
 	err = row.Scan(&pub, &seedEnc)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -90,9 +90,10 @@ func (s *Store) SigningKey(ctx context.Context, accountID int64) (pub string, se
 	return pub, seedEnc, nil
 }
 
-// SigningKeys returns the public keys of an account's live signing keys.
+// SigningKeys returns the public keys of an account's live signing keys
+// (not its roles' scoped keys).
 func (s *Store) SigningKeys(ctx context.Context, accountID int64) ([]string, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT public_key FROM signing_keys WHERE account_id = $1 AND retired_at IS NULL ORDER BY created_at`, accountID)
+	rows, err := s.q(ctx).Query(ctx, `SELECT public_key FROM signing_keys WHERE account_id = $1 AND role_id IS NULL AND retired_at IS NULL ORDER BY created_at`, accountID)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list signing keys: %w", err))
 	}

@@ -141,6 +141,8 @@ func conflictMessage(e *pgconn.PgError) string {
 	switch e.ConstraintName {
 	case "accounts_name_key":
 		return "an account with this name exists"
+	case "roles_account_name_key":
+		return "a role with this name exists in the account"
 	case "agents_name_key":
 		return "an agent with this name exists"
 	case "api_tokens_name_key":

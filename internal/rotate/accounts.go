@@ -122,11 +122,18 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 
 // signAccount encodes acc's JWT with the operator's signing key from its
 // fields, its claims (minting the activation tokens its imports need, see
-// importSpecs), its signing keys and the given revocations.
+// importSpecs), its signing keys, its roles' scoped keys and the given
+// revocations.
 func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs []rotatord.Revocation) error {
 	opSigner, err := s.signer(ctx, 0)
 	if err != nil {
 		return err
+	}
+	var scoped []jwtissue.ScopedKey
+	if acc.ID != 0 { // a stored account may have roles
+		if scoped, err = s.scopedKeys(ctx, acc.ID); err != nil {
+			return err
+		}
 	}
 	claims, err := claimsOf(acc)
 	if err != nil {
@@ -139,6 +146,7 @@ func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs [
 	acc.JWT, acc.JWTID, err = jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
 		Name: acc.Name, PublicKey: acc.PublicKey, Description: acc.Description,
 		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Claims: *claims, Imports: imports, Revocations: revs, Base: acc.BaseClaims,
+		ScopedKeys: scoped,
 	})
 	return err
 }

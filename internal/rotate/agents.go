@@ -12,7 +12,8 @@ import (
 )
 
 // AgentInput is what a caller gives to create an agent. Empty schedule,
-// zero grace and empty delivery take the defaults.
+// zero grace and empty delivery take the defaults; nil limits are
+// unlimited.
 type AgentInput struct {
 	Name        string
 	Account     string
@@ -20,15 +21,41 @@ type AgentInput struct {
 	Schedule    string
 	Grace       time.Duration
 	Delivery    rotatord.Delivery
+
+	Limits          *rotatord.UserLimitsPatch
+	Src             []string
+	Times           []rotatord.TimeRange
+	TimesLocation   string
+	ConnectionTypes []string
+	Tags            []string
+	// Role is the name of a role of the account; the agent then has no
+	// claims of its own (EINVALID if it is given some).
+	Role string
 }
 
-// AgentPatch changes an agent; nil fields stay as they are. New permissions
+// AgentPatch changes an agent; nil fields stay as they are. New claims
 // take effect with the agent's next credentials (rotate to apply them now).
 type AgentPatch struct {
 	Permissions *rotatord.Permissions
 	Schedule    *string
 	Grace       *time.Duration
 	Delivery    *rotatord.Delivery
+
+	Limits          *rotatord.UserLimitsPatch
+	Src             *[]string
+	Times           *[]rotatord.TimeRange
+	TimesLocation   *string
+	ConnectionTypes *[]string
+	Tags            *[]string
+	// Role moves the agent into that role ("" out of its role). Joining a
+	// role clears the agent's own claims.
+	Role *string
+}
+
+// template is p's change of the agent's own claims.
+func (p AgentPatch) template() rotatord.UserTemplatePatch {
+	return rotatord.UserTemplatePatch{Permissions: p.Permissions, Limits: p.Limits, Src: p.Src, Times: p.Times,
+		TimesLocation: p.TimesLocation, ConnectionTypes: p.ConnectionTypes}
 }
 
 func (s *Service) checkDelivery(d rotatord.Delivery) error {
@@ -61,13 +88,27 @@ func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (
 	if in.Account == "" {
 		return nil, nil, rotatord.Errorf(rotatord.EINVALID, "account is required")
 	}
-	if err := in.Permissions.Validate(); err != nil {
+	own := rotatord.UserTemplate{Permissions: in.Permissions, Limits: rotatord.NoUserLimits, Src: in.Src, Times: in.Times,
+		TimesLocation: in.TimesLocation, ConnectionTypes: in.ConnectionTypes}
+	if in.Limits != nil {
+		own.Limits = in.Limits.Apply(own.Limits)
+	}
+	own, err := checkTemplate(own, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if in.Role != "" && !own.IsEmpty() {
+		return nil, nil, errRoleAndOwn(in.Name, in.Role)
+	}
+	tags, err := rotatord.NormalizeTags(in.Tags)
+	if err != nil {
 		return nil, nil, err
 	}
 	g := &rotatord.Agent{
-		Name: in.Name, Permissions: in.Permissions.Normalize(), State: rotatord.AgentActive,
+		Name: in.Name, State: rotatord.AgentActive, Tags: tags,
 		Rotation: rotatord.RotationPolicy{Schedule: in.Schedule, Grace: in.Grace}, Delivery: in.Delivery,
 	}
+	g.SetTemplate(own)
 	if g.Rotation.Schedule == "" {
 		g.Rotation.Schedule = rotatord.DefaultSchedule
 	}
@@ -84,7 +125,7 @@ func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (
 		return nil, nil, err
 	}
 	var creds []byte
-	err := s.store.InTx(ctx, func(ctx context.Context) error {
+	err = s.store.InTx(ctx, func(ctx context.Context) error {
 		acc, err := s.store.FindAccountByName(ctx, in.Account)
 		if err != nil {
 			return rotatord.Errorf(rotatord.EINVALID, "account %q does not exist", in.Account)
@@ -93,6 +134,11 @@ func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (
 			return rotatord.Errorf(rotatord.EINVALID, "agents cannot be created in the system account")
 		}
 		g.AccountID, g.Account, g.AccountKey = acc.ID, acc.Name, acc.PublicKey
+		if in.Role != "" {
+			if err := s.joinRole(ctx, g, acc.Name, in.Role); err != nil {
+				return err
+			}
+		}
 		now := s.now()
 		sched, _ := ParseSchedule(g.Rotation.Schedule)
 		next := sched.Next(now)
@@ -102,6 +148,9 @@ func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (
 		}
 		cred, kp, err := s.issue(ctx, g, now)
 		if err != nil {
+			return err
+		}
+		if err := s.checkControlLine(g, cred.JWT); err != nil {
 			return err
 		}
 		cred.State = rotatord.CredentialActive
@@ -128,12 +177,12 @@ func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (
 			creds = nil
 		}
 		if err := s.audit(ctx, actor, "agent.create", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name,
-			Details: map[string]any{"permissions": g.Permissions, "schedule": g.Rotation.Schedule,
-				"grace": g.Rotation.Grace.String(), "delivery": g.Delivery}}); err != nil {
+			Details: claimsDetails(g, map[string]any{"schedule": g.Rotation.Schedule,
+				"grace": g.Rotation.Grace.String(), "delivery": g.Delivery})}); err != nil {
 			return err
 		}
 		return s.audit(ctx, actor, "credential.issue", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name,
-			PublicKey: cred.PublicKey, Details: map[string]any{"jwt_id": cred.JWTID, "expires_at": cred.ExpiresAt}})
+			PublicKey: cred.PublicKey, Details: map[string]any{"jwt_id": cred.JWTID, "expires_at": cred.ExpiresAt, "signing_key": cred.SigningKey}})
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("create agent %s: %w", in.Name, err)
@@ -152,47 +201,64 @@ func (s *Service) issue(ctx context.Context, g *rotatord.Agent, now time.Time) (
 	return cred, kp, err
 }
 
-// issueFor signs a user JWT for pub, a user key of agent g.
+// issueFor signs a user JWT for pub, a user key of agent g: with the
+// role's key when g has a role, else with the account's signing key.
 func (s *Service) issueFor(ctx context.Context, g *rotatord.Agent, pub string, now time.Time) (*rotatord.Credential, error) {
-	signer, err := s.signer(ctx, g.AccountID)
-	if err != nil {
-		return nil, err
-	}
 	life, err := CredentialLifetime(g.Rotation, now)
 	if err != nil {
 		return nil, err
 	}
-	token, claims, err := jwtissue.EncodeUser(signer, jwtissue.UserSpec{
-		Name: g.Name, PublicKey: pub, AccountKey: g.AccountKey, Permissions: g.Permissions, Expires: now.Add(life),
-	})
+	token, claims, signer, err := s.encodeUser(ctx, g, pub, now.Add(life))
 	if err != nil {
-		return nil, fmt.Errorf("issue user jwt for %s: %w", g.Name, err)
+		return nil, err
 	}
 	return &rotatord.Credential{
-		AgentID: g.ID, PublicKey: pub, JWT: token, JWTID: claims.ID,
+		AgentID: g.ID, PublicKey: pub, JWT: token, JWTID: claims.ID, SigningKey: signer,
 		IssuedAt: time.Unix(claims.IssuedAt, 0), ExpiresAt: time.Unix(claims.Expires, 0),
 	}, nil
 }
 
-// Agent returns the named agent.
+// Agent returns the named agent with its newest rotation.
 func (s *Service) Agent(ctx context.Context, name string) (*rotatord.Agent, error) {
-	return s.store.FindAgentByName(ctx, name)
+	g, err := s.store.FindAgentByName(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.FillLastRotations(ctx, g); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
-// Agents lists agents matching f.
+// Agents lists agents matching f, each with its newest rotation. An
+// unknown state or outcome in f is EINVALID.
 func (s *Service) Agents(ctx context.Context, f rotatord.AgentFilter) ([]*rotatord.Agent, error) {
-	return s.store.ListAgents(ctx, f)
+	if err := checkAgentFilter(f); err != nil {
+		return nil, err
+	}
+	agents, err := s.store.ListAgents(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.FillLastRotations(ctx, agents...); err != nil {
+		return nil, err
+	}
+	return agents, nil
 }
 
-// UpdateAgent changes an agent's permissions, rotation policy or delivery.
+// UpdateAgent changes an agent's claims, role, rotation policy or
+// delivery. New claims take effect with its next credentials; a change
+// whose user JWT would not fit the servers' max_control_line is EINVALID.
 func (s *Service) UpdateAgent(ctx context.Context, actor Actor, name string, p AgentPatch) (*rotatord.Agent, error) {
-	if p.Permissions != nil {
-		if err := p.Permissions.Validate(); err != nil {
+	if p.Delivery != nil {
+		if err := s.checkDelivery(*p.Delivery); err != nil {
 			return nil, err
 		}
 	}
-	if p.Delivery != nil {
-		if err := s.checkDelivery(*p.Delivery); err != nil {
+	var tags []string
+	if p.Tags != nil {
+		var err error
+		if tags, err = rotatord.NormalizeTags(*p.Tags); err != nil {
 			return nil, err
 		}
 	}
@@ -203,9 +269,34 @@ func (s *Service) UpdateAgent(ctx context.Context, actor Actor, name string, p A
 			return err
 		}
 		changed := map[string]any{}
-		if p.Permissions != nil {
-			g.Permissions = p.Permissions.Normalize()
-			changed["permissions"] = g.Permissions
+		role := g.Role
+		if p.Role != nil {
+			role = *p.Role
+		}
+		base := g.Template()
+		if role != g.Role && role != "" {
+			base = emptyTemplate() // the role's claims replace the agent's own
+		}
+		own, err := checkTemplate(p.template().Apply(base), false)
+		if err != nil {
+			return err
+		}
+		if role != "" && !own.IsEmpty() {
+			return errRoleAndOwn(g.Name, role)
+		}
+		claimsChanged := !p.template().IsEmpty() || p.Tags != nil || role != g.Role
+		g.SetTemplate(own)
+		if p.Tags != nil {
+			g.Tags = tags
+		}
+		switch {
+		case role == "":
+			g.RoleID, g.Role, g.RoleKey = 0, "", ""
+		case role != g.Role || p.Tags != nil:
+			// Joining, or new tags the role's templates may read.
+			if err := s.joinRole(ctx, g, g.Account, role); err != nil {
+				return err
+			}
 		}
 		if p.Schedule != nil {
 			g.Rotation.Schedule = *p.Schedule
@@ -221,6 +312,12 @@ func (s *Service) UpdateAgent(ctx context.Context, actor Actor, name string, p A
 		}
 		if err := s.checkPolicy(g.Rotation); err != nil {
 			return err
+		}
+		if claimsChanged {
+			claimsDetails(g, changed)
+			if err := s.checkUserJWT(ctx, g); err != nil {
+				return err
+			}
 		}
 		if p.Schedule != nil {
 			sched, _ := ParseSchedule(g.Rotation.Schedule)

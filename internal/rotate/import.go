@@ -713,7 +713,7 @@ func (im *importer) user(ctx context.Context, u *rotatord.ImportedUser) error {
 	}
 
 	cred := &rotatord.Credential{PublicKey: u.PublicKey, JWT: u.JWT, JWTID: u.JWTID, IssuedAt: u.IssuedAt,
-		ExpiresAt: NeverExpires, State: rotatord.CredentialActive}
+		ExpiresAt: NeverExpires, State: rotatord.CredentialActive, SigningKey: u.Issuer}
 	if !u.ExpiresAt.IsZero() {
 		cred.ExpiresAt = u.ExpiresAt
 	}
@@ -722,7 +722,8 @@ func (im *importer) user(ctx context.Context, u *rotatord.ImportedUser) error {
 		delivery = rotatord.DeliveryPoll
 	}
 	g := &rotatord.Agent{Name: u.Name, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey,
-		Permissions: u.Permissions.Normalize(), Rotation: im.policy, Delivery: delivery, State: rotatord.AgentActive}
+		Permissions: u.Permissions, Rotation: im.policy, Delivery: delivery, State: rotatord.AgentActive,
+		Limits: rotatord.NoUserLimits}
 	next := im.nextRotation(cred.ExpiresAt)
 	g.NextRotationAt = &next
 	if err := im.s.store.CreateAgent(ctx, g); err != nil {

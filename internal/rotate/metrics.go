@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rotatord/rotatord"
 )
 
 type metrics struct {
@@ -33,6 +35,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.startedVec, m.finishedVec, m.duration, m.resigns)
+	}
+	// Every known label value is exported from the start, at zero: an
+	// alert on increase(rotatord_rotations_total{outcome="rolled_back"})
+	// then sees the first rollback after a restart, which a series that
+	// appears at 1 would hide.
+	for _, t := range []string{rotatord.TriggerSchedule, rotatord.TriggerManual, rotatord.TriggerAgent} {
+		m.startedVec.WithLabelValues(t)
+	}
+	for _, o := range []string{rotatord.RotationCompleted, rotatord.RotationRolledBack} {
+		m.finishedVec.WithLabelValues(o)
+		m.duration.WithLabelValues(o)
 	}
 	return m
 }

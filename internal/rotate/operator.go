@@ -152,8 +152,13 @@ func (s *Service) MintSystemUser(ctx context.Context) (string, nkeys.KeyPair, er
 	if err != nil {
 		return "", nil, err
 	}
+	// rotatord's own user is not an agent: default deny does not apply.
+	// It pushes account JWTs, watches $SYS events, asks CONNZ, answers
+	// CLAIMS.LOOKUP and publishes alerts, in the system account only.
+	all := rotatord.PermissionList{Allow: []string{">"}}
 	token, _, err := jwtissue.EncodeUser(signer, jwtissue.UserSpec{
 		Name: "rotatord", PublicKey: jwtissue.Public(kp), AccountKey: acc.PublicKey,
+		Claims:  rotatord.UserTemplate{Permissions: rotatord.Permissions{Pub: all, Sub: all}, Limits: rotatord.NoUserLimits},
 		Expires: s.now().Add(24 * time.Hour),
 	})
 	if err != nil {

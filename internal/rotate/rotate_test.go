@@ -29,6 +29,14 @@ func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 
 func newService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store) {
 	t.Helper()
+	svc, store, _ := newSealedService(t, clk)
+	return svc, store
+}
+
+// newSealedService is newService that also returns the sealer, for a second
+// service on the same database.
+func newSealedService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store, *seal.Sealer) {
+	t.Helper()
 	store, err := registry.Open(context.Background(), pgtest.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +49,7 @@ func newService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store)
 	if _, _, err := svc.Init(context.Background(), "test", "op"); err != nil {
 		t.Fatal(err)
 	}
-	return svc, store
+	return svc, store, sealer
 }
 
 func accountRevocations(t *testing.T, svc *rotate.Service, name string) map[string]int64 {

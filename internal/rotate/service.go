@@ -5,6 +5,7 @@
 package rotate
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -89,7 +90,14 @@ type Store interface {
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
 	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
 
-	// Exports, imports and activation tokens between accounts (claims.go).
+	RoleStore
+	// The fleet console's reads (console.go).
+	LastRotations(ctx context.Context, agentIDs []int64) (map[int64]*rotatord.Rotation, error)
+	ListAlertsBy(ctx context.Context, f rotatord.AlertFilter) ([]*rotatord.Alert, error)
+	ListRevocationsPage(ctx context.Context, accountID int64, f rotatord.PageFilter) ([]rotatord.Revocation, error)
+	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
+
+	// Exports, imports and activation tokens between accounts (accountclaims.go).
 	AccountGraphStore
 }
 
@@ -130,6 +138,9 @@ type Config struct {
 	// agent starts itself (own-key POST); DefaultAgentRotateMinInterval
 	// when zero.
 	AgentRotateMinInterval time.Duration
+	// MaxControlLine is the servers' max_control_line (4096 when 0): no
+	// user JWT is issued whose CONNECT line would not fit it.
+	MaxControlLine int
 	// ActivationLifetime is how long the activation tokens rotatord mints
 	// between its accounts are valid (default 30 days); Tick renews them
 	// when a third of it is left.
@@ -162,6 +173,7 @@ type Service struct {
 	checker      ConnChecker
 	// agentRotateEvery: see Config.AgentRotateMinInterval.
 	agentRotateEvery time.Duration
+	maxControl       int
 	// activations: see Config.ActivationLifetime.
 	activations time.Duration
 
@@ -170,7 +182,7 @@ type Service struct {
 	lastConnz  time.Time
 	lastResign time.Time
 	lastRenew  time.Time
-	signers    sync.Map // account ID -> nkeys.KeyPair
+	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
 }
 
 // New returns a Service.
@@ -206,7 +218,8 @@ func New(cfg Config) *Service {
 	return &Service{agentRotateEvery: agentEvery, activations: activations, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
-		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1)}
+		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
+		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine)}
 }
 
 // Actor names who asked for a change, for the audit trail.
