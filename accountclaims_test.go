@@ -158,7 +158,7 @@ func TestAccountClaimsValidate(t *testing.T) {
 		{"cluster weights", AccountClaims{Mappings: map[string][]WeightedMapping{"a": {{Subject: "b", Weight: 60, Cluster: "c"}, {Subject: "d", Weight: 60, Cluster: "c"}}}}, "cluster"},
 		{"bad weight", AccountClaims{Mappings: map[string][]WeightedMapping{"a": {{Subject: "b", Weight: 101}}}}, "percentage"},
 		{"info url scheme", AccountClaims{InfoURL: "ftp://example.com"}, "http"},
-		{"empty tag", AccountClaims{Tags: []string{""}}, "empty"},
+		{"empty tag", AccountClaims{Tags: []string{""}}, "1 to 255"},
 	}
 	for _, c := range cases {
 		c.c.Normalize()

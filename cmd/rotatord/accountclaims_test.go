@@ -247,7 +247,7 @@ func TestAccountClaimsValidation(t *testing.T) {
 			map[string]any{"subject": "b.{{nonsense(1)}}"}}}}, "destination"},
 		{"mapping without destination", map[string]any{"name": "x", "mappings": map[string]any{"a": []any{}}}, "no destination"},
 		{"bad info url", map[string]any{"name": "x", "info_url": "not a url"}, "info_url"},
-		{"tag with a space", map[string]any{"name": "x", "tags": []string{"a b"}}, "whitespace"},
+		{"tag with a space", map[string]any{"name": "x", "tags": []string{"a b"}}, "holds a space"},
 		{"bad default permissions", map[string]any{"name": "x", "default_permissions": map[string]any{"pub": map[string]any{"allow": []string{"a.>.b"}}}}, "default_permissions"},
 	}
 	for _, c := range cases {
