@@ -52,6 +52,9 @@ type ImportedAccount struct {
 	// signing key's; rotatord then makes a signing key (and forgets the
 	// identity).
 	IdentityHeld bool
+	// Roles are the scoped signing keys whose seeds the source holds, as
+	// roles: their users become agents of the role.
+	Roles []ImportedRole
 	// Dropped are the listed signing keys rotatord cannot keep, and why.
 	Dropped map[string]string
 	// Unmodeled lists the claims rotatord cannot keep (JSON paths and why).
@@ -59,6 +62,17 @@ type ImportedAccount struct {
 	// Revocations are the JWT's revocations: user key (or "*") to the
 	// unix time at or before which its JWTs are refused.
 	Revocations map[string]int64
+}
+
+// ImportedRole is a scoped signing key of an imported account: a role whose
+// users get Template (nats-server expands its {{name()}}, {{tag(k)}}...).
+type ImportedRole struct {
+	// Name is the scope's role name (empty when nsc gave it none).
+	Name     string
+	Key      KeySeed
+	Template UserTemplate
+	// Unmodeled lists the template's claims rotatord cannot keep.
+	Unmodeled []string
 }
 
 // ImportedUser is one user of an ImportSet, to become an agent whose
@@ -69,13 +83,16 @@ type ImportedUser struct {
 	PublicKey string
 	// Account is the public key of the user's account; Issuer the key
 	// that signed the JWT (the account or one of its signing keys).
-	Account     string
-	Issuer      string
-	JWT         string
-	JWTID       string
-	IssuedAt    time.Time
-	ExpiresAt   time.Time // zero when the JWT never expires
-	Permissions Permissions
+	Account   string
+	Issuer    string
+	JWT       string
+	JWTID     string
+	IssuedAt  time.Time
+	ExpiresAt time.Time // zero when the JWT never expires
+	// Template is the user's permissions, limits, src, times and
+	// connection types (empty for a user of a role: its JWT carries none).
+	Template UserTemplate
+	Tags     []string
 	// Unmodeled lists the claims the agent's next JWT would not carry.
 	Unmodeled []string
 }
@@ -94,6 +111,9 @@ func (s *ImportSet) Wipe() {
 	for _, a := range s.Accounts {
 		for _, k := range a.Held {
 			clear(k.Seed)
+		}
+		for _, r := range a.Roles {
+			clear(r.Key.Seed)
 		}
 	}
 }

@@ -39,7 +39,7 @@ func runImport(ctx context.Context, cfg Config, args []string, stdout, stderr io
 	fs.Var(&accSeeds, "account-seed", "a seed file of an account or of one of its signing keys (repeatable)")
 	dryRun := fs.Bool("dry-run", false, "print what would be imported and change nothing")
 	fold := fs.Bool("fold-revocations", false, "rotatord manages every user of the imported accounts: fold their revocations into one '*' entry like other accounts' (without it, entries are kept until the revoked JWTs expire)")
-	drop := fs.Bool("drop-unmodeled", false, "import even when JWTs hold claims rotatord cannot keep (users' source networks, response permissions, time limits; scoped signing keys; an account JWT's expiry), dropping them")
+	drop := fs.Bool("drop-unmodeled", false, "import even when JWTs hold claims rotatord cannot keep (signing keys whose seed is missing, bearer-token users, an account JWT's expiry), dropping them")
 	schedule := fs.String("schedule", rotatord.DefaultSchedule, "rotation schedule of the imported agents")
 	grace := fs.Duration("grace", rotatord.DefaultGrace, "rotation grace period of the imported agents")
 	delivery := fs.String("delivery", string(rotatord.DeliveryPoll), "how the imported agents get new credentials: poll, vault or file")
@@ -49,9 +49,10 @@ func runImport(ctx context.Context, cfg Config, args []string, stdout, stderr io
   rotatord import [--store DIR] [--keys DIR] [--operator NAME] [flags]
   rotatord import --operator-jwt FILE --account-jwt FILE... --creds FILE... --seed FILE... [flags]
 
-Takes over an existing operator, its accounts (with the system account) and
-their users, each user becoming an agent that keeps its creds file until its
-first rotation. rotatord needs the seed of the operator (or of one of its
+Takes over an existing operator, its accounts (with the system account,
+JetStream, exports, imports and the other claims), their scoped signing keys
+as roles, and their users, each user becoming an agent (of its role, when a
+scoped key signed it) that keeps its creds file until its first rotation. rotatord needs the seed of the operator (or of one of its
 signing keys) and, for each account, of the account or of one of its signing
 keys; user seeds are never read. Importing again changes nothing.
 

@@ -16,12 +16,15 @@ import (
 )
 
 // An nsc store with JetStream tiers, exports, an import with an activation
-// token nsc generated, mappings and the other account claims: after the
-// import rotatord models all of it, mints its own activation token, the
-// old creds connect with their permissions, JetStream works, and the next
-// rotation runs through rotatord.
+// token nsc generated, mappings and the other account claims, a scoped
+// signing key with a template and a user of it, and a user with response
+// permissions, source networks and connect times: after the import
+// rotatord models all of it (the scoped key is a role, its user an agent of
+// the role), mints its own activation token, the old creds connect with
+// their permissions, JetStream works, and the next rotations run through
+// rotatord.
 func TestImportAccountModel(t *testing.T) {
-	var other, otherSK, olga nkeys.KeyPair
+	var other, otherSK, olga, workerSK, wendy nkeys.KeyPair
 	var nscToken string
 	f := newNSCFixture(t, fixtureOptions{
 		appClaims: func(f *nscFixture, ac *jwt.AccountClaims) {
@@ -35,10 +38,22 @@ func TestImportAccountModel(t *testing.T) {
 			ac.Tags.Add("team:app")
 			ac.InfoURL = "https://wiki.example.com/app"
 			ac.Limits.LeafNodeConn = 3
+			// Role "worker": its users may publish under their own name.
+			workerSK, _ = nkeys.CreateAccount()
+			us := jwt.NewUserScope()
+			us.Key, us.Role = pubOf(t, workerSK), "worker"
+			us.Template.Pub.Allow.Add("app.work.{{name()}}.>", "_INBOX.>")
+			us.Template.Sub.Allow.Add("_INBOX.>")
+			ac.SigningKeys.AddScopedSigner(us)
 		},
 		aliceClaims: func(uc *jwt.UserClaims) {
-			uc.Pub.Allow.Add("$JS.API.>", "$JS.ACK.>", "app.>", "_R_.>")
+			uc.Pub.Allow.Add("$JS.API.>", "$JS.ACK.>", "app.>")
 			uc.Sub.Allow.Add("app.rpc")
+			// She answers requests through her response permission.
+			uc.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
+			uc.Src.Add("127.0.0.0/8")
+			uc.Times = []jwt.TimeRange{{Start: "00:00:00", End: "23:59:59"}}
+			uc.Locale = "UTC"
 		},
 		extra: func(f *nscFixture) []nkeys.KeyPair {
 			other, _ = nkeys.CreateAccount()
@@ -64,7 +79,14 @@ func TestImportAccountModel(t *testing.T) {
 			uc.Pub.Allow.Add("app.rpc", "_INBOX.>")
 			uc.Sub.Allow.Add("from-app.>", "_INBOX.>")
 			f.user("OTHER", uc, otherSK, olga)
-			return []nkeys.KeyPair{other, otherSK, olga}
+			// wendy is a user of role worker: her JWT carries no permissions.
+			wendy, _ = nkeys.CreateUser()
+			wc := jwt.NewUserClaims(pubOf(t, wendy))
+			wc.Name = "wendy"
+			wc.IssuerAccount = pubOf(t, f.app)
+			wc.SetScoped(true)
+			f.user("APP", wc, workerSK, wendy)
+			return []nkeys.KeyPair{other, otherSK, olga, workerSK, wendy}
 		},
 	})
 	e := newImportEnv(t)
@@ -73,8 +95,8 @@ func TestImportAccountModel(t *testing.T) {
 		t.Fatalf("import: %v\n%s", err, out)
 	}
 	t.Logf("import output:\n%s", out)
-	for _, want := range []string{"imported 1 operator, 3 accounts, 3 agents", "JetStream tiers R1", "2 exports", "2 imports",
-		"activation tokens minted by rotatord"} {
+	for _, want := range []string{"imported 1 operator, 3 accounts, 4 agents", "JetStream tiers R1", "2 exports", "2 imports",
+		"activation tokens minted by rotatord", "role worker (1 keys)", "wendy", "role worker"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("import output lacks %q", want)
 		}
@@ -107,6 +129,18 @@ func TestImportAccountModel(t *testing.T) {
 		if im["account"] != pubOf(t, f.app) || im["token"] != nil {
 			t.Errorf("OTHER import %v: want APP's key and no token of its own (rotatord mints it)", im)
 		}
+	}
+	// The scoped key is role worker, wendy its agent; alice keeps every claim.
+	role := e.must(200, "GET", "/v1/accounts/APP/roles/worker", nil)
+	if role["signing_key"] != pubOf(t, workerSK) || fmt.Sprint(role["permissions"].(map[string]any)["pub"].(map[string]any)["allow"]) != "[app.work.{{name()}}.> _INBOX.>]" {
+		t.Errorf("role worker = %v", role)
+	}
+	if w := e.must(200, "GET", "/v1/agents/wendy", nil); w["role"] != "worker" {
+		t.Errorf("agent wendy = %v", w)
+	}
+	al := e.must(200, "GET", "/v1/agents/alice", nil)
+	if al["permissions"].(map[string]any)["resp"] == nil || fmt.Sprint(al["src"]) != "[127.0.0.0/8]" || len(al["times"].([]any)) != 1 || al["times_location"] != "UTC" {
+		t.Errorf("agent alice = %v", al)
 	}
 	// OTHER's JWT carries rotatord's token, signed by APP's signing key.
 	token := serviceToken(t, e.accountClaims("OTHER"), "app.rpc")
@@ -156,6 +190,18 @@ func TestImportAccountModel(t *testing.T) {
 		t.Fatalf("ack: %v", err)
 	}
 
+	// wendy's old creds connect and are held to the role's template.
+	wendyConn, wendyErrs := connectAs(t, e.ns.ClientURL(), f.creds("APP", "wendy"))
+	watcher, _ := connectAs(t, e.ns.ClientURL(), agentWith(e, "watcher", "APP", nil, []string{"app.work.>"}))
+	got, _ := watcher.SubscribeSync("app.work.>")
+	watcher.Flush()
+	wendyConn.Publish("app.work.wendy.1", []byte("w"))
+	if m, err := got.NextMsg(5 * time.Second); err != nil || m.Subject != "app.work.wendy.1" {
+		t.Fatalf("wendy's publish within her role: %v, %v", m, err)
+	}
+	wendyConn.Publish("app.work.bob.1", []byte("w"))
+	waitViolation(t, wendyErrs, "app.work.bob.1")
+
 	// The next rotation runs through rotatord; JetStream still works with
 	// the new key.
 	a, err := agent.New(agent.Config{Server: e.main.URL(), Name: "alice", Creds: []byte(f.creds("APP", "alice"))})
@@ -177,6 +223,25 @@ func TestImportAccountModel(t *testing.T) {
 	}
 	if msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || string(msg.Data()) != "after" {
 		t.Fatalf("consume after the rotation: %v, %v", msg, err)
+	}
+	// wendy's next credentials are signed by the role's key.
+	w, err := agent.New(agent.Config{Server: e.main.URL(), Name: "wendy", Creds: []byte(f.creds("APP", "wendy"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wnc, err := w.Connect(e.ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(wnc.Close)
+	started = e.must(202, "POST", "/v1/agents/wendy/rotate", nil)
+	if got, err := w.Refresh(ctx); err != nil || !got {
+		t.Fatalf("wendy refresh = %v, %v", got, err)
+	}
+	e.waitRotation(started["id"].(string), "completed")
+	wjwt, _ := jwt.ParseDecoratedJWT(w.CredsFile())
+	if uc, err := jwt.DecodeUserClaims(wjwt); err != nil || uc.Issuer != pubOf(t, workerSK) || !uc.HasEmptyPermissions() {
+		t.Fatalf("wendy's rotated JWT: %v, issuer %s", err, uc.Issuer)
 	}
 }
 

@@ -8,9 +8,8 @@
 // users with their permissions. What the model has no place for is listed
 // as unmodeled, for the service to refuse or drop.
 //
-// Scoped signing keys are not modeled yet: they are listed as dropped, and
-// users they signed are refused by the service. Roles are the place they
-// will go (see signingKey).
+// Scoped signing keys become roles (their templates with them), and users
+// they signed agents of those roles.
 package nscimport
 
 import (
@@ -189,12 +188,14 @@ func readAccount(f File, oc *jwt.OperatorClaims, seed func(string, nkeys.PrefixB
 	}
 	for _, k := range sortedKeys(ac.SigningKeys) {
 		a.SigningKeys = append(a.SigningKeys, k)
-		held, why, err := signingKey(k, ac.SigningKeys[k], seed)
+		held, role, why, err := signingKey(k, ac.SigningKeys[k], seed)
 		switch {
 		case err != nil:
 			bad.add("%s", err)
 		case why != "":
 			a.Dropped[k] = why
+		case role != nil:
+			a.Roles = append(a.Roles, *role)
 		default:
 			a.Held = append(a.Held, *held)
 		}
@@ -218,25 +219,32 @@ func readAccount(f File, oc *jwt.OperatorClaims, seed func(string, nkeys.PrefixB
 	return a, nil
 }
 
-// signingKey reads one signing key of an account: held (its seed is in the
-// source), or why rotatord cannot keep it. A scoped signing key is a role,
-// which rotatord does not model yet.
-func signingKey(pub string, scope jwt.Scope, seed func(string, nkeys.PrefixByte) (*rotatord.KeySeed, error)) (*rotatord.KeySeed, string, error) {
-	if scope != nil {
-		role := ""
-		if us, ok := scope.(*jwt.UserScope); ok {
-			role = us.Role
-		}
-		return nil, fmt.Sprintf("is a scoped signing key (role %q): rotatord signs with plain signing keys only", role), nil
-	}
+// signingKey reads one signing key of an account: a plain one whose seed
+// the source holds, a scoped one (a role) whose seed it holds, or why
+// rotatord cannot keep it.
+func signingKey(pub string, scope jwt.Scope, seed func(string, nkeys.PrefixByte) (*rotatord.KeySeed, error)) (*rotatord.KeySeed, *rotatord.ImportedRole, string, error) {
 	ks, err := seed(pub, nkeys.PrefixByteAccount)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
+	}
+	if scope == nil {
+		if ks == nil {
+			return nil, nil, "has no seed in the keystore", nil
+		}
+		return ks, nil, "", nil
+	}
+	us, ok := scope.(*jwt.UserScope)
+	if !ok {
+		if ks != nil {
+			clear(ks.Seed)
+		}
+		return nil, nil, fmt.Sprintf("is a scoped signing key of a kind rotatord does not know (%T)", scope), nil
 	}
 	if ks == nil {
-		return nil, "has no seed in the keystore", nil
+		return nil, nil, fmt.Sprintf("is a scoped signing key (role %q) whose seed is not in the keystore: rotatord could not sign its users' JWTs", us.Role), nil
 	}
-	return ks, "", nil
+	t := jwtissue.UserTemplateOf(us.Template)
+	return nil, &rotatord.ImportedRole{Name: us.Role, Key: *ks, Template: t, Unmodeled: unmodeledTemplate(us.Template, t)}, "", nil
 }
 
 func readUser(u *rotatord.ImportedUser, uc *jwt.UserClaims) {
@@ -255,17 +263,19 @@ func readUser(u *rotatord.ImportedUser, uc *jwt.UserClaims) {
 		u.Name = strings.TrimSuffix(u.Name, ".creds")
 	}
 	// An empty allow list lets a NATS user reach everything; rotatord's
-	// default deny would take that away at the first rotation.
-	u.Permissions = rotatord.Permissions{
-		Pub: rotatord.PermissionList{Allow: uc.Pub.Allow, Deny: uc.Pub.Deny},
-		Sub: rotatord.PermissionList{Allow: uc.Sub.Allow, Deny: uc.Sub.Deny},
-	}.AllowAllWhereEmpty()
-	u.Unmodeled = unmodeledUser(uc)
+	// default deny would take that away at the first rotation: the
+	// template allows ">" there.
+	u.Template = jwtissue.UserTemplateOf(uc.UserPermissionLimits)
+	u.Tags = append([]string(nil), uc.Tags...)
+	u.Unmodeled = unmodeledUser(uc, u.Template)
 }
 
 func wipeAccount(a *rotatord.ImportedAccount) {
 	for _, k := range a.Held {
 		clear(k.Seed)
+	}
+	for _, r := range a.Roles {
+		clear(r.Key.Seed)
 	}
 }
 

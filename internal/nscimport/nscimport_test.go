@@ -53,7 +53,8 @@ func TestRead(t *testing.T) {
 	k := keys{}
 	op, opSK := k.add(t, nkeys.PrefixByteOperator), k.add(t, nkeys.PrefixByteOperator)
 	sys, app, appSK := k.add(t, nkeys.PrefixByteAccount), k.add(t, nkeys.PrefixByteAccount), k.add(t, nkeys.PrefixByteAccount)
-	scoped, _ := nkeys.CreateAccount()
+	scoped, _ := nkeys.CreateAccount()            // no seed: dropped
+	withSeed := k.add(t, nkeys.PrefixByteAccount) // a role
 	user, _ := nkeys.CreateUser()
 
 	oc := jwt.NewOperatorClaims(pub(op))
@@ -68,6 +69,11 @@ func TestRead(t *testing.T) {
 	us := jwt.NewUserScope()
 	us.Key, us.Role = pub(scoped), "worker"
 	ac.SigningKeys.AddScopedSigner(us)
+	rs := jwt.NewUserScope()
+	rs.Key, rs.Role = pub(withSeed), "reader"
+	rs.Template.Sub.Allow.Add("reports.{{name()}}.>")
+	rs.Template.BearerToken = true
+	ac.SigningKeys.AddScopedSigner(rs)
 	ac.Limits.JetStreamTieredLimits["R3"] = jwt.JetStreamLimits{DiskStorage: 1 << 30, Streams: -1, Consumer: -1}
 	ac.Exports.Add(&jwt.Export{Subject: "svc.>", Type: jwt.Service, TokenReq: true})
 	ac.Expires = time.Now().Add(24 * time.Hour).Unix()
@@ -77,6 +83,9 @@ func TestRead(t *testing.T) {
 	uc.IssuerAccount = pub(app)
 	uc.Pub.Allow.Add("a.>")
 	uc.Src.Add("10.0.0.0/8")
+	uc.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Second}
+	uc.Tags.Add("team:a")
+	uc.BearerToken = true
 
 	set, err := Read(Source{
 		Operator: File{Path: "op.jwt", Content: enc(t, oc, op)},
@@ -95,8 +104,13 @@ func TestRead(t *testing.T) {
 	if a.Account.Name != "APP" || len(a.Held) != 1 || a.Held[0].PublicKey != pub(appSK) || a.IdentityHeld {
 		t.Fatalf("APP = %+v", a)
 	}
-	if why := a.Dropped[pub(scoped)]; !strings.Contains(why, `role "worker"`) {
+	if why := a.Dropped[pub(scoped)]; !strings.Contains(why, `role "worker"`) || !strings.Contains(why, "seed") {
 		t.Errorf("scoped key dropped because %q", why)
+	}
+	if len(a.Roles) != 1 || a.Roles[0].Name != "reader" || a.Roles[0].Key.PublicKey != pub(withSeed) ||
+		a.Roles[0].Template.Permissions.Sub.Allow[0] != "reports.{{name()}}.>" || a.Roles[0].Template.Permissions.Pub.Allow[0] != ">" ||
+		strings.Join(a.Roles[0].Unmodeled, ",") != "bearer_token" {
+		t.Errorf("roles = %+v", a.Roles)
 	}
 	if js := a.Account.Claims.JetStream; js == nil || js.Tiers["R3"].DiskStorage != 1<<30 || len(a.Account.Claims.Exports) != 1 ||
 		a.Account.Claims.Exports[0].Name != "svc.>" || a.Account.Limits != rotatord.NoLimits {
@@ -110,11 +124,13 @@ func TestRead(t *testing.T) {
 	}
 	u := set.Users[0]
 	if u.Name != "kate" || u.Account != pub(app) || u.Issuer != pub(appSK) || !u.ExpiresAt.IsZero() ||
-		len(u.Permissions.Pub.Allow) != 1 || strings.Join(u.Unmodeled, ",") != "src" {
+		len(u.Template.Permissions.Pub.Allow) != 1 || u.Template.Permissions.Sub.Allow[0] != ">" ||
+		u.Template.Permissions.Resp == nil || u.Template.Src[0] != "10.0.0.0/8" || u.Tags[0] != "team:a" ||
+		strings.Join(u.Unmodeled, ",") != "bearer_token" {
 		t.Errorf("user = %+v", u)
 	}
 	set.Wipe()
-	if a.Held[0].Seed[0] != 0 || set.Operator.Identity.Seed[0] != 0 {
+	if a.Held[0].Seed[0] != 0 || set.Operator.Identity.Seed[0] != 0 || a.Roles[0].Key.Seed[0] != 0 {
 		t.Error("Wipe left seeds")
 	}
 }

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/jwtissue"
 )
 
 // unmodeledAccount lists the claims of an account JWT that rotatord would
@@ -25,14 +28,36 @@ func unmodeledAccount(ac *jwt.AccountClaims) []string {
 }
 
 // unmodeledUser lists the claims of a user JWT that rotatord's next JWT for
-// the agent would not carry: everything but the publish and subscribe
-// allow and deny lists (see jwtissue.EncodeUser).
-func unmodeledUser(uc *jwt.UserClaims) []string {
+// the agent would not carry: what jwtissue.EncodeUser writes of the agent's
+// template t (read from uc) and tags is compared with uc, where an empty
+// allow list is the ">" it grants.
+func unmodeledUser(uc *jwt.UserClaims, t rotatord.UserTemplate) []string {
+	got := uc.User
+	got.UserPermissionLimits = canonical(uc.UserPermissionLimits)
 	want := jwt.NewUserClaims(uc.Subject)
 	want.IssuerAccount = uc.IssuerAccount
-	want.Pub, want.Sub = uc.Pub, uc.Sub
+	want.UserPermissionLimits = jwtissue.PermissionLimits(t)
+	want.Tags = uc.Tags
 	want.Type, want.Version = uc.Type, uc.Version
-	return jsonDiff(uc.User, want.User)
+	return jsonDiff(got, want.User)
+}
+
+// unmodeledTemplate lists what a role's template held that t, rotatord's
+// reading of it, does not.
+func unmodeledTemplate(l jwt.UserPermissionLimits, t rotatord.UserTemplate) []string {
+	return jsonDiff(canonical(l), jwtissue.PermissionLimits(t))
+}
+
+// canonical is l with ">" allowed where it has no allow entry, which is
+// what nats-server grants there.
+func canonical(l jwt.UserPermissionLimits) jwt.UserPermissionLimits {
+	if len(l.Pub.Allow) == 0 {
+		l.Pub.Allow = jwt.StringList{">"}
+	}
+	if len(l.Sub.Allow) == 0 {
+		l.Sub.Allow = jwt.StringList{">"}
+	}
+	return l
 }
 
 // jsonDiff returns the JSON paths (a.b.c) where got and want differ;

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -28,10 +29,10 @@ type ImportOptions struct {
 	// DryRun computes and reports the import and changes nothing.
 	DryRun bool
 	// DropUnmodeled imports accounts and users whose JWTs hold claims
-	// rotatord cannot keep (scoped signing keys or ones without a seed, an
-	// account JWT's expiry, users' source networks, response permissions,
-	// time limits...), dropping them: account JWTs are re-signed without
-	// them at once, and users lose theirs at their first rotation. Without
+	// rotatord cannot keep (signing keys, plain or scoped, without a seed,
+	// an account JWT's expiry, bearer-token users...), dropping them:
+	// account JWTs are re-signed without them at once, and users lose
+	// theirs at their first rotation. Without
 	// it such an import is refused. Account claims rotatord does not model
 	// (external authorization, tracing...) are kept: see
 	// rotatord.Account.BaseClaims.
@@ -91,8 +92,10 @@ var errDryRun = errors.New("dry run")
 // internal/nscimport), without re-keying it: the same operator (its JWT is
 // kept as it is, so servers keep trusting it), the same accounts and system
 // account with their JetStream limits, exports, imports and other claims,
-// and each user as an agent whose active credential is the user's own key
-// and JWT, so every agent keeps its creds file until its first rotation.
+// their scoped signing keys as roles, and each user as an agent (of the
+// role whose key signed it, or with every claim of its JWT) whose active
+// credential is the user's own key and JWT, so every agent keeps its creds
+// file until its first rotation.
 // rotatord needs the seed of an operator signing key (or of the operator
 // itself) to re-sign account JWTs, and for each account the seed of a
 // signing key (or of the account, and then it creates a signing key). User
@@ -185,10 +188,78 @@ type importer struct {
 // importedAccount is what the users of an account need to know of it.
 type importedAccount struct {
 	acc         *rotatord.Account
-	held        map[string]bool  // signing keys rotatord holds for it
-	listed      map[string]bool  // signing keys its JWT lists
-	revocations map[string]int64 // its JWT's revocations
-	step        int              // its line in the report
+	held        map[string]bool           // signing keys rotatord holds for it, its roles' too
+	listed      map[string]bool           // signing keys its JWT lists
+	roleOf      map[string]*rotatord.Role // roles by their keys
+	revocations map[string]int64          // its JWT's revocations
+	step        int                       // its line in the report
+}
+
+// importRole is a role to create: the scoped keys of one role name.
+type importRole struct {
+	name     string
+	template rotatord.UserTemplate
+	keys     []string
+	seeds    []rotatord.KeySeed
+}
+
+// roles groups an account's scoped keys into roles by name (a key without
+// one gets a name from its public key); keys of one name must share their
+// template. Nil (with im.bad told why) when the account is refused.
+func (im *importer) roles(a *rotatord.ImportedAccount) ([]*importRole, error) {
+	out := []*importRole{}
+	byName := map[string]*importRole{}
+	for _, r := range a.Roles {
+		name := r.Name
+		if name == "" {
+			name = "role-" + strings.ToLower(r.Key.PublicKey[1:9])
+		}
+		if err := rotatord.ValidateName("role", name); err != nil {
+			im.bad.add("%s: account %s, scoped signing key %s: %s; rename the role in nsc first", a.File, a.Account.Name, r.Key.PublicKey, err)
+			return nil, nil
+		}
+		if got := byName[name]; got != nil {
+			if !reflect.DeepEqual(got.template, r.Template) {
+				im.bad.add("%s: account %s has scoped signing keys %s and %s for role %q with different templates: a role of rotatord has one",
+					a.File, a.Account.Name, got.keys[0], r.Key.PublicKey, name)
+				return nil, nil
+			}
+			got.keys, got.seeds = append(got.keys, r.Key.PublicKey), append(got.seeds, r.Key)
+			continue
+		}
+		ir := &importRole{name: name, template: r.Template, keys: []string{r.Key.PublicKey}, seeds: []rotatord.KeySeed{r.Key}}
+		byName[name] = ir
+		out = append(out, ir)
+	}
+	return out, nil
+}
+
+// createRole stores a role of a created account with its scoped keys.
+func (im *importer) createRole(ctx context.Context, acc *rotatord.Account, ir *importRole, ia *importedAccount) error {
+	t, err := checkRoleTemplate(ir.template, acc)
+	if err != nil {
+		im.bad.add("account %s, role %s: %s", acc.Name, ir.name, rotatord.ErrorMessage(err))
+		return nil
+	}
+	r := &rotatord.Role{Name: ir.name, Template: t, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey}
+	if err := im.s.store.CreateRole(ctx, r); err != nil {
+		return err
+	}
+	for _, k := range ir.seeds {
+		kp, err := jwtissue.FromSeed(k.Seed, nkeys.PrefixByteAccount)
+		if err != nil {
+			return err
+		}
+		err = im.s.store.AddRoleSigningKey(ctx, r, k.PublicKey, im.s.seal(kp))
+		kp.Wipe()
+		if err != nil {
+			return err
+		}
+		ia.held[k.PublicKey] = true
+		ia.roleOf[k.PublicKey] = r
+	}
+	return im.s.audit(ctx, im.actor, "role.import", rotatord.AuditEvent{Account: acc.Name, PublicKey: r.SigningKey(),
+		Details: roleDetails(r, map[string]any{"signing_keys": r.SigningKeys})})
 }
 
 func (im *importer) step(kind, name, key, action, detail string) {
@@ -364,6 +435,11 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 	for _, path := range a.Unmodeled {
 		lost = append(lost, fmt.Sprintf("account %s: %s", acc.Name, path))
 	}
+	for _, r := range a.Roles {
+		for _, path := range r.Unmodeled {
+			lost = append(lost, fmt.Sprintf("account %s: role %q (signing key %s): %s", acc.Name, r.Name, r.Key.PublicKey, path))
+		}
+	}
 	im.report.Unmodeled = append(im.report.Unmodeled, lost...)
 
 	acc.System = acc.PublicKey == im.sys
@@ -412,7 +488,18 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 		keys[madePub] = made
 	}
 	acc.SigningKeys = sortedKeys(keys)
-	for _, k := range acc.SigningKeys {
+	roles, err := im.roles(a)
+	if err != nil {
+		return err
+	}
+	if roles == nil {
+		return nil // refused: im.bad says why
+	}
+	all := slices.Clone(acc.SigningKeys)
+	for _, r := range roles {
+		all = append(all, r.keys...)
+	}
+	for _, k := range all {
 		if owner, err := im.is.FindSigningKey(ctx, k); err == nil {
 			im.bad.add("%s: signing key %s of account %s is already a key of rotatord's %s", a.File, k, acc.Name, ownerName(owner))
 			return nil
@@ -425,11 +512,6 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 	// content: the servers already hold it. Otherwise it is re-signed now,
 	// so what rotatord serves is what it will keep signing.
 	resign := madePub != "" || len(lost) > 0
-	if resign {
-		if err := im.s.signAccount(ctx, &acc, revs); err != nil {
-			return err
-		}
-	}
 	if err := im.s.store.CreateAccount(ctx, &acc); err != nil {
 		return err
 	}
@@ -438,10 +520,22 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 			return err
 		}
 	}
+	ia := &importedAccount{acc: &acc, held: map[string]bool{}, listed: map[string]bool{}, revocations: a.Revocations,
+		roleOf: map[string]*rotatord.Role{}}
+	for _, r := range roles {
+		if err := im.createRole(ctx, &acc, r, ia); err != nil {
+			return err
+		}
+	}
 	if err := im.s.store.AddRevocations(ctx, acc.ID, revs); err != nil {
 		return err
 	}
 	if resign {
+		// Signed once the signing keys and roles are stored: the JWT
+		// lists them.
+		if err := im.s.resignAccount(ctx, &acc); err != nil {
+			return err
+		}
 		if err := im.is.MarkPushOwed(ctx, acc.ID); err != nil {
 			return err
 		}
@@ -457,7 +551,6 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 	if err := im.s.audit(ctx, im.actor, "account.import", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey, Details: details}); err != nil {
 		return err
 	}
-	ia := &importedAccount{acc: &acc, held: map[string]bool{}, listed: map[string]bool{}, revocations: a.Revocations}
 	for _, k := range acc.SigningKeys {
 		ia.held[k] = true
 	}
@@ -474,6 +567,9 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 		d = append(d, "new signing key "+madePub+" (the keystore held only the account's own seed, which rotatord does not keep)")
 	} else {
 		d = append(d, "signing keys held: "+strings.Join(acc.SigningKeys, ", "))
+	}
+	for _, r := range roles {
+		d = append(d, fmt.Sprintf("role %s (%d keys)", r.name, len(r.keys)))
 	}
 	d = append(d, describeClaims(acc.Claims)...)
 	if len(revs) > 0 {
@@ -698,8 +794,22 @@ func (im *importer) user(ctx context.Context, u *rotatord.ImportedUser) error {
 		im.bad.add("%s: user %s: %s", u.File, u.Name, err)
 		return nil
 	}
-	if err := u.Permissions.Validate(); err != nil {
+	tags, err := rotatord.NormalizeTags(u.Tags)
+	if err != nil {
 		im.bad.add("%s: user %s: %s", u.File, u.Name, err)
+		return nil
+	}
+	// A user of a role becomes an agent of that role, with no claims of
+	// its own; any other keeps every claim of its JWT.
+	role := ia.roleOf[u.Issuer]
+	own := emptyTemplate()
+	if role != nil {
+		if err := role.Template.CheckAgent(u.Name, tags); err != nil {
+			im.bad.add("%s: user %s of role %s: %s", u.File, u.Name, role.Name, rotatord.ErrorMessage(err))
+			return nil
+		}
+	} else if own, err = checkTemplate(u.Template, false); err != nil {
+		im.bad.add("%s: user %s: %s", u.File, u.Name, rotatord.ErrorMessage(err))
 		return nil
 	}
 	if g, err := im.s.store.FindAgentByName(ctx, u.Name); err == nil {
@@ -722,8 +832,11 @@ func (im *importer) user(ctx context.Context, u *rotatord.ImportedUser) error {
 		delivery = rotatord.DeliveryPoll
 	}
 	g := &rotatord.Agent{Name: u.Name, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey,
-		Permissions: u.Permissions, Rotation: im.policy, Delivery: delivery, State: rotatord.AgentActive,
-		Limits: rotatord.NoUserLimits}
+		Rotation: im.policy, Delivery: delivery, State: rotatord.AgentActive, Tags: tags}
+	g.SetTemplate(own)
+	if role != nil {
+		g.RoleID, g.Role, g.RoleKey = role.ID, role.Name, role.SigningKey()
+	}
 	next := im.nextRotation(cred.ExpiresAt)
 	g.NextRotationAt = &next
 	if err := im.s.store.CreateAgent(ctx, g); err != nil {
@@ -735,8 +848,8 @@ func (im *importer) user(ctx context.Context, u *rotatord.ImportedUser) error {
 	}
 	g.Active = cred
 	if err := im.s.audit(ctx, im.actor, "agent.import", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name,
-		Details: map[string]any{"permissions": g.Permissions, "schedule": g.Rotation.Schedule, "grace": g.Rotation.Grace.String(),
-			"delivery": g.Delivery, "file": u.File}}); err != nil {
+		Details: claimsDetails(g, map[string]any{"schedule": g.Rotation.Schedule, "grace": g.Rotation.Grace.String(),
+			"delivery": g.Delivery, "file": u.File})}); err != nil {
 		return err
 	}
 	if err := im.s.audit(ctx, im.actor, "credential.import", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name, PublicKey: cred.PublicKey,
@@ -748,7 +861,7 @@ func (im *importer) user(ctx context.Context, u *rotatord.ImportedUser) error {
 		expires = "expires " + cred.ExpiresAt.UTC().Format(time.RFC3339)
 	}
 	im.step("agent", g.Name, cred.PublicKey, ImportCreate, fmt.Sprintf("account %s; %s; first rotation %s; %s",
-		acc.Name, expires, next.UTC().Format(time.RFC3339), describePermissions(g.Permissions)))
+		acc.Name, expires, next.UTC().Format(time.RFC3339), describeAgent(g)))
 	return nil
 }
 
@@ -767,9 +880,20 @@ func (im *importer) accountState(ctx context.Context, acc *rotatord.Account) (*i
 	if err != nil {
 		return nil, err
 	}
-	ia := &importedAccount{acc: acc, held: map[string]bool{}, listed: map[string]bool{}, revocations: map[string]int64{}}
+	ia := &importedAccount{acc: acc, held: map[string]bool{}, listed: map[string]bool{}, revocations: map[string]int64{},
+		roleOf: map[string]*rotatord.Role{}}
 	for _, k := range keys {
 		ia.held[k] = true
+	}
+	roles, err := im.s.store.ListRoles(ctx, acc.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range roles {
+		for _, k := range r.SigningKeys {
+			ia.held[k] = true
+			ia.roleOf[k] = r
+		}
 	}
 	for k := range ac.SigningKeys {
 		ia.listed[k] = true
@@ -808,6 +932,28 @@ func (im *importer) nextRotation(expires time.Time) time.Time {
 		next = im.now
 	}
 	return next
+}
+
+// describeAgent says what an imported agent may do: its role, or its own
+// permissions and the other claims it has.
+func describeAgent(g *rotatord.Agent) string {
+	if g.Role != "" {
+		return "role " + g.Role
+	}
+	d := describePermissions(g.Permissions)
+	if g.Permissions.Resp != nil {
+		d += "; responses"
+	}
+	if len(g.Src) > 0 {
+		d += "; src " + strings.Join(g.Src, ",")
+	}
+	if len(g.Times) > 0 {
+		d += fmt.Sprintf("; %d connect time ranges", len(g.Times))
+	}
+	if len(g.ConnectionTypes) > 0 {
+		d += "; connection types " + strings.Join(g.ConnectionTypes, ",")
+	}
+	return d
 }
 
 func describePermissions(p rotatord.Permissions) string {
