@@ -107,11 +107,13 @@ func TestExportsImports(t *testing.T) {
 		}
 	}
 
-	// The responder needs to publish its replies: they go to _R_. subjects
-	// of A, which service imports map back to the requester. Once agents
-	// take response permissions (permissions.resp), the responder gets
-	// those instead of the explicit _R_.> allow.
-	responder, _ := connectAs(t, e.ns.ClientURL(), agentWith(e, "a-svc", "tenant-a", []string{"events.>", "_R_.>"}, []string{"svc.lookup"}))
+	// The responder answers through its response permission (allow
+	// responses): replies go to _R_. subjects of A, which the service
+	// import maps back to the requester.
+	resp := e.must(201, "POST", "/v1/agents", map[string]any{"name": "a-svc", "account": "tenant-a",
+		"permissions": map[string]any{"pub": map[string]any{"allow": []string{"events.>"}}, "sub": map[string]any{"allow": []string{"svc.lookup"}},
+			"resp": map[string]any{"max": 1, "ttl": "1m"}}})
+	responder, _ := connectAs(t, e.ns.ClientURL(), resp["creds"].(string))
 	bApp, _ := connectAs(t, e.ns.ClientURL(), agentWith(e, "b-app", "tenant-b", []string{"a.lookup"}, []string{"a.events.>", "_INBOX.>"}))
 	bOther, bOtherErrs := connectAs(t, e.ns.ClientURL(), agentWith(e, "b-other", "tenant-b", []string{"other.>"}, []string{"other.>", "_INBOX.>"}))
 	cApp, _ := connectAs(t, e.ns.ClientURL(), agentWith(e, "c-app", "tenant-c", []string{">"}, []string{">"}))
