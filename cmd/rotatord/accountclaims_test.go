@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -329,5 +330,21 @@ func TestAccountClaimsValidation(t *testing.T) {
 		"account": extKey, "subject": "feed.x", "type": "stream", "token": ok}}})
 	if ac := e.accountClaims("importer"); len(ac.Imports) != 1 || ac.Imports[0].Token != ok || ac.Imports[0].Account != extKey {
 		t.Fatalf("importer's JWT imports = %+v", ac.Imports)
+	}
+}
+
+// Account tags a role reads cannot go: nats-server would refuse every
+// agent of the role.
+func TestAccountTagsOfRoles(t *testing.T) {
+	e := newEnv(t)
+	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet", "tags": []string{"region:eu"}})
+	e.must(201, "POST", "/v1/accounts/fleet/roles", map[string]any{"name": "worker", "permissions": map[string]any{
+		"pub": map[string]any{"allow": []string{"jobs.>"}, "deny": []string{"jobs.{{account-tag(region)}}.secret"}}}})
+	status, out := e.do("PATCH", "/v1/accounts/fleet", e.admin, map[string]any{"tags": []string{"team:a"}})
+	if status != 409 || !strings.Contains(string(out), "role worker") || !strings.Contains(string(out), "account-tag(region)") {
+		t.Fatalf("PATCH that drops a tag a role reads = %d %s", status, out)
+	}
+	if got := e.must(200, "PATCH", "/v1/accounts/fleet", map[string]any{"tags": []string{"region:us", "team:a"}}); fmt.Sprint(got["tags"]) != "[region:us team:a]" {
+		t.Fatalf("tags = %v", got["tags"])
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -539,6 +540,25 @@ func sameActivations(a, b []rotatord.Activation) bool {
 	sort.Strings(ka)
 	sort.Strings(kb)
 	return reflect.DeepEqual(ka, kb)
+}
+
+// checkRoleTags refuses (ECONFLICT) account tags that lack one a role of
+// the account reads ({{account-tag(key)}} in a deny subject): nats-server
+// would refuse every agent of the role.
+func (s *Service) checkRoleTags(ctx context.Context, acc *rotatord.Account, tags []string) error {
+	roles, err := s.store.ListRoles(ctx, acc.ID)
+	if err != nil {
+		return err
+	}
+	for _, r := range roles {
+		for _, k := range r.Template.AccountTagsNeeded() {
+			if !slices.ContainsFunc(tags, func(t string) bool { return strings.HasPrefix(t, k+":") }) {
+				return rotatord.Errorf(rotatord.ECONFLICT, "role %s of account %s reads account tag %q ({{account-tag(%s)}}): keep a tag %s:<value>, or change the role first",
+					r.Name, acc.Name, k, k, k)
+			}
+		}
+	}
+	return nil
 }
 
 // resignImporters re-signs, inside the transaction that changed acc's

@@ -250,6 +250,11 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if err := s.checkClaims(ctx, acc, &next); err != nil {
 			return err
 		}
+		if !reflect.DeepEqual(cur.Tags, next.Tags) {
+			if err := s.checkRoleTags(ctx, acc, next.Tags); err != nil {
+				return err
+			}
+		}
 		exportsChanged := !reflect.DeepEqual(cur.Exports, next.Exports)
 		acc.Claims = &next
 		if p.KeepRevocations != nil && *p.KeepRevocations != acc.KeepRevocations {
