@@ -10,9 +10,13 @@ build:
 	$(GO) build -o bin/rotatord ./cmd/rotatord
 
 # Everything local, no Docker: PostgreSQL from the machine's binaries in
-# .rotatord-dev/, an in-process nats-server, rotatord and a demo agent.
+# .rotatord-dev/, an in-process nats-server, rotatord and a demo agent
+# process that rotates every two minutes. The binary runs itself (not
+# `go run`), so Ctrl-C ends it with exit status 0. DEVFLAGS adds flags
+# (rotatord dev -h lists them).
 run:
-	$(GO) run ./cmd/rotatord dev
+	@$(GO) build -o bin/rotatord ./cmd/rotatord
+	@bin/rotatord dev $(DEVFLAGS)
 
 # Formatting, vet, and every test with the race detector. Tests start their
 # own PostgreSQL (or use ROTATORD_TEST_DATABASE_URL) and nats-server.

@@ -116,3 +116,19 @@ func RetryAfter(err error) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// RotationInFlightError is the conflict of starting a rotation of an agent
+// while another one of it is in flight; Rotation is that one's ID, which
+// the API returns with the error.
+type RotationInFlightError struct {
+	Agent    string
+	Rotation string
+}
+
+// Error names the rotation in flight.
+func (e *RotationInFlightError) Error() string {
+	return fmt.Sprintf("rotation %s of agent %s is in flight", e.Rotation, e.Agent)
+}
+
+// Unwrap makes it an ECONFLICT *Error with the same message.
+func (e *RotationInFlightError) Unwrap() error { return &Error{Code: ECONFLICT, Message: e.Error()} }

@@ -253,6 +253,10 @@ type Revocation struct {
 	IssuedAt time.Time
 }
 
+// RevocationRotated is the Reason of the revocation entry of a key that a
+// completed rotation replaced.
+const RevocationRotated = "rotated"
+
 // AuditEvent is one entry of the append-only audit trail. It never holds a
 // seed, token or creds file.
 type AuditEvent struct {

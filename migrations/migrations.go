@@ -9,6 +9,9 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -61,4 +64,23 @@ func provider(db *sql.DB) (*goose.Provider, error) {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
 	return p, nil
+}
+
+// Latest returns the version of the newest migration embedded in this
+// binary, from the file names alone.
+func Latest() (int64, error) {
+	names, err := fs.Glob(FS, "*.sql")
+	if err != nil {
+		return 0, fmt.Errorf("list migrations: %w", err)
+	}
+	var latest int64
+	for _, name := range names {
+		digits, _, _ := strings.Cut(name, "_")
+		v, err := strconv.ParseInt(digits, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("migration %s: name does not start with its version", name)
+		}
+		latest = max(latest, v)
+	}
+	return latest, nil
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -79,13 +80,16 @@ with no allow entry denies everything; --pub '>' reaches everything), --resp-max
 `
 
 const rotationsUsage = `Usage:
+  rotatord rotations list [--account ACCOUNT] [--state STATE] [--limit N] [--after ID]
+                          the fleet's rotations, newest first (100 unless --limit)
   rotatord rotations list --agent NAME [--limit N]
   rotatord rotations show ID
 ` + connectionUsage
 
 const auditUsage = `Usage:
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME|DURATION]
-                      [--after ID] [--limit N | --all]
+                      [--after ID] [--limit N | --all] [--oldest-first]
+                      newest first unless --oldest-first
   rotatord audit verify [flags]
 ` + connectionUsage
 
@@ -128,7 +132,7 @@ func runRoles(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func runRotations(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatchCLI(ctx, "rotations", rotationsUsage, map[string]cliCommand{
-		"list": {"rotations list --agent NAME [flags]", runRotationsList},
+		"list": {"rotations list [--agent NAME | --account ACCOUNT --state STATE] [flags]", runRotationsList},
 		"show": {"rotations show ID [flags]", runRotationsShow},
 	}, args, stdout, stderr)
 }
@@ -153,8 +157,7 @@ func dispatchCLI(ctx context.Context, group, usage string, cmds map[string]cliCo
 	}
 	cmd, ok := cmds[name]
 	if !ok {
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%s: unknown command %q", group, name)
+		return fmt.Errorf("%s: unknown command %q (rotatord %s help lists them)", group, name, group)
 	}
 	c := newCLI(group+" "+name, cmd.usage, stdout, stderr, os.Getenv)
 	return cmd.run(ctx, c, args[1:])
@@ -190,10 +193,10 @@ func newCLI(name, usage string, stdout, stderr io.Writer, getenv func(string) st
 	fs.StringVar(&c.output, "output", "table", "output format: table or json")
 	fs.StringVar(&c.output, "o", "table", "shorthand for --output")
 	fs.DurationVar(&c.timeout, "timeout", defaultCLITimeout, "timeout of each HTTP request")
-	fs.Usage = func() {
+	setUsage(fs, func() {
 		fmt.Fprintf(stderr, "Usage: rotatord %s\n\nFlags:\n", usage)
 		fs.PrintDefaults()
-	}
+	})
 	return c
 }
 
@@ -290,9 +293,24 @@ func (c *cli) apiToken() (string, error) {
 	case c.getenv("ROTATORD_TOKEN_FILE") != "":
 		return readTokenFile(c.getenv("ROTATORD_TOKEN_FILE"))
 	default:
-		return "", errors.New("no API token: set ROTATORD_TOKEN or ROTATORD_TOKEN_FILE, or give --token-file (make one with rotatord token create)")
+		return "", noTokenError()
 	}
 	return checkToken(strings.TrimSpace(token))
+}
+
+// noTokenError says where a token comes from; in a folder where `rotatord
+// dev` runs, it points at the dev admin token.
+func noTokenError() error {
+	const msg = "no API token: set ROTATORD_TOKEN or ROTATORD_TOKEN_FILE, or give --token-file"
+	tokenFile := filepath.Join(devDirName, devTokenFile)
+	if _, err := os.Stat(tokenFile); err == nil {
+		envFile := filepath.Join(devDirName, devEnvFile)
+		if _, err := os.Stat(envFile); err == nil {
+			return fmt.Errorf("%s; for rotatord dev: source %s (or --token-file %s)", msg, envFile, tokenFile)
+		}
+		return fmt.Errorf("%s; for rotatord dev: --token-file %s", msg, tokenFile)
+	}
+	return errors.New(msg + " (make one with rotatord token create)")
 }
 
 func readTokenFile(path string) (string, error) {

@@ -246,6 +246,9 @@ func nonNil(l []string) []string {
 const (
 	rotationCompleted  = "completed"
 	rotationRolledBack = "rolled_back"
+	// rotationDistributed: the creds are handed out; the agent's reconnect
+	// completes the rotation.
+	rotationDistributed = "distributed"
 )
 
 func runAgentsRotate(ctx context.Context, c *cli, args []string) error {
@@ -260,6 +263,12 @@ func runAgentsRotate(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	raw, err := api.do(ctx, http.MethodPost, agentPath(pos[0], "/rotate"), nil, nil)
+	var conflict *apiError
+	if errors.As(err, &conflict) && conflict.Rotation != "" {
+		// Not waiting for that one instead: it may predate a change that
+		// this rotation was meant to apply.
+		return fmt.Errorf("%w; follow it with: rotatord rotations show %s", err, conflict.Rotation)
+	}
 	if err != nil {
 		return err
 	}
@@ -279,12 +288,18 @@ func runAgentsRotate(ctx context.Context, c *cli, args []string) error {
 		return t.flush()
 	}
 	fmt.Fprintf(c.stderr, "rotation %s of agent %s: %s\n", started.ID, pos[0], started.State)
-	if *waitTimeout > 0 {
+	return c.waitAndPrint(ctx, api, started.ID, started.State, *waitTimeout)
+}
+
+// waitAndPrint waits for a rotation to end (at most timeout when positive),
+// prints it, and fails when it was rolled back.
+func (c *cli) waitAndPrint(ctx context.Context, api *apiClient, id, state string, timeout time.Duration) error {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *waitTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	raw, rot, err := c.waitRotation(ctx, api, started.ID, started.State)
+	raw, rot, err := c.waitRotation(ctx, api, id, state)
 	if err != nil {
 		return err
 	}
@@ -298,11 +313,13 @@ func runAgentsRotate(ctx context.Context, c *cli, args []string) error {
 }
 
 // waitRotation polls a rotation until it is completed or rolled back,
-// telling stderr about each new state. It rides out a few failed polls
-// (a replica restarting); the context bounds the wait.
+// telling stderr about each new state and, once the creds are handed out,
+// what it waits for and until when. It rides out a few failed polls (a
+// replica restarting); the context bounds the wait.
 func (c *cli) waitRotation(ctx context.Context, api *apiClient, id, state string) ([]byte, rotationView, error) {
 	const maxFailures = 5
 	every, failures := 200*time.Millisecond, 0
+	told := false
 	for {
 		raw, err := api.get(ctx, "/v1/rotations/"+url.PathEscape(id), nil, nil)
 		if err == nil {
@@ -314,6 +331,10 @@ func (c *cli) waitRotation(ctx context.Context, api *apiClient, id, state string
 			if rot.State != state {
 				state = rot.State
 				fmt.Fprintf(c.stderr, "rotation %s of agent %s: %s\n", id, rot.Agent, state)
+			}
+			if !told && state == rotationDistributed {
+				told = true
+				fmt.Fprintln(c.stderr, waitingFor(rot, time.Now(), deadlineOf(ctx)))
 			}
 			if state == rotationCompleted || state == rotationRolledBack {
 				return raw, rot, nil
@@ -331,6 +352,25 @@ func (c *cli) waitRotation(ctx context.Context, api *apiClient, id, state string
 		}
 		every = min(every*3/2, 2*time.Second)
 	}
+}
+
+// waitingFor says what a distributed rotation waits for, and until when:
+// the rotation's deadline, or the CLI's own when that comes first.
+func waitingFor(rot rotationView, now time.Time, cliDeadline time.Time) string {
+	msg := fmt.Sprintf("waiting for agent %s to fetch its new credentials and reconnect with the new key %s", rot.Agent, rot.NewPublicKey)
+	if rot.Deadline != nil {
+		msg += fmt.Sprintf("; rotatord rolls the rotation back if it has not by %s (in %s)",
+			fmtTime(rot.Deadline), rot.Deadline.Sub(now).Round(time.Second))
+	}
+	if !cliDeadline.IsZero() && (rot.Deadline == nil || cliDeadline.Before(*rot.Deadline)) {
+		msg += fmt.Sprintf("; --wait-timeout stops waiting at %s", fmtTime(&cliDeadline))
+	}
+	return msg + "; Ctrl-C stops waiting, not the rotation"
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
 }
 
 // stoppedWaiting says that the CLI, not the rotation, stopped.

@@ -12,25 +12,49 @@ import (
 // auditPageSize is the page size of audit list --all (the API's maximum).
 const auditPageSize = 1000
 
+// runRotationsList prints one agent's rotations (--agent: every one, unless
+// --limit), or the fleet's (at most --limit, 100 by default), newest first.
 func runRotationsList(ctx context.Context, c *cli, args []string) error {
-	agent := c.fs.String("agent", "", "the agent (required)")
-	limit := c.fs.Int("limit", 0, "show at most this many, newest first (0: all)")
+	agent := c.fs.String("agent", "", "only this agent's rotations (default: the whole fleet's)")
+	account := c.fs.String("account", "", "the fleet's: only rotations of agents of this account")
+	state := c.fs.String("state", "", "the fleet's: only rotations in this state (issued, distributed, confirmed, completed, rolled_back)")
+	after := c.fs.String("after", "", "only rotations after this rotation ID (to go on where a listing stopped)")
+	limit := c.fs.Int("limit", -1, "show at most this many, newest first (0: all; default all of one agent's, 100 of the fleet's)")
 	if _, err := c.parse(args, 0); err != nil {
 		return err
 	}
-	if *agent == "" {
-		return fmt.Errorf("--agent is required; usage: rotatord %s", c.usage)
-	}
-	if *limit < 0 {
+	if *limit < -1 {
 		return fmt.Errorf("--limit %d: want 0 or more", *limit)
+	}
+	q := url.Values{}
+	setIf(q, "after", *after)
+	path := "/v1/rotations"
+	max := *limit
+	if *agent != "" {
+		if *account != "" || *state != "" {
+			return fmt.Errorf("--account and --state list the fleet's rotations: not with --agent; usage: rotatord %s", c.usage)
+		}
+		path = agentPath(*agent, "/rotations")
+		if max < 0 {
+			max = 0
+		}
+	} else {
+		setIf(q, "account", *account)
+		setIf(q, "state", *state)
+		if max < 0 {
+			max = 100
+		}
 	}
 	api, err := c.client()
 	if err != nil {
 		return err
 	}
-	page, err := api.list(ctx, agentPath(*agent, "/rotations"), nil, "rotations", *limit, 1000)
+	page, err := api.list(ctx, path, q, "rotations", max, 1000)
 	if err != nil {
 		return err
+	}
+	if page.next != "" {
+		fmt.Fprintf(c.stderr, "stopped at %d rotations; there may be more: --after %s, or --limit 0\n", len(page.items), page.next)
 	}
 	return printPage(c, "rotations", page, printRotations)
 }
@@ -46,8 +70,9 @@ func runRotationsShow(ctx context.Context, c *cli, args []string) error {
 		})
 }
 
-// runAuditList prints audit events, oldest first: at most --limit of them,
-// or every one with --all, fetched page by page.
+// runAuditList prints audit events, newest first (oldest first with
+// --oldest-first): at most --limit of them, or every one with --all,
+// fetched page by page.
 func runAuditList(ctx context.Context, c *cli, args []string) error {
 	q := url.Values{}
 	agent := c.fs.String("agent", "", "only events of this agent")
@@ -56,6 +81,7 @@ func runAuditList(ctx context.Context, c *cli, args []string) error {
 	after := c.fs.String("after", "", "only events after this event ID (to go on where a listing stopped)")
 	limit := c.fs.Int("limit", 100, "show at most this many events")
 	all := c.fs.Bool("all", false, "show every matching event (ignores --limit)")
+	oldest := c.fs.Bool("oldest-first", false, "show the oldest events first (default: the newest first)")
 	if _, err := c.parse(args, 0); err != nil {
 		return err
 	}
@@ -65,6 +91,9 @@ func runAuditList(ctx context.Context, c *cli, args []string) error {
 	setIf(q, "agent", *agent)
 	setIf(q, "action", *action)
 	setIf(q, "after", *after)
+	if !*oldest {
+		q.Set("order", "desc")
+	}
 	if *since != "" {
 		t, err := parseSince(*since, time.Now())
 		if err != nil {

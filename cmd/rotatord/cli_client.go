@@ -114,6 +114,8 @@ type apiError struct {
 	Status  int
 	Code    string
 	Message string
+	// Rotation is the rotation in flight a conflict names, "" for none.
+	Rotation string
 }
 
 // Error is "<code>: <message> (HTTP <status>)".
@@ -195,11 +197,12 @@ func (c *apiClient) transportError(ctx context.Context, err error) error {
 // the API's error (a proxy's page) is shown as a short, printable excerpt.
 func errorAnswer(resp *http.Response, body []byte) error {
 	var e struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
+		Error    string `json:"error"`
+		Code     string `json:"code"`
+		Rotation string `json:"rotation"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Code != "" {
-		return &apiError{Status: resp.StatusCode, Code: e.Code, Message: e.Error}
+		return &apiError{Status: resp.StatusCode, Code: e.Code, Message: e.Error, Rotation: e.Rotation}
 	}
 	msg := "unexpected answer " + resp.Status
 	if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode < 400 {

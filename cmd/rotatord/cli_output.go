@@ -258,9 +258,9 @@ func printRotation(w io.Writer, r rotationView) error {
 }
 
 func printRotations(w io.Writer, rots []rotationView) error {
-	t := newTable(w, "ID", "STATE", "TRIGGER", "CREATED", "FINISHED", "NEW KEY", "REASON")
+	t := newTable(w, "ID", "AGENT", "STATE", "TRIGGER", "CREATED", "FINISHED", "NEW KEY", "REASON")
 	for _, r := range rots {
-		t.row(r.ID, r.State, r.Trigger, fmtTime(r.CreatedAt), fmtTime(r.FinishedAt), r.NewPublicKey, r.Reason)
+		t.row(r.ID, r.Agent, r.State, r.Trigger, fmtTime(r.CreatedAt), fmtTime(r.FinishedAt), r.NewPublicKey, r.Reason)
 	}
 	return t.flush()
 }

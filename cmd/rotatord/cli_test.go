@@ -174,9 +174,15 @@ func TestCLIAgents(t *testing.T) {
 		t.Errorf("rotation %s = %v", id, rot)
 	}
 	r = e.runCLI("agents", "rotate", "kate")
-	r.failed(t, "conflict: ", "(HTTP 409)")
+	r.failed(t, "conflict: ", "(HTTP 409)", "rotation "+id+" of agent kate is in flight", "rotatord rotations show "+id)
 	if !errors.Is(r.err, rotatord.ErrConflict) {
 		t.Errorf("rotate twice: %v is not a conflict", r.err)
+	}
+	// The API names the rotation in flight (apitest checks the body
+	// against the spec).
+	if status, body := e.do("POST", "/v1/agents/kate/rotate", e.admin, nil); status != 409 ||
+		decodeJSON(t, string(body))["rotation"] != id || decodeJSON(t, string(body))["code"] != "conflict" {
+		t.Errorf("POST rotate while one is in flight = %d %s, want 409 naming %s", status, body, id)
 	}
 	r = e.runCLI("rotations", "list", "--agent", "kate").ok(t)
 	if !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "manual") {
@@ -303,7 +309,7 @@ func TestCLIErrors(t *testing.T) {
 		{"agents"}, {"agents", "bogus"}, {"agents", "show"}, {"agents", "show", "a", "b"},
 		{"agents", "add", "kate"}, {"agents", "add", "--account", "fleet"},
 		{"agents", "add", "kate", "--account", "fleet", "--delivery", "carrier-pigeon"},
-		{"agents", "rotate"}, {"rotations", "list"}, {"rotations", "show"}, {"audit", "list", "extra"},
+		{"agents", "rotate"}, {"rotations", "list", "--agent", "kate", "--state", "completed"}, {"rotations", "show"}, {"audit", "list", "extra"},
 		{"audit", "list", "--since", "yesterday"}, {"audit", "list", "--limit", "0"}, {"agents", "list", "-o", "yaml"},
 	} {
 		if r := runCLIWith(t, append(args, "--url", down, "--token", e.admin)...); r.err == nil || strings.Contains(r.err.Error(), "cannot reach") {
@@ -411,11 +417,26 @@ func TestCLIRotateWait(t *testing.T) {
 		t.Fatalf("agent refresh = %v, %v; want new creds", got, err)
 	}
 	r := waitCLI(t, e, done).ok(t)
-	if rot := decodeJSON(t, r.stdout); rot["id"] != id || rot["state"] != "completed" {
+	rot := decodeJSON(t, r.stdout)
+	if rot["id"] != id || rot["state"] != "completed" {
 		t.Fatalf("rotate --wait -o json = %v, want %s completed", rot, id)
 	}
 	if !strings.Contains(r.stderr, "completed") {
 		t.Errorf("rotate --wait stderr %q lacks the states", r.stderr)
+	}
+	// It says what it waits for, and until when.
+	deadline, err := time.Parse(time.RFC3339, rot["deadline"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"waiting for agent kate to fetch its new credentials and reconnect with the new key " + rot["new_public_key"].(string),
+		"rolls the rotation back if it has not by " + deadline.UTC().Format(time.RFC3339),
+		"Ctrl-C stops waiting, not the rotation",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("rotate --wait stderr lacks %q:\n%s", want, r.stderr)
+		}
 	}
 
 	id, done = rotateWait(2)

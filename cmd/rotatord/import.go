@@ -44,7 +44,7 @@ func runImport(ctx context.Context, cfg Config, args []string, stdout, stderr io
 	grace := fs.Duration("grace", rotatord.DefaultGrace, "rotation grace period of the imported agents")
 	delivery := fs.String("delivery", string(rotatord.DeliveryPoll), "how the imported agents get new credentials: poll, vault or file")
 	cfg.bind(fs, "database-url", "master-key-file", "log-level", "log-format")
-	fs.Usage = func() {
+	setUsage(fs, func() {
 		fmt.Fprint(stderr, `Usage:
   rotatord import [--store DIR] [--keys DIR] [--operator NAME] [flags]
   rotatord import --operator-jwt FILE --account-jwt FILE... --creds FILE... --seed FILE... [flags]
@@ -58,7 +58,7 @@ keys; user seeds are never read. Importing again changes nothing.
 
 `)
 		fs.PrintDefaults()
-	}
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -29,34 +29,68 @@ Usage:
                                            print the nats-server configuration block again
   rotatord token create --name NAME --scope admin|rotate|read [flags]
                                            create an API token and print it once
-  rotatord dev [--dir DIR]                 run everything locally: PostgreSQL, nats-server, rotatord
+  rotatord dev [--dir DIR] [flags]         run everything locally: PostgreSQL, nats-server, rotatord
+                                           and a demo agent that rotates every 2 minutes (make run)
   rotatord import [flags]                  import an nsc store or JWT/creds files (see rotatord import -h)
+  rotatord doctor [--json] [flags]         check the deployment end to end and say what to fix
+                                           (exit 0 all well, 1 a check failed, 2 warnings only)
 
 Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
   rotatord accounts list|show|add|update
   rotatord agents list|show|add|update|rotate|revoke|reissue
   rotatord roles list|show|add|update|delete ACCOUNT ...
-  rotatord rotations list --agent NAME | show ID
-  rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]
+  rotatord rotations list [--agent NAME] | show ID
+  rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]   (newest first)
   rotatord audit verify [flags]            check the audit trail's hash chain in the database
 
 Every command takes -h for its flags. Flags mirror the ROTATORD_* environment variables.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "rotatord:", err)
+	// SIGHUP too: a closed terminal stops `rotatord dev` cleanly, with its
+	// PostgreSQL, instead of leaving the server running.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		// After the first signal, a second one ends the process at once.
+		<-ctx.Done()
+		stop()
+	}()
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitError ends the process with a status other than 1; msg, when set, is
+// printed first.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// exitCode prints err once and returns the process's exit status: 0 for
+// none and for -h (flag.ErrHelp), an exitError's code, else 1.
+func exitCode(err error, stderr io.Writer) int {
+	var ee *exitError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, "rotatord:", ee.msg)
 		}
-		os.Exit(1)
+		return ee.code
 	}
+	fmt.Fprintln(stderr, "rotatord:", err)
+	return 1
 }
 
 // run dispatches a command line; stdout gets only what scripts read.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "serve"
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
@@ -72,14 +106,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "nats-config":
 		return runNATSConfig(ctx, cfg, args, stdout, stderr)
 	case "token":
+		if len(args) > 0 && isHelp(args[0]) {
+			fmt.Fprintln(stdout, tokenUsage)
+			return nil
+		}
 		if len(args) == 0 || args[0] != "create" {
-			return fmt.Errorf("usage: rotatord token create --name NAME --scope admin|rotate|read")
+			return errors.New(tokenUsage)
 		}
 		return runTokenCreate(ctx, cfg, args[1:], stdout, stderr)
 	case "dev":
 		return runDev(ctx, cfg, args, stdout, stderr)
+	case "demo-agent":
+		// Not in the usage: the demo agent process that dev runs.
+		return runDemoAgent(ctx, args, os.Stdin, stderr)
 	case "import":
 		return runImport(ctx, cfg, args, stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, cfg, args, stdout, stderr)
 	case "accounts":
 		return runAccounts(ctx, args, stdout, stderr)
 	case "agents":
@@ -93,18 +136,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runAuditVerify(ctx, cfg, args[1:], stdout, stderr)
 		}
 		return runAudit(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", cmd)
+	return fmt.Errorf("unknown command %q (rotatord help lists the commands)", cmd)
 }
 
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("rotatord "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
+const tokenUsage = "usage: rotatord token create --name NAME --scope admin|rotate|read"
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) error {
@@ -202,8 +246,9 @@ func runInit(ctx context.Context, cfg Config, args []string, stdout, stderr io.W
 	}
 	if created {
 		fmt.Fprintf(stderr, "created operator %s (%s) and system account %s\n", op.Name, op.PublicKey, op.SystemAccount)
-	} else {
-		fmt.Fprintf(stderr, "operator %s already initialized; nothing changed\n", op.Name)
+	}
+	if err := initPublicURL(ctx, cfg, svc, op.Name, created, stderr); err != nil {
+		return err
 	}
 	return printNATSConfig(ctx, svc, "url", "", *outFile, stdout)
 }

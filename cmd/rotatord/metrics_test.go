@@ -128,6 +128,11 @@ func TestMetrics(t *testing.T) {
 	if status, _ := e.do("GET", "/jwt/v1/accounts/"+newPublicKey(t, nkeys.PrefixByteAccount), "", nil); status != 404 {
 		t.Fatalf("unknown account = %d, want 404", status)
 	}
+	// The re-signs of kate's and bob's rotations are pushed in the
+	// background, coalesced: wait for them rather than race them.
+	eventually(t, 20*time.Second, "the re-signs to be pushed", func() bool {
+		return e.scrape()[`rotatord_pushes_total{outcome="acked"}`] >= 3
+	})
 	fleetKey := e.must(200, "GET", "/v1/accounts/fleet", nil)["public_key"].(string)
 	_, fleetJWT := e.do("GET", "/jwt/v1/accounts/"+fleetKey, "", nil)
 

@@ -118,7 +118,9 @@ func TestManualRotation(t *testing.T) {
 	// The old key is revoked: in the account JWT, and by the server.
 	oldJWT, _ := jwt.ParseDecoratedJWT([]byte(oldCreds))
 	oldClaims, _ := jwt.DecodeUserClaims(oldJWT)
-	eventually(t, 5*time.Second, "the account jwt to revoke the old key", func() bool {
+	// Re-signs are at least 5 s apart (a tick may have re-signed just
+	// before the rotation completed): wait longer than that.
+	eventually(t, 20*time.Second, "the account jwt to revoke the old key", func() bool {
 		return e.accountRevokes("fleet", oldKey, oldClaims.IssuedAt)
 	})
 	eventually(t, 5*time.Second, "the old creds to be refused", func() bool {

@@ -222,11 +222,10 @@ type failure struct {
 	account string // account name, or the JWT's account key when rotatord does not know it
 	reason  string
 	// For revoked keys: whether the use is flagged at once, how, and how
-	// the key came to be revoked.
-	flag      bool
-	severity  string
-	how       string
-	revokedAt *time.Time
+	// and when the key came to be revoked.
+	flag     bool
+	severity string
+	how      string
 }
 
 // Handle reads one $SYS.SERVER.<id>.CLIENT.AUTH.ERR event, counts it and
@@ -287,7 +286,6 @@ func (w *Watcher) classify(ctx context.Context, ev *event) failure {
 			f.reason = ReasonForgedJWT
 		case c.State == rotatord.CredentialRevoked || c.State == rotatord.CredentialRetired || g.State == rotatord.AgentRevoked:
 			f.reason = ReasonRevokedKey
-			f.revokedAt = c.RevokedAt
 			f.flag, f.severity, f.how = revokedHow(g, c)
 		case expired:
 			f.reason = ReasonExpired
@@ -409,37 +407,46 @@ func (w *Watcher) decide(f failure) []pending {
 }
 
 // revokedHow says whether the use of a revoked key is flagged at once, at
-// which severity, and how the key was revoked. A key whose agent was
-// revoked, a key replaced by a completed rotation, and a key of a deleted
-// agent were all once in the agent's hands and deliberately taken away:
-// whoever still presents one holds a stale or stolen copy. A key revoked by
-// a rollback was never seen in use, and its late use is the expected sign
-// of an agent that fetched it too late, which the rotation_rolled_back
-// alert already reported: it counts toward the bursts only.
+// which severity, and how and when the key was revoked. A key whose agent
+// was revoked, a key replaced by a completed rotation, and a key of a
+// deleted agent were all once in the agent's hands and deliberately taken
+// away: whoever still presents one holds a stale or stolen copy. A key
+// revoked by a rollback was never seen in use, and its late use is the
+// expected sign of an agent that fetched it too late, which the
+// rotation_rolled_back alert already reported: it counts toward the bursts
+// only.
+//
+// The time is the key's own revocation: a key replaced by a rotation was
+// revoked then, even when its agent was revoked or deleted later.
 func revokedHow(g *rotatord.Agent, c *rotatord.Credential) (flag bool, severity, how string) {
-	switch {
-	case g.State == rotatord.AgentRevoked:
-		return true, rotatord.SeverityCritical, "revoked with its agent"
-	case c.State == rotatord.CredentialRetired:
-		return true, rotatord.SeverityWarning, "replaced by a rotation"
-	case g.ID == 0:
-		return true, rotatord.SeverityWarning, "revoked; its agent was deleted"
+	at := ""
+	if c.RevokedAt != nil {
+		at = " at " + c.RevokedAt.UTC().Format(time.RFC3339)
 	}
-	return false, "", "revoked when its rotation was rolled back"
+	replaced := c.State == rotatord.CredentialRetired
+	switch {
+	case replaced && g.State == rotatord.AgentRevoked:
+		return true, rotatord.SeverityCritical, "replaced by a rotation" + at + "; its agent has been revoked since"
+	case replaced && g.ID == 0:
+		return true, rotatord.SeverityWarning, "replaced by a rotation" + at + "; its agent has been deleted since"
+	case g.State == rotatord.AgentRevoked:
+		return true, rotatord.SeverityCritical, "revoked with its agent" + at
+	case replaced:
+		return true, rotatord.SeverityWarning, "replaced by a rotation" + at
+	case g.ID == 0:
+		return true, rotatord.SeverityWarning, "revoked" + at + "; its agent was deleted"
+	}
+	return false, "", "revoked when its rotation was rolled back" + at
 }
 
 func (w *Watcher) revokedAlert(f failure) *rotatord.Alert {
-	how := f.how
-	if f.revokedAt != nil {
-		how += " at " + f.revokedAt.UTC().Format(time.RFC3339)
-	}
 	who := "a deleted agent"
 	if f.agent != "" {
 		who = "agent " + f.agent
 	}
 	return &rotatord.Alert{Kind: KindRevokedKeyUsed, Severity: f.severity, Account: f.account, Agent: f.agent,
 		Reason: fmt.Sprintf("connection attempt from %s with key %s of %s (account %s), %s",
-			orUnknown(f.source), f.user, who, f.account, how)}
+			orUnknown(f.source), f.user, who, f.account, f.how)}
 }
 
 func (w *Watcher) agentAlert(f failure, t *tracker) *rotatord.Alert {

@@ -293,9 +293,18 @@ func TestRevokedKeyFlags(t *testing.T) {
 		severity   string // "": not flagged at once
 		how        string
 	}{
-		{"agent revoked", rotatord.AgentRevoked, rotatord.CredentialRevoked, false, rotatord.SeverityCritical, "revoked with its agent"},
-		{"replaced by a rotation", rotatord.AgentActive, rotatord.CredentialRetired, false, rotatord.SeverityWarning, "replaced by a rotation"},
-		{"agent deleted", "", rotatord.CredentialRevoked, true, rotatord.SeverityWarning, "its agent was deleted"},
+		// The key's revocation time is t0 - 1m (fleet.agent).
+		{"agent revoked", rotatord.AgentRevoked, rotatord.CredentialRevoked, false, rotatord.SeverityCritical,
+			"revoked with its agent at 2025-03-01T11:59:00Z"},
+		{"replaced by a rotation", rotatord.AgentActive, rotatord.CredentialRetired, false, rotatord.SeverityWarning,
+			"replaced by a rotation at 2025-03-01T11:59:00Z"},
+		// A key replaced by a rotation was revoked then, not when its agent
+		// was revoked or deleted later.
+		{"replaced, then its agent revoked", rotatord.AgentRevoked, rotatord.CredentialRetired, false, rotatord.SeverityCritical,
+			"replaced by a rotation at 2025-03-01T11:59:00Z; its agent has been revoked since"},
+		{"replaced, then its agent deleted", "", rotatord.CredentialRetired, true, rotatord.SeverityWarning,
+			"replaced by a rotation at 2025-03-01T11:59:00Z; its agent has been deleted since"},
+		{"agent deleted", "", rotatord.CredentialRevoked, true, rotatord.SeverityWarning, "revoked at 2025-03-01T11:59:00Z; its agent was deleted"},
 		{"rolled back", rotatord.AgentActive, rotatord.CredentialRevoked, false, "", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -37,6 +37,8 @@ var statusOf = map[string]int{
 type errorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// Rotation is the rotation in flight that a conflict is about.
+	Rotation string `json:"rotation,omitempty"`
 }
 
 // writeError answers with the JSON error body. Only 5xx are logged, with the
@@ -62,7 +64,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("WWW-Authenticate", scheme+` realm="rotatord"`)
 	}
 	setRetryAfter(w, err)
-	writeJSON(w, status, errorBody{Error: msg, Code: code})
+	body := errorBody{Error: msg, Code: code}
+	var inFlight *rotatord.RotationInFlightError
+	if errors.As(err, &inFlight) {
+		body.Rotation = inFlight.Rotation
+	}
+	writeJSON(w, status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

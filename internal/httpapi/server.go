@@ -243,7 +243,10 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// logRequests logs each API request once, without headers or bodies.
+// logRequests logs each API request once, without headers or bodies: at
+// info a request that changed something (a method other than GET or HEAD
+// that succeeded), at debug the others, which would drown the log (agents
+// poll; dashboards read). Failures with 5xx are logged by writeError.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
@@ -253,7 +256,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if info.quiet {
 			return
 		}
-		s.log.Info("http request", "method", r.Method, "path", logPath(r), "status", ww.Status(),
+		level := slog.LevelDebug
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && ww.Status() < 400 {
+			level = slog.LevelInfo
+		}
+		s.log.Log(r.Context(), level, "http request", "method", r.Method, "path", logPath(r), "status", ww.Status(),
 			"duration", time.Since(start), "actor", info.actor)
 	})
 }

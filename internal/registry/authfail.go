@@ -16,7 +16,8 @@ import (
 // failure. When the credential row is gone (its agent was deleted) but the
 // account still revokes the key, it returns what the revocation entry
 // records: an agent with only Name, Account and AccountKey set (Name may be
-// empty) and a credential in state revoked without a JWT ID. That fallback
+// empty) and a credential without a JWT ID, in state retired when a
+// rotation replaced it and revoked otherwise. That fallback
 // is looked up only in the account accountKey (an account public key, from
 // the presented JWT's issuer), which keeps it on the revocations' primary
 // key; pass "" to skip it. An unknown key is ENOTFOUND.
@@ -41,10 +42,11 @@ func (s *Store) FindKeyOwner(ctx context.Context, pub, accountKey string) (*rota
 		return nil, nil, notFound("key", pub)
 	}
 	var revokedAt time.Time
-	err = s.q(ctx).QueryRow(ctx, `SELECT coalesce(r.agent_name, ''), a.id, a.name, a.public_key, r.revoked_at, r.expires_at
+	var reason string
+	err = s.q(ctx).QueryRow(ctx, `SELECT coalesce(r.agent_name, ''), a.id, a.name, a.public_key, r.revoked_at, r.expires_at, r.reason
 		FROM revocations r JOIN accounts a ON a.id = r.account_id
 		WHERE a.public_key = $1 AND r.public_key = $2`, accountKey, pub).Scan(&g.Name, &g.AccountID, &g.Account, &g.AccountKey,
-		&revokedAt, &c.ExpiresAt)
+		&revokedAt, &c.ExpiresAt, &reason)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, notFound("key", pub)
 	}
@@ -52,6 +54,10 @@ func (s *Store) FindKeyOwner(ctx context.Context, pub, accountKey string) (*rota
 		return nil, nil, mapErr(fmt.Errorf("find revocation of key %s: %w", pub, err))
 	}
 	c.State = rotatord.CredentialRevoked
+	if reason == rotatord.RevocationRotated {
+		// Replaced by a rotation before its agent went.
+		c.State = rotatord.CredentialRetired
+	}
 	c.RevokedAt = &revokedAt
 	return &g, &c, nil
 }

@@ -65,3 +65,31 @@ func TestFindKeyOwnerAndStats(t *testing.T) {
 		t.Fatalf("Stats = %+v", st)
 	}
 }
+
+// A deleted agent's key that a rotation had replaced is found as replaced
+// (retired), with the time of its replacement.
+func TestFindKeyOwnerOfReplacedKeyOfDeletedAgent(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	acc := account("fleet")
+	if err := s.CreateAccount(ctx, acc); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_800_000_000, 0).UTC()
+	if err := s.AddRevocations(ctx, acc.ID, []rotatord.Revocation{
+		{PublicKey: "UOLD", RevokedAt: t0, ExpiresAt: t0.Add(time.Hour), Agent: "gone", Reason: rotatord.RevocationRotated},
+		{PublicKey: "ULAST", RevokedAt: t0.Add(time.Minute), ExpiresAt: t0.Add(time.Hour), Agent: "gone", Reason: "agent deleted"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]struct {
+		state string
+		at    time.Time
+	}{"UOLD": {rotatord.CredentialRetired, t0}, "ULAST": {rotatord.CredentialRevoked, t0.Add(time.Minute)}} {
+		owner, cred, err := s.FindKeyOwner(ctx, key, acc.PublicKey)
+		if err != nil || owner.Name != "gone" || cred.State != want.state || cred.RevokedAt == nil || !cred.RevokedAt.Equal(want.at) {
+			t.Errorf("FindKeyOwner(%s) = %+v, %+v, %v; want state %s at %s", key, owner, cred, err, want.state, want.at)
+		}
+	}
+}

@@ -36,11 +36,15 @@ type Store struct {
 }
 
 // Open connects to the database at url. It does not migrate.
+// A URL that does not parse is refused with the URL as given (password
+// hidden) and the form expected.
 func Open(ctx context.Context, url string) (*Store, error) {
+	if err := checkURL(url); err != nil {
+		return nil, err
+	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		// pgx's message can echo the URL with its password; keep only the gist.
-		return nil, fmt.Errorf("parse database url: %w", errors.New(redact(err.Error(), url)))
+		return nil, parseError(url, err)
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		// pgx defaults to max(4, CPUs): too few for the rotation workers,
@@ -63,7 +67,7 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("ping database: %w", err)
+		return fmt.Errorf("ping database: %w", connectError(err))
 	}
 	return nil
 }
@@ -72,7 +76,8 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Migrate(ctx context.Context) (int, error) {
 	db := stdlib.OpenDBFromPool(s.pool)
 	defer db.Close()
-	return migrations.Up(ctx, db)
+	n, err := migrations.Up(ctx, db)
+	return n, connectError(err)
 }
 
 type querier interface {

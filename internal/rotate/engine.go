@@ -39,16 +39,20 @@ type pollDelivery struct{}
 func (pollDelivery) Deliver(context.Context, rotatord.Handoff) (string, error) { return "", nil }
 func (pollDelivery) Restore(context.Context, rotatord.Handoff, string) error   { return nil }
 
-// Rotation errors callers can test for.
-var (
-	errAgentRevoked = rotatord.Errorf(rotatord.ECONFLICT, "agent is revoked")
-	errInFlight     = rotatord.Errorf(rotatord.ECONFLICT, "a rotation of this agent is in flight")
-)
+// Rotation errors callers can test for; a rotation in flight is a
+// *rotatord.RotationInFlightError (isInFlight).
+var errAgentRevoked = rotatord.Errorf(rotatord.ECONFLICT, "agent is revoked")
+
+func isInFlight(err error) bool {
+	var e *rotatord.RotationInFlightError
+	return errors.As(err, &e)
+}
 
 // StartRotation issues a new key for the agent and hands it out. It returns
 // once the rotation is distributed (or rolled back because delivery failed);
-// the agent's reconnect completes it. ECONFLICT while another rotation of
-// the agent is in flight or the agent is revoked.
+// the agent's reconnect completes it. ECONFLICT while the agent is revoked
+// or another rotation of it is in flight (a *rotatord.RotationInFlightError
+// naming that one).
 func (s *Service) StartRotation(ctx context.Context, actor Actor, agent, trigger string) (*rotatord.Rotation, error) {
 	r, err := s.startRotation(ctx, actor, agent, trigger, "")
 	if err != nil {
@@ -88,7 +92,7 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 		if inflight, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
 			return err
 		} else if inflight != nil {
-			return errInFlight
+			return &rotatord.RotationInFlightError{Agent: g.Name, Rotation: inflight.ID}
 		}
 		rs, err := s.start(ctx, actor, []*rotatord.Agent{g}, trigger, pub, now)
 		if err != nil {
@@ -480,7 +484,7 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 		}
 		revs[it.g.AccountID] = append(revs[it.g.AccountID], rotatord.Revocation{PublicKey: old.PublicKey,
 			RevokedAt: revocationTime(old, now), ExpiresAt: old.ExpiresAt, IssuedAt: old.IssuedAt,
-			Agent: it.g.Name, Reason: "rotated"})
+			Agent: it.g.Name, Reason: rotatord.RevocationRotated})
 	}
 	if len(retire) > 0 {
 		if err := s.store.SetCredentialStates(ctx, retire, rotatord.CredentialRetired, now); err != nil {

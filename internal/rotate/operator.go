@@ -66,7 +66,7 @@ func (s *Service) createOperator(ctx context.Context, actor Actor, name string) 
 	op := &rotatord.Operator{Name: name, PublicKey: jwtissue.Public(identity), SystemAccount: jwtissue.Public(sysKey)}
 	spec := jwtissue.OperatorSpec{Name: name, SigningKeys: []string{jwtissue.Public(signer)}, SystemAccount: op.SystemAccount}
 	if s.public != "" {
-		spec.AccountServerURL = strings.TrimSuffix(s.public, "/") + "/jwt/v1"
+		spec.AccountServerURL = AccountServerURL(s.public)
 	}
 	op.JWT, err = jwtissue.EncodeOperator(identity, spec)
 	if err != nil {

@@ -26,6 +26,8 @@ type Store interface {
 	Operator(ctx context.Context) (*rotatord.Operator, error)
 	CreateOperator(ctx context.Context, op *rotatord.Operator, seedEnc []byte) error
 	LockOperator(ctx context.Context) error
+	OperatorSeed(ctx context.Context) ([]byte, error)
+	UpdateOperator(ctx context.Context, op *rotatord.Operator) error
 	AddSigningKey(ctx context.Context, accountID int64, pub string, seedEnc []byte) error
 	SigningKey(ctx context.Context, accountID int64) (pub string, seedEnc []byte, err error)
 	SigningKeys(ctx context.Context, accountID int64) ([]string, error)
@@ -264,11 +266,16 @@ func (s *Service) inTx(ctx context.Context, fn func(ctx context.Context) error) 
 	if _, ok := ctx.Value(auditBufKey{}).(*auditBuf); ok {
 		return s.store.InTx(ctx, fn)
 	}
-	return s.store.InTx(ctx, func(ctx context.Context) error {
-		buf := &auditBuf{}
+	buf := &auditBuf{}
+	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		buf.events = buf.events[:0]
 		if err := fn(context.WithValue(ctx, auditBufKey{}, buf)); err != nil {
 			return err
 		}
 		return s.store.AuditBatch(ctx, buf.events)
 	})
+	if err == nil {
+		s.logChanges(buf.events)
+	}
+	return err
 }

@@ -120,7 +120,7 @@ func (s *Service) startAll(ctx context.Context, due []string) int {
 	})
 	return started + forEach(ctx, s.log, single, func(ctx context.Context, name string) error {
 		_, err := s.StartRotation(ctx, SystemActor, name, rotatord.TriggerSchedule)
-		if errors.Is(err, errNotDue) || errors.Is(err, errInFlight) || errors.Is(err, errAgentRevoked) {
+		if errors.Is(err, errNotDue) || isInFlight(err) || errors.Is(err, errAgentRevoked) {
 			return errSkip // another replica got there first
 		}
 		return err
