@@ -15,6 +15,9 @@ const (
 	// ExpiryMargin is added to a user JWT's lifetime beyond interval + grace,
 	// so that a rotation that runs a little late never finds the agent expired.
 	ExpiryMargin = time.Hour
+	// MinGrace and MaxGrace bound a rotation's grace period.
+	MinGrace = time.Minute
+	MaxGrace = 7 * 24 * time.Hour
 )
 
 // Delivery says how an agent receives new credentials.
@@ -332,6 +335,34 @@ type Token struct {
 	Name      string
 	Scope     Scope
 	CreatedAt time.Time
+	// CreatedBy is the actor that made the token (for the audit trail and
+	// the token list).
+	CreatedBy string
+	// ExpiresAt is when the token stops authenticating; nil for never.
+	ExpiresAt *time.Time
+	// LastUsedAt is when it last authenticated a request, to the minute
+	// (it is written at most once a minute); nil when never used.
+	LastUsedAt *time.Time
+	// RevokedAt is when it was revoked; nil while it is not.
+	RevokedAt *time.Time
+}
+
+// Token states, as Token.State reports them.
+const (
+	TokenActive  = "active"
+	TokenExpired = "expired"
+	TokenRevoked = "revoked"
+)
+
+// State says whether t authenticates at now: revoked, expired or active.
+func (t *Token) State(now time.Time) string {
+	switch {
+	case t.RevokedAt != nil:
+		return TokenRevoked
+	case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
+		return TokenExpired
+	}
+	return TokenActive
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -427,7 +458,7 @@ func (p Permissions) Normalize() Permissions {
 // Validate checks the grace period; the schedule is checked by the scheduler
 // that parses it.
 func (r RotationPolicy) Validate() error {
-	if r.Grace < time.Minute || r.Grace > 7*24*time.Hour {
+	if r.Grace < MinGrace || r.Grace > MaxGrace {
 		return Errorf(EINVALID, "rotation.grace %s is out of range: use 1m to 168h", r.Grace)
 	}
 	return nil

@@ -12,7 +12,9 @@
 #   rotatord-client.pem/.key       rotatord's connection to NATS (client auth)
 #   resolver.pem/.key              nats-server's calls to rotatord's resolver (client auth)
 #   postgres.pem/.key              PostgreSQL (server auth; postgres, localhost, 127.0.0.1)
-#   admin.pem/.key                 an operator calling the admin API (client auth)
+#   admin.pem/.key                 an operator calling the admin API (client auth; its own
+#                                  identity, URI spiffe://rotatord.dev/admin, the one
+#                                  ROTATORD_TLS_CLIENT_ALLOWED lets in)
 #   agent-kate.pem/.key            an example agent connecting to NATS (client auth)
 #
 # Existing files that still verify are kept (a running stack keeps working);
@@ -60,13 +62,38 @@ if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca.key" ]; then
 	echo "dev-certs: new CA $dir/ca.pem" >&2
 fi
 
+# has_names FILE SAN: whether the certificate carries every DNS: and URI:
+# entry of SAN (a comma-separated subjectAltName value).
+has_names() {
+	names=$("$openssl" x509 -in "$1" -noout -ext subjectAltName 2>/dev/null || true)
+	old_ifs=$IFS
+	IFS=,
+	for want in $2; do
+		case $want in
+		DNS:* | URI:*)
+			case $names in
+			*"$want"*) ;;
+			*)
+				IFS=$old_ifs
+				return 1
+				;;
+			esac
+			;;
+		esac
+	done
+	IFS=$old_ifs
+	return 0
+}
+
 # issue NAME CN USAGE [SAN]: USAGE is serverAuth or clientAuth.
 issue() {
 	name=$1 cn=$2 usage=$3 san=${4:-}
-	# Keep a certificate that exists and still verifies against the CA
-	# (a new CA means new certificates).
+	# Keep a certificate that exists, still verifies against the CA (a new
+	# CA means new certificates) and carries the DNS and URI names asked for
+	# (an older admin.pem has no identity of its own yet).
 	if [ -s "$dir/$name.pem" ] && [ -s "$dir/$name.key" ] &&
-		"$openssl" verify -CAfile "$dir/ca.pem" "$dir/$name.pem" >/dev/null 2>&1; then
+		"$openssl" verify -CAfile "$dir/ca.pem" "$dir/$name.pem" >/dev/null 2>&1 &&
+		has_names "$dir/$name.pem" "$san"; then
 		return
 	fi
 	newkey "$dir/$name.key"
@@ -92,7 +119,7 @@ issue rotatord-server rotatord serverAuth "DNS:rotatord,$local_sans"
 issue rotatord-client rotatord clientAuth
 issue resolver nats-resolver clientAuth
 issue postgres postgres serverAuth "DNS:postgres,$local_sans"
-issue admin admin clientAuth
+issue admin admin clientAuth "URI:spiffe://rotatord.dev/admin"
 issue agent-kate agent-kate clientAuth
 
 for name in nats-server rotatord-server postgres; do

@@ -280,7 +280,8 @@ func TestAccountClaimsValidation(t *testing.T) {
 		t.Fatalf("PATCH that makes a stream import cycle = %d %s", status, out)
 	}
 
-	// The system account keeps rotatord's own connection working.
+	// The system account keeps rotatord's own connection working; its
+	// exports, info URL and tags may change.
 	for _, c := range []struct {
 		body map[string]any
 		want string
@@ -288,12 +289,18 @@ func TestAccountClaimsValidation(t *testing.T) {
 		{map[string]any{"jetstream": map[string]any{}}, "JetStream"},
 		{map[string]any{"default_permissions": map[string]any{"pub": map[string]any{"deny": []string{">"}}}}, "default_permissions"},
 		{map[string]any{"mappings": map[string]any{"$SYS.>": []any{map[string]any{"subject": "x.>"}}}}, "mappings"},
-		{map[string]any{"imports": []any{map[string]any{"account": "exporter", "subject": "events.>", "type": "stream"}}}, "cannot import"},
+		{map[string]any{"imports": []any{map[string]any{"account": "exporter", "subject": "events.>", "type": "stream"}}}, "imports"},
 	} {
 		status, out := e.do("PATCH", "/v1/accounts/SYS", e.admin, c.body)
-		if status != 400 || !strings.Contains(string(out), c.want) {
-			t.Errorf("PATCH SYS %v = %d %s; want 400 with %q", c.body, status, out, c.want)
+		if status != 409 || !strings.Contains(string(out), c.want) || !strings.Contains(string(out), "own NATS connection") {
+			t.Errorf("PATCH SYS %v = %d %s; want 409 with %q", c.body, status, out, c.want)
 		}
+	}
+	sys := e.must(200, "PATCH", "/v1/accounts/SYS", map[string]any{"exports": []any{
+		map[string]any{"subject": "$SYS.ACCOUNT.*.CONNECT", "type": "stream", "account_token_position": 3}},
+		"tags": []string{"role:system"}, "info_url": "https://wiki.example.com/sys"})
+	if len(sys["exports"].([]any)) != 1 || sys["info_url"] != "https://wiki.example.com/sys" {
+		t.Errorf("SYS after PATCH = %v", sys)
 	}
 
 	// A token from an account rotatord does not hold is checked against the

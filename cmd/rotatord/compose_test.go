@@ -20,6 +20,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rotatord/rotatord/internal/httpapi"
 )
 
 // The compose stack cannot run here (no Docker), so its files are checked
@@ -153,6 +155,30 @@ func TestComposeFile(t *testing.T) {
 		}
 		if _, port, _ := net.SplitHostPort(env["ROTATORD_LISTEN"]); pub.Port() != port {
 			t.Errorf("public URL port %s, rotatord listens on %q", pub.Port(), env["ROTATORD_LISTEN"])
+		}
+	})
+
+	t.Run("admin identity", func(t *testing.T) {
+		// The development CA signs every certificate of the stack: only
+		// the admin's may reach the admin API, on rotatord and on init
+		// (whose configuration is validated the same way).
+		for _, name := range []string{"rotatord", "rotatord-init"} {
+			if f.Services[name].Environment["ROTATORD_TLS_CLIENT_ALLOWED"] == "" {
+				t.Fatalf("%s: ROTATORD_TLS_CLIENT_ALLOWED is not set: every certificate of the CA reaches the admin API", name)
+			}
+		}
+		allow := httpapi.NewClientAllowlist(strings.Split(rot.Environment["ROTATORD_TLS_CLIENT_ALLOWED"], ","))
+		dir := t.TempDir()
+		runDevCerts(t, dir)
+		for name, want := range map[string]bool{"admin": true, "agent-kate": false, "resolver": false,
+			"rotatord-client": false, "rotatord-server": false, "nats-server": false, "postgres": false} {
+			pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := allow.Allows(pair.Leaf); got != want {
+				t.Errorf("%s.pem allowed on the admin API: %v, want %v", name, got, want)
+			}
 		}
 	})
 

@@ -71,6 +71,10 @@ type Config struct {
 	TLSCertFile     string
 	TLSKeyFile      string
 	TLSClientCAFile string
+	// TLSClientAllowed lists, comma-separated, the client certificate
+	// identities (DNS or URI SANs, or CNs) allowed on that API; required
+	// with TLSClientCAFile, so that not every certificate of the CA gets in.
+	TLSClientAllowed string
 	// TLS of rotatord's own NATS connection: NATSCAFile verifies the
 	// servers; NATSCertFile and NATSKeyFile are its client certificate for
 	// servers that require one (tls { verify: true }).
@@ -133,6 +137,7 @@ var envNames = map[string]string{
 	"tls-cert-file":        "ROTATORD_TLS_CERT_FILE",
 	"tls-key-file":         "ROTATORD_TLS_KEY_FILE",
 	"tls-client-ca-file":   "ROTATORD_TLS_CLIENT_CA_FILE",
+	"tls-client-allowed":   "ROTATORD_TLS_CLIENT_ALLOWED",
 	"nats-ca-file":         "ROTATORD_NATS_CA_FILE",
 	"nats-cert-file":       "ROTATORD_NATS_CERT_FILE",
 	"nats-key-file":        "ROTATORD_NATS_KEY_FILE",
@@ -170,6 +175,7 @@ func (c *Config) fromEnv(getenv func(string) string) {
 	set("tls-cert-file", &c.TLSCertFile)
 	set("tls-key-file", &c.TLSKeyFile)
 	set("tls-client-ca-file", &c.TLSClientCAFile)
+	set("tls-client-allowed", &c.TLSClientAllowed)
 	set("nats-ca-file", &c.NATSCAFile)
 	set("nats-cert-file", &c.NATSCertFile)
 	set("nats-key-file", &c.NATSKeyFile)
@@ -253,6 +259,8 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.StringVar(&c.TLSKeyFile, n, c.TLSKeyFile, "PEM private key of the HTTPS listener "+help)
 		case "tls-client-ca-file":
 			fs.StringVar(&c.TLSClientCAFile, n, c.TLSClientCAFile, "PEM CA(s) whose client certificates the admin API requires (mTLS) "+help)
+		case "tls-client-allowed":
+			fs.StringVar(&c.TLSClientAllowed, n, c.TLSClientAllowed, "client certificate identities (DNS or URI SANs, or CNs), comma-separated, allowed on the admin API; required with --tls-client-ca-file "+help)
 		case "nats-ca-file":
 			fs.StringVar(&c.NATSCAFile, n, c.NATSCAFile, "PEM CA(s) that sign the NATS servers' certificates "+help)
 		case "nats-cert-file":

@@ -26,7 +26,6 @@ var pendingMetrics = map[string]string{
 	"rotatord_servers_behind":                 "propagation",
 	"rotatord_revocation_propagation_seconds": "propagation",
 	"rotatord_account_jwt_max_bytes":          "bounded-jwts",
-	"rotatord_credentials_expiring":           "admin-hardening",
 }
 
 // notRotatords are series Prometheus makes itself.

@@ -108,7 +108,7 @@ func TestInitAndTokenCLI(t *testing.T) {
 	if err != nil || !strings.HasPrefix(token, "rtd_") || strings.Contains(msg, strings.TrimSpace(token)) {
 		t.Fatalf("token create: %v, stdout %q, stderr %q", err, token, msg)
 	}
-	if _, _, err := runCLI("token", "create", "--name", "ci", "--scope", "rotate"); err == nil || !strings.Contains(err.Error(), "token with this name exists") {
+	if _, _, err := runCLI("token", "create", "--name", "ci", "--scope", "rotate"); err == nil || !strings.Contains(err.Error(), `a token named "ci" exists already`) {
 		t.Fatalf("duplicate token: %v", err)
 	}
 	if _, _, err := runCLI("token", "create", "--name", "x", "--scope", "root"); err == nil || !strings.Contains(err.Error(), "scope") {

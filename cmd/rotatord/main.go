@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/registry"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/seal"
@@ -27,8 +26,11 @@ Usage:
                                            and print the nats-server configuration block
   rotatord nats-config [--mode url|cache] [flags]
                                            print the nats-server configuration block again
-  rotatord token create --name NAME --scope admin|rotate|read [flags]
+  rotatord token create --name NAME --scope admin|rotate|read [--expires DURATION] [flags]
                                            create an API token and print it once
+  rotatord token list [--json] [flags]     list API tokens (never their secrets)
+  rotatord token revoke --name NAME [flags]
+                                           revoke an API token on every replica at once
   rotatord dev [--dir DIR] [flags]         run everything locally: PostgreSQL, nats-server, rotatord
                                            and a demo agent that rotates every 2 minutes (make run)
   rotatord import [flags]                  import an nsc store or JWT/creds files (see rotatord import -h)
@@ -106,14 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "nats-config":
 		return runNATSConfig(ctx, cfg, args, stdout, stderr)
 	case "token":
-		if len(args) > 0 && isHelp(args[0]) {
-			fmt.Fprintln(stdout, tokenUsage)
-			return nil
-		}
-		if len(args) == 0 || args[0] != "create" {
-			return errors.New(tokenUsage)
-		}
-		return runTokenCreate(ctx, cfg, args[1:], stdout, stderr)
+		return runToken(ctx, cfg, args, stdout, stderr)
 	case "dev":
 		return runDev(ctx, cfg, args, stdout, stderr)
 	case "demo-agent":
@@ -140,8 +135,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q (rotatord help lists the commands)", cmd)
 }
 
-const tokenUsage = "usage: rotatord token create --name NAME --scope admin|rotate|read"
-
 // isHelp reports whether arg asks for help.
 func isHelp(arg string) bool {
 	switch arg {
@@ -157,7 +150,7 @@ func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) 
 		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir",
 		"auth-fail-threshold", "auth-fail-window", "max-account-jwt-bytes",
 		"agent-fail-rate", "agent-rate", "agent-rotate-min-interval",
-		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "nats-ca-file", "nats-cert-file", "nats-key-file",
+		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "tls-client-allowed", "nats-ca-file", "nats-cert-file", "nats-key-file",
 		"max-control-line")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -297,29 +290,4 @@ func runNATSConfig(ctx context.Context, cfg Config, args []string, stdout, stder
 	}
 	defer store.Close()
 	return printNATSConfig(ctx, svc, *mode, *cacheDir, *outFile, stdout)
-}
-
-func runTokenCreate(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("token create", stderr)
-	name := fs.String("name", "", "token name (required)")
-	scope := fs.String("scope", "", "admin, rotate or read (required)")
-	cfg.bind(fs, "database-url")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *name == "" || *scope == "" {
-		return errors.New("--name and --scope are required")
-	}
-	store, svc, err := openService(ctx, cfg, false)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	secret, _, err := svc.CreateToken(ctx, rotate.Actor("cli:token"), *name, rotatord.Scope(*scope))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "created %s token %q; it is shown once, store it now\n", *scope, *name)
-	fmt.Fprintln(stdout, secret)
-	return nil
 }

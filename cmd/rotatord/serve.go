@@ -68,6 +68,12 @@ type Main struct {
 	// lookups answers cache-mode servers' CLAIMS.LOOKUP (nil without NATS).
 	lookups *resolver.Lookup
 
+	// stats reads the registry gauges of /metrics in the background.
+	stats *statsReader
+	// statsSource, when set before Run, wraps what stats reads (tests
+	// count the reads).
+	statsSource func(statsStore) statsStore
+
 	// Refusals counts the agent API's refusals for the audit trail.
 	Refusals *refusals.Counter
 }
@@ -126,7 +132,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Cache = resolver.NewCache()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(newStatsCollector(m.Store, statsTimeout, m.Log))
+	var stats statsStore = m.Store
+	if m.statsSource != nil {
+		stats = m.statsSource(stats)
+	}
+	m.stats = newStatsReader(stats, statsEvery, statsTimeout, m.Config.Now, m.Log)
+	reg.MustRegister(m.stats)
 
 	if err := m.setupDistributors(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -201,6 +212,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
 	m.goBackground(func() { m.Store.RunAuditSealer(bg, m.Log, auditSealInterval) })
+	// The first reading before serving, so the first scrape has numbers.
+	m.stats.refresh(ctx)
+	m.goBackground(func() { m.stats.Run(bg) })
 	if m.Config.TickSpec != "" {
 		if m.scheduler, err = m.Service.StartScheduler(bg, m.Config.TickSpec); err != nil {
 			return err
@@ -219,6 +233,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxBody:  m.Config.MaxBody,
 		// Only with a client CA does the listener ask for certificates.
 		RequireClientCert: m.Config.TLSClientCAFile != "",
+		ClientAllowed:     m.Config.clientAllowed(),
 		AgentLimits:       httpapi.AgentLimits{FailRate: m.Config.AgentFailRate, Rate: m.Config.AgentRate},
 		Refusals:          m.Refusals,
 		// The fleet console and what it reads.
@@ -241,8 +256,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		TLSConfig:         serverTLS,
+		// Above httpapi's own limit, so that rotatord answers oversized
+		// headers with its JSON 431 before Go's plain-text one.
+		MaxHeaderBytes: httpapi.ServerMaxHeaderBytes,
+		TLSConfig:      serverTLS,
 		// Failed TLS handshakes (a client certificate of another CA, a
 		// client that does not trust ours) go to the structured log.
 		ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn),
@@ -257,7 +274,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	})
 	m.Log.Info("rotatord serving", "listen", m.listener.Addr().String(), "public_url", m.Config.publicURL(),
-		"tls", serverTLS != nil, "admin_client_certs", m.Config.TLSClientCAFile != "",
+		"tls", serverTLS != nil, "admin_client_certs", m.Config.TLSClientCAFile != "", "admin_client_identities", m.Config.clientAllowed(),
 		"operator", op.Name, "accounts", m.Cache.Len(), "nats", redactURL(m.Config.NATSURL))
 	return nil
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go"
 )
@@ -32,6 +34,41 @@ func (c *Config) checkTLSPairs() []error {
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
 		errs = append(errs, fmt.Errorf("%s needs the listener to serve TLS: set %s and %s too",
 			envNames["tls-client-ca-file"], envNames["tls-cert-file"], envNames["tls-key-file"]))
+	}
+	errs = append(errs, c.checkClientAllowed()...)
+	return errs
+}
+
+// clientAllowed returns the identities of TLSClientAllowed.
+func (c *Config) clientAllowed() []string {
+	var out []string
+	for _, id := range strings.Split(c.TLSClientAllowed, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// checkClientAllowed reports an allowlist of client identities that is
+// missing (a client CA without one would let every certificate it signs
+// reach the admin API), has no use (no client CA), or holds an entry that
+// no certificate can carry.
+func (c *Config) checkClientAllowed() []error {
+	ids := c.clientAllowed()
+	switch {
+	case c.TLSClientCAFile != "" && len(ids) == 0:
+		return []error{fmt.Errorf("%s is required with %s: the client certificate identities (DNS or URI SANs, or CNs), comma-separated, allowed on the admin API; without it every certificate the CA signs would be let in",
+			envNames["tls-client-allowed"], envNames["tls-client-ca-file"])}
+	case c.TLSClientCAFile == "" && len(ids) > 0:
+		return []error{fmt.Errorf("%s needs %s: without a client CA no client certificate is asked for",
+			envNames["tls-client-allowed"], envNames["tls-client-ca-file"])}
+	}
+	var errs []error
+	for _, id := range ids {
+		if strings.ContainsFunc(id, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) {
+			errs = append(errs, fmt.Errorf("%s: identity %q holds a space or an unprintable character", envNames["tls-client-allowed"], id))
+		}
 	}
 	return errs
 }

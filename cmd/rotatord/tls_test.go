@@ -168,6 +168,7 @@ func newTLSEnv(t *testing.T, mtls bool) (*env, *testPKI) {
 		c.TLSCertFile, c.TLSKeyFile = srvCert, srvKey
 		if mtls {
 			c.TLSClientCAFile = pki.CAFile
+			c.TLSClientAllowed = "admin"
 		}
 		c.NATSCAFile = pki.CAFile
 		c.NATSCertFile, c.NATSKeyFile = cliCert, cliKey
@@ -296,9 +297,11 @@ func TestTLSStackRotation(t *testing.T) {
 		t.Fatalf("subscription after rotation: %v, %v", m, err)
 	}
 	// The old creds are refused by the server: with a valid client
-	// certificate, so the refusal is about the creds, not TLS.
+	// certificate, so the refusal is about the creds, not TLS. The
+	// revoking re-sign may wait for the re-signer's interval (5 s after the
+	// previous one) and then for a busy machine.
 	var lastErr error
-	eventually(t, 5*time.Second, "the old creds to be refused", func() bool {
+	eventually(t, 20*time.Second, "the old creds to be refused", func() bool {
 		c, err := connectTLS(e, oldCreds, agentTLS...)
 		if err == nil {
 			c.Close()
@@ -495,7 +498,19 @@ func TestTLSConfigValidation(t *testing.T) {
 		set  func(c *Config)
 		want []string // every one must be in the error; none means valid
 	}{
-		{"https", func(c *Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile = cert, key, pki.CAFile }, nil},
+		{"https", func(c *Config) {
+			c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile, c.TLSClientAllowed = cert, key, pki.CAFile, "admin, spiffe://example/ops"
+		}, nil},
+		{"client ca without allowed identities", func(c *Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile = cert, key, pki.CAFile },
+			[]string{"ROTATORD_TLS_CLIENT_ALLOWED is required with ROTATORD_TLS_CLIENT_CA_FILE"}},
+		{"only commas for allowed identities", func(c *Config) {
+			c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile, c.TLSClientAllowed = cert, key, pki.CAFile, " , ,"
+		}, []string{"ROTATORD_TLS_CLIENT_ALLOWED is required"}},
+		{"allowed identities without a client ca", func(c *Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSClientAllowed = cert, key, "admin" },
+			[]string{"ROTATORD_TLS_CLIENT_ALLOWED needs ROTATORD_TLS_CLIENT_CA_FILE"}},
+		{"allowed identity with a space", func(c *Config) {
+			c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile, c.TLSClientAllowed = cert, key, pki.CAFile, "admin,ops team"
+		}, []string{`identity "ops team" holds a space`}},
 		{"nats tls", func(c *Config) { c.NATSCAFile, c.NATSCertFile, c.NATSKeyFile = pki.CAFile, cert, key }, nil},
 		{"nats ca only", func(c *Config) { c.NATSCAFile = pki.CAFile }, nil},
 		{"cert without key", func(c *Config) { c.TLSCertFile = cert },

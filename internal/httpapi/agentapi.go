@@ -14,8 +14,6 @@ package httpapi
 // or hostile peer on that address is refused.
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"math"
@@ -270,18 +268,7 @@ func decodeBody(r *http.Request, body []byte, limit int64, v any) error {
 			return &rotatord.Error{Code: "unsupported_media_type", Message: "Content-Type must be application/json"}
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return decodeError(err, limit)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return decodeError(err, limit)
-		}
-		return rotatord.Errorf(rotatord.EINVALID, "body must hold a single JSON object")
-	}
-	return nil
+	return decodeJSON(body, v, limit)
 }
 
 // ceilSeconds is d in whole seconds, rounded up, at least 1: what

@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ var statusOf = map[string]int{
 	rotatord.EINTERNAL:       http.StatusInternalServerError,
 	"unsupported_media_type": http.StatusUnsupportedMediaType,
 	"method_not_allowed":     http.StatusMethodNotAllowed,
+	codeHeaderTooLarge:       http.StatusRequestHeaderFieldsTooLarge,
 	// The agent API's.
 	rotatord.ETOOMANYREQUESTS:  http.StatusTooManyRequests,
 	rotatord.EDELIVERYMISMATCH: http.StatusConflict,
@@ -49,7 +51,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusInternalServerError
 	}
-	msg := rotatord.ErrorMessage(err)
+	// Messages may quote what the caller sent; never a seed.
+	msg := redactSeeds(rotatord.ErrorMessage(err))
 	if status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", logPath(r), "status", status, "err", err)
 		if code == rotatord.EINTERNAL {
@@ -89,15 +92,30 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 			return &rotatord.Error{Code: "unsupported_media_type", Message: "Content-Type must be application/json"}
 		}
 	}
-	body := http.MaxBytesReader(w, r.Body, s.maxBody)
-	dec := json.NewDecoder(body)
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		return decodeError(err, s.maxBody)
+	}
+	return decodeJSON(raw, v, s.maxBody)
+}
+
+// decodeJSON reads one JSON object from raw (a body read in full, at most
+// limit bytes) into v, with the rules of decode: UTF-8 without NUL
+// characters, no unknown fields, nothing after the object. Handlers that
+// need the raw body too (to hash it) read it themselves and call this
+// (through decodeBody).
+func decodeJSON(raw []byte, v any, limit int64) error {
+	if err := checkJSONText(raw); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err, s.maxBody)
+		return decodeError(err, limit)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return decodeError(err, s.maxBody)
+			return decodeError(err, limit)
 		}
 		return rotatord.Errorf(rotatord.EINVALID, "body must hold a single JSON object")
 	}

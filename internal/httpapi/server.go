@@ -35,6 +35,11 @@ type Config struct {
 	// client certificate (mtls.go). The listener must ask for them
 	// (tls.VerifyClientCertIfGiven with the client CA).
 	RequireClientCert bool
+	// ClientAllowed are the certificate identities (DNS or URI SANs, or
+	// subject CNs) allowed on the token-authenticated API when
+	// RequireClientCert is set; a verified certificate without one of them
+	// is refused with 403. Empty allows none.
+	ClientAllowed []string
 
 	// Console serves the fleet console under /ui/ (static files, no
 	// token: every API call it makes needs one); nil for none.
@@ -65,6 +70,8 @@ type Server struct {
 	router  chi.Router
 	// clientCert: see Config.RequireClientCert.
 	clientCert bool
+	// clientAllowed: see Config.ClientAllowed.
+	clientAllowed ClientAllowlist
 	// maxJWT: see Config.MaxAccountJWTBytes.
 	maxJWT   int64
 	verifier *auditVerifier
@@ -75,7 +82,8 @@ type Server struct {
 
 // New returns the server's handler.
 func New(cfg Config) *Server {
-	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody, clientCert: cfg.RequireClientCert}
+	s := &Server{svc: cfg.Service, log: cfg.Log, ready: cfg.Ready, maxBody: cfg.MaxBody, clientCert: cfg.RequireClientCert,
+		clientAllowed: NewClientAllowlist(cfg.ClientAllowed)}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
 	}
@@ -119,7 +127,7 @@ func New(cfg Config) *Server {
 		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Post("/agents/{name}/creds", s.agentKey)
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRead))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRead))
 			r.Get("/rotations", s.listRotations)
 			r.Get("/rotations/{id}", s.getRotation)
 			r.Get("/agents/{name}/rotations", s.listRotations)
@@ -138,18 +146,21 @@ func New(cfg Config) *Server {
 			r.Get("/accounts/{name}/revocations", s.listRevocations)
 		})
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeRotate))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRotate))
 			r.Post("/agents/{name}/revoke", s.revokeAgent)
 			r.Post("/agents/{name}/rotate", s.rotateAgent)
 		})
 		r.Group(func(r chi.Router) {
-			r.Use(s.requireClientCert, s.requireScope(rotatord.ScopeAdmin))
+			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeAdmin))
 			r.Post("/accounts", s.createAccount)
 			r.Patch("/accounts/{name}", s.updateAccount)
 			r.Delete("/accounts/{name}", s.deleteAccount)
 			r.Post("/agents", s.createAgent)
 			r.Patch("/agents/{name}", s.updateAgent)
 			r.Delete("/agents/{name}", s.deleteAgent)
+			r.Get("/tokens", s.listTokens)
+			r.Post("/tokens", s.createToken)
+			r.Delete("/tokens/{name}", s.revokeToken)
 			r.Post("/agents/{name}/reissue", s.reissueAgent)
 			r.Post("/accounts/{name}/roles", s.createRole)
 			r.Patch("/accounts/{name}/roles/{role}", s.updateRole)
@@ -166,7 +177,14 @@ func New(cfg Config) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+// ServeHTTP answers a request whose header is over MaxHeaderBytes with 431
+// (the JSON error body), and routes every other.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.checkHeaderSize(w, r) {
+		return
+	}
+	s.router.ServeHTTP(w, r)
+}
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.ready != nil {
@@ -273,5 +291,6 @@ const maxLoggedPath = 256
 
 // logPath is the request's path cut and cleaned for the log.
 func logPath(r *http.Request) string {
-	return refusals.CleanN(r.URL.Path, maxLoggedPath)
+	// Seeds out before the cut, so that no part of one is left.
+	return refusals.CleanN(redactSeeds(r.URL.Path), maxLoggedPath)
 }

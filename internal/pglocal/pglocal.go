@@ -11,8 +11,10 @@
 //	                  is used and removed by Stop
 //
 // The server listens only on a unix socket (listen_addresses is empty); the
-// port number only names the socket file. Authentication is "trust", so the
-// cluster must never hold anything secret or be reachable by untrusted users.
+// port number only names the socket file. Authentication is "trust", so only
+// the user that runs the server may reach the socket: its folder is mode
+// 0700 and the socket itself 0700 (unix_socket_permissions), and another
+// local user cannot connect. (Root can, as it can read the data anyway.)
 //
 // # Running as root
 //
@@ -311,6 +313,8 @@ func (c *Cluster) pgCtlStart(ctx context.Context, fast bool) error {
 		"unix_socket_directories=" + c.sockDir,
 		"port=" + strconv.Itoa(c.port),
 		"max_connections=200",
+		// Trust authentication: the socket is the only gate.
+		"unix_socket_permissions=0700",
 	}
 	if fast {
 		settings = append(settings,
@@ -404,13 +408,18 @@ func (c *Cluster) run(ctx context.Context, program string, args ...string) ([]by
 	return out.Bytes(), err
 }
 
-// makeSocketDir picks and creates the socket folder: Dir/run when the
-// socket path fits, else a short temporary folder.
+// makeSocketDir picks and creates the socket folder, owner-only (0700, and
+// owned by the server's user): Dir/run when the socket path fits, else a
+// short temporary folder.
 func (c *Cluster) makeSocketDir() error {
 	sock := filepath.Join(c.dir, "run")
 	if len(socketPath(sock, c.port)) <= maxSocketPath {
-		if err := os.MkdirAll(sock, 0o755); err != nil {
+		if err := os.MkdirAll(sock, 0o700); err != nil {
 			return fmt.Errorf("create socket folder: %w", err)
+		}
+		// A folder left by an older version may be open to everyone.
+		if err := os.Chmod(sock, 0o700); err != nil {
+			return fmt.Errorf("chmod socket folder: %w", err)
 		}
 		c.sockDir = sock
 		return c.chown(sock)
@@ -424,7 +433,7 @@ func (c *Cluster) makeSocketDir() error {
 	if len(socketPath(tmp, c.port)) > maxSocketPath {
 		return fmt.Errorf("socket path %s is longer than %d bytes; set TMPDIR to a shorter folder", socketPath(tmp, c.port), maxSocketPath)
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	if err := os.Chmod(tmp, 0o700); err != nil {
 		return fmt.Errorf("chmod socket folder: %w", err)
 	}
 	if err := c.chown(tmp); err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/registry"
 )
 
 func TestFindKeyOwnerAndStats(t *testing.T) {
@@ -56,12 +57,13 @@ func TestFindKeyOwnerAndStats(t *testing.T) {
 		t.Fatalf("revoked-only key without its account = %v, want ErrNotFound", err)
 	}
 
-	st, err := s.Stats(ctx)
+	st, err := s.Stats(ctx, t0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Agents[rotatord.AgentActive] != 1 || len(st.RotationsActive) != 0 ||
-		st.JWTBytes["fleet"] != int64(len(acc.JWT)) || st.Revocations["fleet"] != 1 {
+	if st.Agents[rotatord.AgentActive] != 1 || len(st.RotationsActive) != 0 || st.Accounts != 1 ||
+		st.JWTBytes != int64(len(acc.JWT)) || st.Revocations != 1 || len(st.Largest) != 1 ||
+		st.Largest[0] != (registry.AccountStats{Name: "fleet", JWTBytes: int64(len(acc.JWT)), Revocations: 1}) {
 		t.Fatalf("Stats = %+v", st)
 	}
 }

@@ -194,16 +194,20 @@ func (s *Service) checkClaims(ctx context.Context, acc *rotatord.Account, c *rot
 		// rotatord's own connection is a user of the system account
 		// without permissions of its own: default permissions or
 		// mappings would cut it off, and nats-server gives the system
-		// account no JetStream.
+		// account no JetStream (see system.go).
+		what := ""
 		switch {
 		case c.JetStream != nil:
-			return rotatord.Errorf(rotatord.EINVALID, "the system account cannot have JetStream")
-		case !emptyPermissions(c.DefaultPermissions):
-			return rotatord.Errorf(rotatord.EINVALID, "the system account cannot have default_permissions: they would restrict rotatord's own connection")
+			what = "JetStream (nats-server gives the system account none)"
+		case !emptyPermissions(c.DefaultPermissions) || c.DefaultPermissions.Resp != nil:
+			what = "default_permissions (they would restrict rotatord's own connection)"
 		case len(c.Mappings) > 0:
-			return rotatord.Errorf(rotatord.EINVALID, "the system account cannot have mappings: they would redirect the subjects rotatord and the servers talk on")
+			what = "mappings (they would redirect the subjects rotatord and the servers talk on)"
 		case len(c.Imports) > 0:
-			return rotatord.Errorf(rotatord.EINVALID, "the system account cannot import")
+			what = "imports"
+		}
+		if what != "" {
+			return rotatord.Errorf(rotatord.ECONFLICT, "the system account cannot have %s: rotatord's own NATS connection runs in it; its description, exports, info URL and tags may change", what)
 		}
 	}
 	g := &graph{s: s, self: acc, selfClaims: c, nodes: map[string]*graphNode{}}

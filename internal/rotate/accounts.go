@@ -206,7 +206,8 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 // UpdateAccount changes an account's description, limits or claims,
 // re-signs its JWT and pushes it. When its exports change, the accounts
 // that import from it are re-signed and pushed too (ECONFLICT when an
-// import would be left without an export).
+// import would be left without an export). The system account's limits
+// are read-only (ECONFLICT): see checkSystemPatch.
 func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
 	if p.Description != nil {
 		if err := validateDescription(*p.Description); err != nil {
@@ -231,6 +232,9 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 			return err
 		}
 		if acc, err = s.store.LockAccount(ctx, found.ID); err != nil {
+			return err
+		}
+		if err := checkSystemPatch(acc, p); err != nil {
 			return err
 		}
 		cur, err := claimsOf(acc)

@@ -70,7 +70,7 @@ func (s *Service) checkDelivery(d rotatord.Delivery) error {
 }
 
 func (s *Service) checkPolicy(p rotatord.RotationPolicy) error {
-	if _, err := ParseSchedule(p.Schedule); err != nil {
+	if _, err := CheckSchedule(p.Schedule, s.now()); err != nil {
 		return err
 	}
 	return p.Validate()
@@ -558,7 +558,7 @@ func (s *Service) ReissueAgent(ctx context.Context, actor Actor, name string) (*
 		if err != nil {
 			return err
 		}
-		next := sched.Next(now)
+		next := nextRun(sched, now)
 		g.State, g.Failures, g.NextRotationAt = rotatord.AgentActive, 0, &next
 		if err := s.store.UpdateAgent(ctx, g); err != nil {
 			return err

@@ -635,7 +635,7 @@ func (s *Service) nextRotation(g *rotatord.Agent, now time.Time) time.Time {
 		// Stored schedules were validated; fall back to the default.
 		sched, _ = ParseSchedule(rotatord.DefaultSchedule)
 	}
-	next := sched.Next(now)
+	next := nextRun(sched, now)
 	spread := min(next.Sub(now)/10, 30*time.Minute)
 	if spread > 0 && s.jitter {
 		next = next.Add(time.Duration(rand.Int64N(int64(spread))))

@@ -141,7 +141,7 @@ func importPolicy(opts ImportOptions) (rotatord.RotationPolicy, error) {
 	if p.Grace == 0 {
 		p.Grace = rotatord.DefaultGrace
 	}
-	if _, err := ParseSchedule(p.Schedule); err != nil {
+	if _, err := CheckSchedule(p.Schedule, time.Now()); err != nil {
 		return p, err
 	}
 	if err := p.Validate(); err != nil {

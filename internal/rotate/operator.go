@@ -19,8 +19,10 @@ const SystemAccountName = "SYS"
 
 // Init creates the operator, its signing key and the system account with
 // its signing key. It is idempotent: when the operator exists under the same
-// name it changes nothing and reports created false; under another name it
-// fails with ECONFLICT.
+// name it changes nothing and reports created false, once it checked that
+// the master key opens the operator's signing key (CheckKeys: a wrong key
+// fails here as it does at serve); under another name it fails with
+// ECONFLICT.
 func (s *Service) Init(ctx context.Context, actor Actor, name string) (op *rotatord.Operator, created bool, err error) {
 	if err := rotatord.ValidateName("operator", name); err != nil {
 		return nil, false, err
@@ -46,6 +48,11 @@ func (s *Service) Init(ctx context.Context, actor Actor, name string) (op *rotat
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("init operator %s: %w", name, err)
+	}
+	if !created {
+		if err := s.CheckKeys(ctx); err != nil {
+			return nil, false, fmt.Errorf("init operator %s: %w", name, err)
+		}
 	}
 	return op, created, nil
 }

@@ -90,7 +90,11 @@ type Store interface {
 	AuditBatch(ctx context.Context, events []*rotatord.AuditEvent) error
 	ListAudit(ctx context.Context, f rotatord.AuditFilter) ([]*rotatord.AuditEvent, error)
 	CreateToken(ctx context.Context, t *rotatord.Token, hash []byte) error
-	FindTokenByHash(ctx context.Context, hash []byte) (*rotatord.Token, error)
+	UseToken(ctx context.Context, hash []byte, now time.Time) (*rotatord.Token, error)
+	ListTokens(ctx context.Context) ([]*rotatord.Token, error)
+	LockToken(ctx context.Context, name string) (*rotatord.Token, error)
+	LockLiveTokens(ctx context.Context, scope rotatord.Scope, now time.Time) ([]string, error)
+	RevokeToken(ctx context.Context, name string, at time.Time) error
 
 	RoleStore
 	// The fleet console's reads (console.go).

@@ -64,10 +64,16 @@ func ParseKey(text string) ([]byte, error) {
 }
 
 // LoadFile reads a base64 master key from path and returns a Sealer for it.
-// The error never contains the key.
+// Like ssh with a private key, it refuses a file that group or others may
+// read or change (any of the mode bits 0077; the file a symlink points to
+// is what counts), naming the chmod that fixes it. The error never contains
+// the key.
 func LoadFile(path string) (*Sealer, error) {
 	if path == "" {
 		return nil, errors.New("no master key file given (set ROTATORD_MASTER_KEY_FILE or --master-key-file)")
+	}
+	if err := CheckFileMode(path); err != nil {
+		return nil, err
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -78,6 +84,20 @@ func LoadFile(path string) (*Sealer, error) {
 		return nil, fmt.Errorf("master key file %s: %w", path, err)
 	}
 	return New(key)
+}
+
+// CheckFileMode returns an error naming the fix when the secret file at
+// path may be read or changed by its group or by others.
+func CheckFileMode(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("read master key file: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("master key file %s is open to group or others (mode %04o): it must be readable by rotatord's user only; run: chmod 600 %s",
+			path, perm, path)
+	}
+	return nil
 }
 
 // WriteNewKeyFile writes a fresh random key to path with mode 0600, unless

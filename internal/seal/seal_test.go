@@ -92,3 +92,37 @@ func TestLoadFile(t *testing.T) {
 		t.Fatalf("LoadFile of a bad key = %v, want an error that does not echo the file", err)
 	}
 }
+
+// A key file that group or others may read or change is refused, as ssh
+// refuses such a private key, with the chmod that fixes it; through a
+// symlink the target's mode counts.
+func TestLoadFileRefusesOpenModes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "master.key")
+	if _, err := WriteNewKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.key")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620, 0o602, 0o660, 0o666, 0o610} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{path, link} {
+			_, err := LoadFile(p)
+			if err == nil || !strings.Contains(err.Error(), "run: chmod 600 "+p) || !strings.Contains(err.Error(), "group or others") {
+				t.Errorf("LoadFile(%s) with mode %04o = %v, want a refusal naming chmod 600", p, mode, err)
+			}
+		}
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400, 0o700} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadFile(path); err != nil {
+			t.Errorf("LoadFile with mode %04o = %v, want it loaded", mode, err)
+		}
+	}
+}
