@@ -14,8 +14,8 @@ import (
 const (
 	RotationIssued      = "issued"      // new key and JWT exist; old and new are both valid
 	RotationDistributed = "distributed" // the agent can fetch the new creds; the deadline runs
-	RotationConfirmed   = "confirmed"   // the agent connected with the new key
-	RotationCompleted   = "completed"   // the old key is revoked
+	RotationConfirmed   = "confirmed"   // the agent connected with the new key; the old key's revocation is recorded
+	RotationCompleted   = "completed"   // the account JWT that revokes the old key is stored and every server answering holds it
 	RotationRolledBack  = "rolled_back" // the new key is revoked, the old one kept
 )
 
@@ -49,6 +49,12 @@ type Rotation struct {
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 	FinishedAt      *time.Time
+	// OldRevokedAt is when the old key's revocation entry was recorded (at
+	// confirmation); ResignVersion is the account JWT version that first
+	// carries it (0 until the re-signer stored one). The rotation is
+	// completed once that version is pushed.
+	OldRevokedAt  *time.Time
+	ResignVersion int64
 }
 
 // ValidRotationState reports whether s is one of the rotation states.

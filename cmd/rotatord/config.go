@@ -89,6 +89,16 @@ type Config struct {
 	// (ROTATORD_MAX_ACCOUNT_JWT_BYTES, default 512 KiB); the console and
 	// GET /v1/accounts show each JWT's size against it.
 	MaxAccountJWTBytes int64
+	// Propagation and outages. DBTimeout is the deadline of each API
+	// request's database work (past it: 503 unavailable).
+	// ServerForgetAfter is how long a silent nats-server is remembered (and
+	// counted behind when it missed a push).
+	DBTimeout         time.Duration
+	ServerForgetAfter time.Duration
+	// ResignEvery and Cluster tune re-signs and the tracking of the
+	// cluster's servers (tests shorten them).
+	ResignEvery time.Duration
+	Cluster     rotate.ClusterConfig
 }
 
 // DefaultConfig returns the defaults.
@@ -112,6 +122,8 @@ func DefaultConfig() Config {
 		AgentRotateMinInterval: rotate.DefaultAgentRotateMinInterval,
 		MaxControlLine:         4096, // nats-server's default
 		MaxAccountJWTBytes:     512 << 10,
+		DBTimeout:              httpapi.DefaultDBTimeout,
+		ServerForgetAfter:      rotate.DefaultServerForgetAfter,
 	}
 }
 
@@ -148,6 +160,8 @@ var envNames = map[string]string{
 	"max-control-line":          "ROTATORD_MAX_CONTROL_LINE",
 	// The account JWT guard.
 	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
+	"db-timeout":            "ROTATORD_DB_TIMEOUT",
+	"server-forget-after":   "ROTATORD_SERVER_FORGET_AFTER",
 }
 
 // fromEnv applies the environment to c.
@@ -212,6 +226,8 @@ func (c *Config) fromEnv(getenv func(string) string) {
 			c.MaxAccountJWTBytes = n
 		}
 	}
+	c.durationFromEnv(getenv, "db-timeout", &c.DBTimeout, "5s")
+	c.durationFromEnv(getenv, "server-forget-after", &c.ServerForgetAfter, "15m")
 	c.VaultAddr = getenv("VAULT_ADDR")
 	if v := getenv("ROTATORD_NO_MIGRATE"); v == "1" || v == "true" {
 		c.NoMigrate = true
@@ -281,6 +297,10 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.MaxControlLine, n, c.MaxControlLine, "the nats-servers' max_control_line: agents whose CONNECT line would be longer are refused "+help)
 		case "max-account-jwt-bytes":
 			fs.Int64Var(&c.MaxAccountJWTBytes, n, c.MaxAccountJWTBytes, "largest account JWT rotatord stores or pushes, in bytes "+help)
+		case "db-timeout":
+			fs.DurationVar(&c.DBTimeout, n, c.DBTimeout, "deadline of each API request's database work; past it the request answers 503 "+help)
+		case "server-forget-after":
+			fs.DurationVar(&c.ServerForgetAfter, n, c.ServerForgetAfter, "forget a nats-server not heard from for this long "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -362,6 +382,12 @@ func (c *Config) Validate(needs ...string) error {
 	if c.MaxAccountJWTBytes < 4<<10 || c.MaxAccountJWTBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("max account jwt bytes %d must be between 4096 and 67108864", c.MaxAccountJWTBytes))
 	}
+	if c.DBTimeout < 100*time.Millisecond || c.DBTimeout > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("database timeout %s must be between 100ms and 5m (%s)", c.DBTimeout, envNames["db-timeout"]))
+	}
+	if c.ServerForgetAfter < time.Minute {
+		errs = append(errs, fmt.Errorf("server forget interval %s must be at least 1m (%s)", c.ServerForgetAfter, envNames["server-forget-after"]))
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))
 	}
@@ -421,4 +447,19 @@ func (c *Config) validateAgentLimits() []error {
 		errs = append(errs, fmt.Errorf("agent rotate min interval %s must be between 1s and 720h", c.AgentRotateMinInterval))
 	}
 	return errs
+}
+
+// durationFromEnv sets *dst from the environment variable of flag name,
+// noting a value that does not parse for Validate.
+func (c *Config) durationFromEnv(getenv func(string) string, name string, dst *time.Duration, example string) {
+	v := getenv(envNames[name])
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as %s", envNames[name], v, example))
+		return
+	}
+	*dst = d
 }

@@ -155,6 +155,8 @@ func TestConsole(t *testing.T) {
 	t.Run("revoke", func(t *testing.T) {
 		b.t = t
 		b.run("open bob", chromedp.Navigate(ui+"#/agents/bob"))
+		// bob's page with bob's data, not kate's page still on screen.
+		b.waitFor("bob's page", `document.getElementById('agent-name')?.textContent === 'bob' && !!document.querySelector('#agent-head dl')`, 15*time.Second)
 		b.waitFor("the revoke button", `!!document.getElementById('revoke') && !document.getElementById('revoke').disabled`, 15*time.Second)
 		// Cancel first: nothing happens.
 		b.run("revoke, then cancel", chromedp.Click(chromedp.ID("revoke")))

@@ -169,3 +169,44 @@ func TestKilledProcess(t *testing.T) {
 		t.Fatalf("rotation = %v, want completed; killed process said:\n%s", r, stderr.String())
 	}
 }
+
+// A rotation left confirmed with its revoking JWT stored but not pushed
+// (the replica stopped right after the re-sign) is completed by another
+// replica's push, and only then; the old creds are refused by then.
+func TestResumeResignedRotation(t *testing.T) {
+	e := newEnvWith(t, func(c *Config) { c.TickSpec = "" })
+	e.startNATS()
+	e.waitNATS()
+	a, _, oldCreds := fleetAgent(e, "kate")
+	id := e.must(202, "POST", "/v1/agents/kate/rotate", nil)["id"].(string)
+	if _, err := a.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitRotation(id, "completed")
+	// Put the database back as the stopped replica left it: the rotation
+	// confirmed, stamped with the version that revokes its old key, that
+	// version stored but owed to the servers.
+	e.main.Close()
+	ctx := context.Background()
+	m := e.startMain(e.config())
+	if _, err := m.Store.Pool().Exec(ctx, `UPDATE rotations SET state = 'confirmed', finished_at = NULL WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Store.Pool().Exec(ctx, `UPDATE accounts SET pushed_version = jwt_version - 1 WHERE name = 'fleet'`); err != nil {
+		t.Fatal(err)
+	}
+	e.main = m
+	if r := e.rotation(id); r["state"] != "confirmed" {
+		t.Fatalf("rotation = %v, want confirmed until the push", r)
+	}
+	// The push retry (every 5 s, or at once after a reconnect) pushes it.
+	m.kickPush()
+	r := e.waitRotation(id, "completed")
+	if r["finished_at"] == nil {
+		t.Fatalf("completed rotation = %v", r)
+	}
+	if c, err := connectCreds(e, oldCreds); err == nil {
+		c.Close()
+		t.Fatal("old creds connected after the resumed rotation completed")
+	}
+}

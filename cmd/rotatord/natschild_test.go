@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/rotatord/rotatord/internal/natsrun"
 )
 
@@ -22,15 +24,56 @@ const natsChildEnv = "ROTATORD_TEST_NATS_CHILD"
 func runNATSChild() {
 	port, _ := strconv.Atoi(os.Getenv("NATS_PORT"))
 	ns, err := natsrun.Start(natsrun.Options{OperatorJWT: os.Getenv("NATS_OPERATOR_JWT"), SystemAccount: os.Getenv("NATS_SYSTEM_ACCOUNT"),
-		ResolverURL: os.Getenv("NATS_RESOLVER_URL"), Port: port})
+		ResolverURL: os.Getenv("NATS_RESOLVER_URL"), Port: port, Name: os.Getenv("NATS_SERVER_NAME"), Configure: clusterFromEnv})
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
+	}
+	// In a cluster, ready means the routes this server waits for are up.
+	want, _ := strconv.Atoi(os.Getenv("NATS_WAIT_ROUTES"))
+	for deadline := time.Now().Add(30 * time.Second); ns.NumRoutes() < want; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			fmt.Printf("error: %d routes after 30s, want %d\n", ns.NumRoutes(), want)
+			os.Exit(1)
+		}
 	}
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin) //nolint:errcheck // returns when the parent closes stdin or dies
 	ns.Shutdown()
 	os.Exit(0)
+}
+
+// clusterFromEnv makes the child a member of a cluster when
+// NATS_CLUSTER_PORT is set: routes to NATS_ROUTES (comma-separated
+// host:port), advertising NATS_CLUSTER_ADVERTISE (host:port) to the others,
+// without route pooling.
+func clusterFromEnv(o *server.Options) {
+	port, _ := strconv.Atoi(os.Getenv("NATS_CLUSTER_PORT"))
+	if port == 0 {
+		return
+	}
+	o.Cluster.Name = "rotatord-test"
+	o.Cluster.Host = "127.0.0.1"
+	o.Cluster.Port = port
+	o.Cluster.Advertise = os.Getenv("NATS_CLUSTER_ADVERTISE")
+	o.Cluster.PoolSize = -1
+	var routes []string
+	for _, r := range strings.Split(os.Getenv("NATS_ROUTES"), ",") {
+		if r != "" {
+			routes = append(routes, "nats-route://"+r)
+		}
+	}
+	o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+}
+
+// natsChild is how to run one child nats-server.
+type natsChild struct {
+	Name        string
+	Port        int // client port
+	ClusterPort int // 0: no cluster
+	Advertise   string
+	Routes      []string // host:port
+	WaitRoutes  int
 }
 
 // cpuSeconds returns the CPU time (user + system) used so far by the
@@ -73,13 +116,23 @@ func postgresPIDs() []int {
 // resolver of e.main, and returns its client URL and the child's PID.
 func (e *env) startNATSProcess() (string, int) {
 	e.t.Helper()
+	return e.startNATSChild(natsChild{Port: e.natsPort})
+}
+
+// startNATSChild starts a nats-server in a child process as c says, using
+// the resolver of e.main, and returns its client URL and the child's PID
+// once it is ready (with the routes it waits for). It is stopped in cleanup.
+func (e *env) startNATSChild(c natsChild) (string, int) {
+	e.t.Helper()
 	op, err := e.main.Store.Operator(context.Background())
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), natsChildEnv+"=1", "NATS_OPERATOR_JWT="+op.JWT, "NATS_SYSTEM_ACCOUNT="+op.SystemAccount,
-		"NATS_RESOLVER_URL="+e.main.URL()+"/jwt/v1/accounts/", fmt.Sprintf("NATS_PORT=%d", e.natsPort))
+		"NATS_RESOLVER_URL="+e.main.URL()+"/jwt/v1/accounts/", fmt.Sprintf("NATS_PORT=%d", c.Port),
+		"NATS_SERVER_NAME="+c.Name, fmt.Sprintf("NATS_CLUSTER_PORT=%d", c.ClusterPort), "NATS_CLUSTER_ADVERTISE="+c.Advertise,
+		"NATS_ROUTES="+strings.Join(c.Routes, ","), fmt.Sprintf("NATS_WAIT_ROUTES=%d", c.WaitRoutes))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		e.t.Fatal(err)
@@ -106,5 +159,5 @@ func (e *env) startNATSProcess() (string, int) {
 	if err != nil || strings.TrimSpace(line) != "ready" {
 		e.t.Fatalf("nats child: %q, %v", line, err)
 	}
-	return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort), cmd.Process.Pid
+	return fmt.Sprintf("nats://127.0.0.1:%d", c.Port), cmd.Process.Pid
 }

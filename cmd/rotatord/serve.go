@@ -76,6 +76,9 @@ type Main struct {
 
 	// Refusals counts the agent API's refusals for the audit trail.
 	Refusals *refusals.Counter
+
+	// stopServers stops watching the servers' heartbeats (propagation.go).
+	stopServers func()
 }
 
 // NewMain returns a Main with the default configuration.
@@ -142,19 +145,25 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.setupDistributors(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
-	var pusher rotate.Pusher
+	var (
+		pusher rotate.Pusher
+		prober rotate.Prober
+	)
 	if m.Config.NATSURL != "" {
-		// After the first server's reply, wait 5 ms for the others: servers
-		// of a cluster answer within a few milliseconds of each other, and
-		// the account's row lock is held meanwhile, delaying the next write.
-		pusher = resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 5*time.Millisecond, m.Log, reg)
+		// A push waits for every server known to answer; after the last
+		// one (or, knowing none, the first) it waits 5 ms for servers it
+		// does not know yet: servers of a cluster answer within a few
+		// milliseconds of each other.
+		p := resolver.NewPusher(m.natsConn, m.Config.PushTimeout, 5*time.Millisecond, m.Log, reg)
+		pusher, prober = p, p
 	}
 	m.Service = rotate.New(rotate.Config{
-		Store: m.Store, Sealer: sealer, Pusher: pusher, Log: m.Log, PublicURL: m.Config.publicURL(),
+		Store: m.Store, Sealer: sealer, Pusher: pusher, Prober: prober, Log: m.Log, PublicURL: m.Config.publicURL(),
 		AccountChanged: m.refreshAccount, Metrics: reg, Distributors: m.Distributors,
 		NoJitter: m.Config.NoJitter, ResignDelay: m.Config.ResignDelay, Now: m.Config.Now,
 		AgentRotateMinInterval: m.Config.AgentRotateMinInterval,
 		MaxControlLine:         m.Config.MaxControlLine,
+		ResignEvery:            m.Config.ResignEvery, Cluster: m.clusterConfig(),
 	})
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -184,6 +193,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			OnConnect: func(*nats.Conn) {
 				// Connect events may have been missed while disconnected.
 				m.Service.MarkEventsMissed()
+				m.discoverServers(bg)
 				m.kickPush()
 			},
 		})
@@ -203,6 +213,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 		m.Service.SetConnChecker(rotate.NATSChecker{Conn: m.natsConn})
 		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
+		if err := m.startServerWatch(bg); err != nil {
+			return err
+		}
 	}
 	m.Alerts = alert.New(alert.Dispatcher{Store: m.Store, Webhook: m.Config.AlertWebhook, Conn: m.natsConn, Log: m.Log, Now: m.Config.Now}, reg)
 	m.goBackground(func() { m.Alerts.Run(bg, 2*time.Second, m.Service.AlertKicks()) })
@@ -242,6 +255,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AuditVerify: func(ctx context.Context, anchors []auditchain.Head) (*auditchain.Report, error) {
 			return m.Store.VerifyAudit(ctx, registry.VerifyAuditOptions{Anchors: anchors})
 		},
+		DBTimeout: m.Config.DBTimeout,
 	})
 	serverTLS, err := serverTLSConfig(&m.Config, m.Log)
 	if err != nil {
@@ -367,6 +381,9 @@ func (m *Main) Close() error {
 	}
 	if m.stopAuthWatch != nil {
 		m.stopAuthWatch()
+	}
+	if m.stopServers != nil {
+		m.stopServers()
 	}
 	if m.lookups != nil {
 		if err := m.lookups.Close(); err != nil {

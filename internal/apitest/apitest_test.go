@@ -61,7 +61,7 @@ const (
 		`"signing_keys":["AAWUHWZP6EAC2SWD5BHEOFRSMJIUJ7QNVEVNC7MEODMUL2FYVTPVEDY3"],` +
 		`"jwt_id":"MPSBR56BUGL63LX5AKGSUFO2HGW2SQXILCNPTE3UH72GAPXOFNRA","revocations":0,"keep_revocations":false,"agents":0,` +
 		`"jwt_bytes":612,"jwt_max_bytes":524288,` +
-		`"created_at":"2026-11-20T09:00:00Z","updated_at":"2026-11-20T09:00:00Z",` +
+		`"created_at":"2026-11-20T09:00:00Z","updated_at":"2026-11-20T09:00:00Z","jwt_version":1,` +
 		`"jetstream":null,"exports":[],"imports":[],"default_permissions":{"pub":{"allow":[],"deny":[]},"sub":{"allow":[],"deny":[]}},` +
 		`"mappings":{},"info_url":"","tags":[]}`
 	accountKey = "AA7YSGD4WLBDBFDBS4RC7Z6WQR7SW3ARJPBR2OV5QZMZH6ECUG7BOU2Z"

@@ -51,7 +51,15 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.accountOut(acc))
+	out := s.accountOut(acc)
+	servers, err := s.svc.AccountServers(r.Context(), acc)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	list := toAccountServersJSON(acc, servers)
+	out.Servers = &list
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
@@ -267,7 +275,7 @@ func (s *Server) revokeAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"agent": res.Agent.Name, "state": res.Agent.State, "revoked_keys": keys,
-		"pushed": res.Pushed, "servers": res.Servers,
+		"pushed": res.Pushed, "servers": res.Servers, "servers_behind": res.ServersBehind,
 	})
 }
 

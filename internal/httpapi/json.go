@@ -25,6 +25,9 @@ type accountJSON struct {
 	// guard it must stay under (ROTATORD_MAX_ACCOUNT_JWT_BYTES).
 	JWTBytes    int   `json:"jwt_bytes"`
 	JWTMaxBytes int64 `json:"jwt_max_bytes"`
+	// JWTVersion and Servers: see servers.go.
+	JWTVersion int64                `json:"jwt_version"`
+	Servers    *[]accountServerJSON `json:"servers,omitempty"`
 	accountClaimsJSON
 }
 
@@ -37,7 +40,7 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 		Name: a.Name, PublicKey: a.PublicKey, System: a.System, Description: a.Description, Limits: a.Limits,
 		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
-		JWTBytes: len(a.JWT), accountClaimsJSON: toAccountClaimsJSON(a.Claims),
+		JWTBytes: len(a.JWT), JWTVersion: a.JWTVersion, accountClaimsJSON: toAccountClaimsJSON(a.Claims),
 	}
 }
 

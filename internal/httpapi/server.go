@@ -56,6 +56,9 @@ type Config struct {
 	// Refusals counts the agent API's refusals for the audit trail; nil
 	// counts nothing.
 	Refusals *refusals.Counter
+	// DBTimeout is the deadline of each API request's database work
+	// (DefaultDBTimeout when zero): past it the request answers 503.
+	DBTimeout time.Duration
 }
 
 // DefaultMaxAccountJWTBytes is the default of ROTATORD_MAX_ACCOUNT_JWT_BYTES.
@@ -78,6 +81,8 @@ type Server struct {
 	// agent is the agent API's state, now its clock (the service's).
 	agent *agentAPI
 	now   func() time.Time
+	// dbTimeout: see Config.DBTimeout.
+	dbTimeout time.Duration
 }
 
 // New returns the server's handler.
@@ -89,6 +94,10 @@ func New(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.dbTimeout = cfg.DBTimeout
+	if s.dbTimeout <= 0 {
+		s.dbTimeout = DefaultDBTimeout
 	}
 	s.agent, s.now = newAgentAPI(cfg.AgentLimits, cfg.Refusals), time.Now
 	if cfg.Service != nil {
@@ -123,6 +132,7 @@ func New(cfg Config) *Server {
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.logRequests)
 		r.Use(securityHeaders)
+		r.Use(s.storeDeadline)
 		// Agents authenticate with a proof of possession of their key.
 		r.Get("/agents/{name}/creds", s.agentCreds)
 		r.Post("/agents/{name}/creds", s.agentKey)

@@ -248,6 +248,60 @@ func (c *Cluster) Stop() error {
 	return nil
 }
 
+// Signal sends sig to the server's processes: the postmaster and every
+// process it started (backends, background workers). Tests freeze a server
+// with SIGSTOP, as a dropped network looks to its clients, and thaw it with
+// SIGCONT. It needs /proc (Linux).
+func (c *Cluster) Signal(sig syscall.Signal) error {
+	pids, err := c.pids()
+	if err != nil {
+		return fmt.Errorf("signal postgres in %s: %w", c.dir, err)
+	}
+	var errs []error
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("signal postgres process %d: %w", pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pids returns the postmaster's PID (from postmaster.pid) and its children's.
+func (c *Cluster) pids() ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(c.dataDir, "postmaster.pid"))
+	if err != nil {
+		return nil, fmt.Errorf("read postmaster.pid: %w", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	master, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return nil, fmt.Errorf("postmaster.pid: %q is not a process ID", first)
+	}
+	pids := []int{master}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+		if f := strings.Fields(rest); len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil && ppid == master {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids, nil
+}
+
 // CreateDatabase creates database name owned by the superuser unless it
 // exists already.
 func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {

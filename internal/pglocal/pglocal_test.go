@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,6 +104,24 @@ func TestStartStopRestart(t *testing.T) {
 	}
 	if err := conn2.Ping(ctx); err != nil {
 		t.Fatalf("first server died: %v", err)
+	}
+
+	// Frozen (every process stopped), it answers nothing; thawed, it does.
+	if err := c2.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c2.Signal(syscall.SIGCONT) }) // before Stop, which runs later
+	pctx, pcancel := context.WithTimeout(ctx, time.Second)
+	err = conn2.Ping(pctx)
+	pcancel()
+	if err == nil {
+		t.Fatal("a frozen server answered")
+	}
+	if err := c2.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if err := connect(t, ctx, c2.URL("app")).Ping(ctx); err != nil {
+		t.Fatalf("thawed server: %v", err)
 	}
 }
 

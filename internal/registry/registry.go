@@ -11,7 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,10 +33,25 @@ const AccountsChannel = "rotatord_accounts"
 // DefaultMaxConns is the pool size unless the URL sets pool_max_conns.
 const DefaultMaxConns = 32
 
+// DefaultOpTimeout bounds each database operation that runs without a
+// deadline of its own (rotatord.WithStoreDeadline): background work (the
+// scheduler, the re-signer, pushes) never waits forever on a PostgreSQL that
+// stopped answering, and recovers when it answers again.
+const DefaultOpTimeout = time.Minute
+
+// rollbackTimeout bounds the rollback of a failed transaction: on a
+// PostgreSQL that does not answer, the connection is closed instead.
+const rollbackTimeout = 2 * time.Second
+
 // Store is the PostgreSQL registry. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
+	pool      *pgxpool.Pool
+	opTimeout time.Duration
 }
+
+// SetOpTimeout changes the bound on operations without a deadline of their
+// own (DefaultOpTimeout); 0 removes it. Call it before using the store.
+func (s *Store) SetOpTimeout(d time.Duration) { s.opTimeout = d }
 
 // Open connects to the database at url. It does not migrate.
 // A URL that does not parse is refused with the URL as given (password
@@ -55,7 +73,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, opTimeout: DefaultOpTimeout}, nil
 }
 
 // Close closes the pool.
@@ -86,13 +104,94 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-type txKey struct{}
+type (
+	txKey   struct{}
+	connKey struct{}
+)
 
+// q returns what a method runs its statements on: the transaction in ctx,
+// else the connection WithAccountLock holds, else the pool; every statement
+// gets the deadline opContext gives it.
 func (s *Store) q(ctx context.Context) querier {
+	return bounded{q: s.raw(ctx), timeout: s.opTimeout}
+}
+
+func (s *Store) raw(ctx context.Context) querier {
 	if tx, ok := ctx.Value(txKey{}).(pgx.Tx); ok {
 		return tx
 	}
+	if c, ok := ctx.Value(connKey{}).(*pgxpool.Conn); ok {
+		return c
+	}
 	return s.pool
+}
+
+// opContext bounds one database operation: by the request's deadline
+// (rotatord.WithStoreDeadline) when ctx has one, else by timeout.
+func opContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if t, ok := rotatord.StoreDeadline(ctx); ok {
+		return context.WithDeadline(ctx, t)
+	}
+	if timeout > 0 {
+		return context.WithTimeout(ctx, timeout)
+	}
+	return ctx, func() {}
+}
+
+// bounded runs each statement under opContext. Rows and rows read later
+// keep the deadline until they are read or closed.
+type bounded struct {
+	q       querier
+	timeout time.Duration
+}
+
+func (b bounded) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	ctx, cancel := opContext(ctx, b.timeout)
+	defer cancel()
+	return b.q.Exec(ctx, sql, args...)
+}
+
+func (b bounded) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	ctx, cancel := opContext(ctx, b.timeout)
+	rows, err := b.q.Query(ctx, sql, args...)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &boundedRows{Rows: rows, cancel: cancel}, nil
+}
+
+func (b bounded) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	ctx, cancel := opContext(ctx, b.timeout)
+	return boundedRow{row: b.q.QueryRow(ctx, sql, args...), cancel: cancel}
+}
+
+type boundedRows struct {
+	pgx.Rows
+	cancel context.CancelFunc
+}
+
+func (r *boundedRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.cancel()
+	return false
+}
+
+func (r *boundedRows) Close() {
+	r.Rows.Close()
+	r.cancel()
+}
+
+type boundedRow struct {
+	row    pgx.Row
+	cancel context.CancelFunc
+}
+
+func (r boundedRow) Scan(dest ...any) error {
+	defer r.cancel()
+	return r.row.Scan(dest...)
 }
 
 // InTx runs fn in one transaction, committed when fn returns nil and rolled
@@ -102,25 +201,51 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 	if _, ok := ctx.Value(txKey{}).(pgx.Tx); ok {
 		return fn(ctx)
 	}
-	tx, err := s.pool.Begin(ctx)
+	bctx, cancel := opContext(ctx, s.opTimeout)
+	tx, err := s.beginner(ctx).Begin(bctx)
+	cancel()
 	if err != nil {
 		return mapErr(fmt.Errorf("begin transaction: %w", err))
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	defer func() {
+		// A no-op after Commit. After a failure, PostgreSQL may not answer
+		// at all: then the connection is closed, not waited on.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		tx.Rollback(rctx) //nolint:errcheck // nothing more to do
+		cancel()
+	}()
 	if err := fn(context.WithValue(ctx, txKey{}, tx)); err != nil {
-		return err
+		return mapErr(err)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	cctx, cancel := opContext(ctx, s.opTimeout)
+	defer cancel()
+	if err := tx.Commit(cctx); err != nil {
 		return mapErr(fmt.Errorf("commit: %w", err))
 	}
 	return nil
 }
 
+// beginner is where InTx begins: the connection WithAccountLock holds, or
+// the pool.
+func (s *Store) beginner(ctx context.Context) interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+} {
+	if c, ok := ctx.Value(connKey{}).(*pgxpool.Conn); ok {
+		return c
+	}
+	return s.pool
+}
+
 // mapErr turns PostgreSQL errors into domain errors where the caller can act
-// on them; the original stays in the chain for logs.
+// on them; the original stays in the chain for logs. An error that already
+// carries a domain code is returned as it is.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
+	}
+	var de *rotatord.Error
+	if errors.As(err, &de) {
+		return err
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -131,15 +256,48 @@ func mapErr(err error) error {
 			return &wrapped{code: rotatord.ECONFLICT, msg: "still referenced by other records", err: err}
 		}
 	}
-	if pgconn.SafeToRetry(err) || isConnErr(err) {
+	if unavailable(err) {
 		return &wrapped{code: rotatord.EUNAVAILABLE, msg: "database unavailable", err: err}
 	}
 	return err
 }
 
-func isConnErr(err error) bool {
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce) || pgconn.Timeout(err)
+// unavailable reports whether err means that PostgreSQL could not be
+// reached or stopped answering, rather than that the statement was wrong:
+// a refused or timed-out connection, a pooled connection that broke (the
+// server restarted or went away: EOF, reset), a server shutting down or
+// out of connections, a statement cancelled at its deadline.
+func unavailable(err error) bool {
+	var (
+		ce     *pgconn.ConnectError
+		pgErr  *pgconn.PgError
+		netErr net.Error
+	)
+	switch {
+	case pgconn.SafeToRetry(err), pgconn.Timeout(err), errors.As(err, &ce):
+		return true
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, pgconn.ErrConnClosed):
+		return true
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, net.ErrClosed):
+		return true
+	case errors.As(err, &netErr):
+		return true
+	case errors.As(err, &pgErr):
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"): // connection_exception
+			return true
+		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // admin/crash shutdown, cannot connect now
+			return true
+		case pgErr.Code == "53300": // too_many_connections
+			return true
+		case pgErr.Code == "57014": // query_canceled: a statement cut at its deadline
+			return true
+		}
+	}
+	return false
 }
 
 func conflictMessage(e *pgconn.PgError) string {

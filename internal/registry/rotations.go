@@ -14,7 +14,7 @@ import (
 const rotationCols = `r.id::text, r.agent_id, g.name, a.name, a.id, a.public_key, r.state, r.trigger,
 	coalesce(r.old_public_key, ''), r.new_public_key, coalesce(r.old_credential_id, 0), coalesce(r.new_credential_id, 0),
 	r.deadline, r.distributed_at, r.confirmed_at, r.confirmed_by, r.delivery_ref, r.reason,
-	r.created_at, r.updated_at, r.finished_at`
+	r.created_at, r.updated_at, r.finished_at, r.old_revoked_at, coalesce(r.resign_version, 0)`
 
 const rotationFrom = ` FROM rotations r JOIN agents g ON g.id = r.agent_id JOIN accounts a ON a.id = g.account_id`
 
@@ -23,7 +23,7 @@ func scanRotation(row pgx.Row) (*rotatord.Rotation, error) {
 	err := row.Scan(&r.ID, &r.AgentID, &r.Agent, &r.Account, &r.AccountID, &r.AccountKey, &r.State, &r.Trigger,
 		&r.OldKey, &r.NewKey, &r.OldCredentialID, &r.NewCredentialID,
 		&r.Deadline, &r.DistributedAt, &r.ConfirmedAt, &r.ConfirmedBy, &r.DeliveryRef, &r.Reason,
-		&r.CreatedAt, &r.UpdatedAt, &r.FinishedAt)
+		&r.CreatedAt, &r.UpdatedAt, &r.FinishedAt, &r.OldRevokedAt, &r.ResignVersion)
 	return &r, err
 }
 
@@ -52,10 +52,10 @@ func isUUID(s string) bool {
 func (s *Store) UpdateRotation(ctx context.Context, r *rotatord.Rotation) error {
 	err := s.q(ctx).QueryRow(ctx, `
 		UPDATE rotations SET state = $2, deadline = $3, distributed_at = $4, confirmed_at = $5, confirmed_by = $6,
-			delivery_ref = $7, reason = $8, finished_at = $9, new_credential_id = $10, updated_at = now()
+			delivery_ref = $7, reason = $8, finished_at = $9, new_credential_id = $10, old_revoked_at = $11, updated_at = now()
 		WHERE id = $1 RETURNING updated_at`,
 		r.ID, r.State, r.Deadline, r.DistributedAt, r.ConfirmedAt, r.ConfirmedBy, r.DeliveryRef, r.Reason, r.FinishedAt,
-		idPtr(r.NewCredentialID)).Scan(&r.UpdatedAt)
+		idPtr(r.NewCredentialID), timePtr(r.OldRevokedAt)).Scan(&r.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return notFound("rotation", r.ID)
 	}
@@ -144,11 +144,13 @@ func collectRotations(rows pgx.Rows) ([]*rotatord.Rotation, error) {
 }
 
 // ListRotationsToAdvance returns the IDs of rotations in flight that need
-// work: issued ones, confirmed ones, and distributed ones whose deadline is
-// not after now.
+// work: issued ones, confirmed ones whose old key's revocation was not
+// recorded (left so by an older rotatord), and distributed ones whose
+// deadline is not after now. Confirmed rotations waiting for their re-sign
+// and push are completed by the pusher, not here.
 func (s *Store) ListRotationsToAdvance(ctx context.Context, now time.Time, limit int) ([]string, error) {
 	rows, err := s.q(ctx).Query(ctx, `SELECT id::text FROM rotations
-		WHERE state IN ('issued', 'confirmed') OR (state = 'distributed' AND deadline <= $1)
+		WHERE state = 'issued' OR (state = 'confirmed' AND old_revoked_at IS NULL) OR (state = 'distributed' AND deadline <= $1)
 		ORDER BY updated_at LIMIT $2`, dbTime(now), limit)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list rotations to advance: %w", err))

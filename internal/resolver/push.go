@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rotatord/rotatord"
 )
 
 // ErrNotConnected means there is no NATS connection to push over; the push
@@ -19,18 +21,31 @@ var ErrNotConnected = errors.New("not connected to nats")
 // ErrNoAck means no server answered a push.
 var ErrNoAck = errors.New("no nats-server acknowledged the push")
 
+// ServerReply is one server's reply to a push.
+type ServerReply struct {
+	Server rotatord.Server // ID, Name and Cluster
+	// Status is rotatord.ServerUpdated, rotatord.ServerSkipped or
+	// rotatord.ServerFailed.
+	Status string
+	// Error is the server's reason when it refused the JWT.
+	Error string
+}
+
 // PushResult counts the servers' replies to one push.
 type PushResult struct {
 	Updated int // "jwt updated": the server had the account loaded and applied it
 	Skipped int // "jwt update [cache] skipped": the server had not loaded the account
 	Failed  int // the server refused the JWT
+	// Replies are the replies, one per server, in the order they came.
+	Replies []ServerReply
 }
 
 // Acked reports whether any server answered.
 func (r PushResult) Acked() bool { return r.Updated+r.Skipped+r.Failed > 0 }
 
 // Pusher publishes account JWTs to every nats-server as a system-account
-// user and collects one reply per server.
+// user and collects one reply per server. It also asks the servers who
+// they are and what they hold (servers.go).
 type Pusher struct {
 	conn    func() *nats.Conn
 	timeout time.Duration
@@ -40,8 +55,9 @@ type Pusher struct {
 }
 
 // NewPusher returns a Pusher over the connection that conn returns (nil
-// while there is none). timeout bounds a push; after the first reply it
-// waits quiet for more servers before returning. reg may be nil.
+// while there is none). timeout bounds a push; once every expected server
+// replied (or, expecting none, after the first reply) it waits quiet for
+// servers it does not know yet. reg may be nil.
 func NewPusher(conn func() *nats.Conn, timeout, quiet time.Duration, log *slog.Logger, reg prometheus.Registerer) *Pusher {
 	p := &Pusher{conn: conn, timeout: timeout, quiet: quiet, log: log,
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -55,11 +71,20 @@ func NewPusher(conn func() *nats.Conn, timeout, quiet time.Duration, log *slog.L
 	return p
 }
 
+// serverInfo is the "server" object of $SYS replies and events.
+type serverInfo struct {
+	Name    string `json:"name"`
+	ID      string `json:"id"`
+	Cluster string `json:"cluster"`
+}
+
+func (si serverInfo) server() rotatord.Server {
+	return rotatord.Server{ID: si.ID, Name: si.Name, Cluster: si.Cluster}
+}
+
 type claimUpdateReply struct {
-	Server struct {
-		Name string `json:"name"`
-	} `json:"server"`
-	Data *struct {
+	Server serverInfo `json:"server"`
+	Data   *struct {
 		Message string `json:"message"`
 	} `json:"data"`
 	Error *struct {
@@ -68,9 +93,10 @@ type claimUpdateReply struct {
 }
 
 // Push sends an account JWT on $SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE and
-// gathers the servers' replies. It returns ErrNotConnected or ErrNoAck when
-// no server could be told; the caller keeps the push owed and retries.
-func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string) (PushResult, error) {
+// gathers the servers' replies until every server in expect (server IDs)
+// replied or the timeout passed. It returns ErrNotConnected or ErrNoAck
+// when no server could be told; the caller keeps the push owed and retries.
+func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string, expect []string) (PushResult, error) {
 	var res PushResult
 	nc := p.conn()
 	if nc == nil || !nc.IsConnected() {
@@ -87,6 +113,9 @@ func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string) (PushR
 		return res, fmt.Errorf("push %s: subscribe: %w", accountPub, err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // the inbox is unique
+	// Up to 64 replies wait in the channel; more servers than that must not
+	// be dropped as a slow consumer.
+	sub.SetPendingLimits(-1, -1) //nolint:errcheck // only fails on a closed subscription
 	subject := "$SYS.REQ.ACCOUNT." + accountPub + ".CLAIMS.UPDATE"
 	if err := nc.PublishRequest(subject, inbox, []byte(accountJWT)); err != nil {
 		p.pushes.WithLabelValues("error").Inc()
@@ -98,6 +127,11 @@ func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string) (PushR
 		p.pushes.WithLabelValues("error").Inc()
 		return res, fmt.Errorf("push %s: flush: %w", accountPub, err)
 	}
+	waiting := make(map[string]bool, len(expect))
+	for _, id := range expect {
+		waiting[id] = true
+	}
+	seen := map[string]bool{}
 	var quiet <-chan time.Time
 	for {
 		select {
@@ -108,19 +142,34 @@ func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string) (PushR
 		case m := <-replies:
 			var r claimUpdateReply
 			if err := json.Unmarshal(m.Data, &r); err != nil {
-				res.Failed++
 				p.log.Warn("unreadable push reply", "account", accountPub, "err", err)
-			} else if r.Error != nil {
+				continue
+			}
+			if seen[r.Server.ID] {
+				continue // both subjects reach a server only once, but be sure
+			}
+			seen[r.Server.ID] = true
+			reply := ServerReply{Server: r.Server.server()}
+			switch {
+			case r.Error != nil:
 				res.Failed++
+				reply.Status, reply.Error = rotatord.ServerFailed, r.Error.Description
 				p.log.Warn("nats-server refused account jwt", "account", accountPub, "server", r.Server.Name, "reason", r.Error.Description)
-			} else if r.Data != nil && (r.Data.Message == "jwt update skipped" || r.Data.Message == "jwt update cache skipped") {
+			case r.Data != nil && (r.Data.Message == "jwt update skipped" || r.Data.Message == "jwt update cache skipped"):
 				// Full-resolver servers say the first, cache-mode servers the
 				// second, when they do not hold the account.
 				res.Skipped++
-			} else {
+				reply.Status = rotatord.ServerSkipped
+			default:
+				// "jwt updated" (or "jwt updated cache"): applied.
 				res.Updated++
+				reply.Status = rotatord.ServerUpdated
 			}
-			quiet = time.After(p.quiet)
+			res.Replies = append(res.Replies, reply)
+			delete(waiting, r.Server.ID)
+			if len(waiting) == 0 {
+				quiet = time.After(p.quiet)
+			}
 		}
 	}
 }

@@ -168,7 +168,10 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	if err := s.signAccount(ctx, acc, revs); err != nil {
 		return err
 	}
-	return s.store.UpdateAccount(ctx, acc)
+	if err := s.store.UpdateAccount(ctx, acc); err != nil {
+		return err
+	}
+	return s.stampResigned(ctx, acc)
 }
 
 // Account returns the named account with its signing keys and claims.
@@ -204,10 +207,10 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 }
 
 // UpdateAccount changes an account's description, limits or claims,
-// re-signs its JWT and pushes it. When its exports change, the accounts
-// that import from it are re-signed and pushed too (ECONFLICT when an
-// import would be left without an export). The system account's limits
-// are read-only (ECONFLICT): see checkSystemPatch.
+// re-signs its JWT and starts pushing it. When its exports change, the
+// accounts that import from it are re-signed and pushed too (ECONFLICT
+// when an import would be left without an export). The system account's
+// limits are read-only (ECONFLICT): see checkSystemPatch.
 func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
 	if p.Description != nil {
 		if err := validateDescription(*p.Description); err != nil {
@@ -288,10 +291,11 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		return nil, fmt.Errorf("update account %s: %w", name, err)
 	}
 	s.changed(ctx, acc.PublicKey)
-	s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+	// The answer does not wait for the servers (nor for a hung NATS).
+	s.pushSoon(acc.ID)
 	for _, imp := range importers {
 		s.changed(ctx, imp.PublicKey)
-		s.PushAccount(ctx, imp.ID) //nolint:errcheck // logged; the push stays owed
+		s.pushSoon(imp.ID)
 	}
 	return acc, nil
 }

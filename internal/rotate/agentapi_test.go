@@ -130,9 +130,10 @@ func TestReplayAcrossReplicasWithSkewedClocks(t *testing.T) {
 	}
 }
 
-// startRotation reads the agent's active credential after it holds the
-// agent's lock: a completion that commits while it waits is seen, and the
-// next rotation records the right old key and completes.
+// startRotation reads the agent's state after it holds the agent's lock: a
+// confirmation that commits while it waits is seen (the rotation is in
+// flight until its revoking JWT is pushed), and the next rotation, once the
+// first completed, records the right old key and completes.
 func TestStartRotationWaitsForCompletion(t *testing.T) {
 	ctx := context.Background()
 	clk := &fakeClock{t: time.Now()}
@@ -176,9 +177,9 @@ func TestStartRotationWaitsForCompletion(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		// The first rotation completes meanwhile, under the same lock.
+		// The first rotation is confirmed meanwhile, under the same lock.
 		r, err := svc.Confirm(ctx, r1.NewKey, "", "event")
-		if err != nil || r == nil || r.State != rotatord.RotationCompleted {
+		if err != nil || r == nil || r.State != rotatord.RotationConfirmed {
 			return errors.Join(errors.New("confirm under the lock"), err)
 		}
 		return nil
@@ -192,15 +193,29 @@ func TestStartRotationWaitsForCompletion(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the second start did not finish")
 	}
-	if s.err != nil {
-		t.Fatalf("second start: %v", s.err)
+	// It saw the confirmed rotation, still in flight: a start that read the
+	// agent before the lock would have gone ahead with the retired key.
+	if !errors.Is(s.err, rotatord.ErrConflict) {
+		t.Fatalf("second start while the first is confirmed = %v, %v; want a conflict", s.r, s.err)
+	}
+	if _, err := svc.ResignQueued(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s.r, err = svc.StartRotation(ctx, "test", "kate", rotatord.TriggerManual); err != nil {
+		t.Fatalf("start after the first completed: %v", err)
 	}
 	if s.r.OldKey != r1.NewKey {
 		t.Fatalf("second rotation's old key = %s, want %s (the key the first one made active), not the retired %s",
 			s.r.OldKey, r1.NewKey, r1.OldKey)
 	}
-	if r, err := svc.Confirm(ctx, s.r.NewKey, "", "event"); err != nil || r == nil || r.State != rotatord.RotationCompleted {
-		t.Fatalf("second rotation's confirm = %v, %v; want completed", r, err)
+	if r, err := svc.Confirm(ctx, s.r.NewKey, "", "event"); err != nil || r == nil || r.State != rotatord.RotationConfirmed {
+		t.Fatalf("second rotation's confirm = %v, %v; want confirmed", r, err)
+	}
+	if _, err := svc.ResignQueued(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := svc.Rotation(ctx, s.r.ID); err != nil || r.State != rotatord.RotationCompleted {
+		t.Fatalf("second rotation after the re-sign = %v, %v; want completed", r, err)
 	}
 }
 
@@ -233,8 +248,11 @@ func TestAgentRotateMinInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err := svc.Confirm(ctx, res.Rotation.NewKey, "", "event"); err != nil || r.State != rotatord.RotationCompleted {
+	if r, err := svc.Confirm(ctx, res.Rotation.NewKey, "", "event"); err != nil || r.State != rotatord.RotationConfirmed {
 		t.Fatalf("confirm = %v, %v", r, err)
+	}
+	if _, err := svc.ResignQueued(ctx); err != nil {
+		t.Fatal(err)
 	}
 	cur = next
 	clk.Add(20 * time.Hour)

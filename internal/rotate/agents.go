@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -127,8 +128,11 @@ func (s *Service) CreateAgent(ctx context.Context, actor Actor, in AgentInput) (
 	var creds []byte
 	err = s.store.InTx(ctx, func(ctx context.Context) error {
 		acc, err := s.store.FindAccountByName(ctx, in.Account)
-		if err != nil {
+		if errors.Is(err, rotatord.ErrNotFound) {
 			return rotatord.Errorf(rotatord.EINVALID, "account %q does not exist", in.Account)
+		}
+		if err != nil {
+			return err
 		}
 		if acc.System {
 			return rotatord.Errorf(rotatord.EINVALID, "agents cannot be created in the system account")
@@ -345,6 +349,10 @@ type RevokeResult struct {
 	Pushed bool
 	// Servers counts the servers that applied the update.
 	Servers int
+	// ServersBehind counts the known servers that do not hold the new
+	// account JWT yet (they did not answer the push, or refused it); they
+	// get it as soon as they answer again.
+	ServersBehind int
 }
 
 // RevokeAgent revokes every key of an agent now: each goes into the
@@ -365,10 +373,12 @@ func (s *Service) RevokeAgent(ctx context.Context, actor Actor, name, reason str
 		return nil, fmt.Errorf("revoke agent %s: %w", name, err)
 	}
 	if len(res.RevokedKeys) > 0 {
-		// Push first: the servers drop the agent when they get it.
-		pr, err := s.PushAccount(ctx, res.Agent.AccountID)
-		res.Pushed, res.Servers = err == nil, pr.Updated
+		// The resolver serves the new JWT before the push, so that a server
+		// that has not loaded the account (and only acknowledges the push)
+		// loads the revoking one; the servers drop the agent when they get it.
 		s.changed(ctx, res.Agent.AccountKey)
+		pr, err := s.PushAccount(ctx, res.Agent.AccountID)
+		res.Pushed, res.Servers, res.ServersBehind = err == nil && pr.Acked, pr.Updated, pr.Behind
 	}
 	return res, nil
 }
@@ -397,6 +407,13 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 	if len(keys) > 0 {
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return nil, nil, err
+		}
+		if s.pusher != nil {
+			// Timed until the last server holds it
+			// (rotatord_revocation_propagation_seconds).
+			if err := s.store.AddRevocationWait(ctx, acc.ID, acc.JWTVersion, s.now()); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	if err := s.auditRevoked(ctx, actor, g, acc, keys, reason); err != nil {
@@ -432,7 +449,9 @@ func (s *Service) revokeCredentials(ctx context.Context, actor Actor, g *rotator
 	var ended string
 	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
 		return nil, "", err
-	} else if r != nil {
+	} else if r != nil && r.State != rotatord.RotationConfirmed {
+		// A confirmed rotation's old key is retired already: the caller's
+		// re-sign carries its revocation, and that push completes it.
 		r.State, r.Reason, r.FinishedAt = rotatord.RotationRolledBack, endReason, &now
 		if err := s.store.UpdateRotation(ctx, r); err != nil {
 			return nil, "", err
@@ -493,7 +512,7 @@ func (s *Service) DeleteAgent(ctx context.Context, actor Actor, name string) err
 	}
 	if len(keys) > 0 {
 		s.changed(ctx, g.AccountKey)
-		s.PushAccount(ctx, g.AccountID) //nolint:errcheck // logged; the push stays owed
+		s.pushSoon(g.AccountID)
 	}
 	return nil
 }
@@ -599,6 +618,11 @@ func (s *Service) ReissueAgent(ctx context.Context, actor Actor, name string) (*
 			if err := s.resignAccount(ctx, acc); err != nil {
 				return err
 			}
+			if s.pusher != nil {
+				if err := s.store.AddRevocationWait(ctx, acc.ID, acc.JWTVersion, now); err != nil {
+					return err
+				}
+			}
 		}
 		if err := s.auditRevoked(ctx, actor, g, acc, res.RevokedKeys, "reissued"); err != nil {
 			return err
@@ -618,9 +642,10 @@ func (s *Service) ReissueAgent(ctx context.Context, actor Actor, name string) (*
 		fin()
 	}
 	if len(res.RevokedKeys) > 0 {
-		pr, err := s.PushAccount(ctx, acc.ID)
-		res.Pushed, res.Servers = err == nil, pr.Updated
+		// As for a revocation: the resolver serves the revoking JWT first.
 		s.changed(ctx, acc.PublicKey)
+		pr, err := s.PushAccount(ctx, acc.ID)
+		res.Pushed, res.Servers = err == nil && pr.Acked, pr.Updated
 	}
 	return res, nil
 }

@@ -132,13 +132,15 @@ func TestBatchStartAndConfirm(t *testing.T) {
 	if len(done) != n-1 {
 		t.Fatalf("confirmed %d rotations, want %d", len(done), n-1)
 	}
-	var completed, revocations, active, retired int
-	store.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'completed') FROM rotations`).Scan(&completed)
+	// Confirmed, the old keys retired and their revocations recorded; not
+	// completed until the account JWT that revokes them is stored and pushed.
+	var confirmed, completed, revocations, active, retired int
+	store.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'confirmed'), count(*) FILTER (WHERE state = 'completed') FROM rotations`).Scan(&confirmed, &completed)
 	store.Pool().QueryRow(ctx, `SELECT count(*) FROM revocations WHERE reason = 'rotated'`).Scan(&revocations)
 	store.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'active'), count(*) FILTER (WHERE state = 'retired') FROM credentials`).Scan(&active, &retired)
-	if completed != n-1 || revocations != n-1 || active != n || retired != n-1 {
-		t.Fatalf("completed %d, revocations %d, active creds %d, retired %d; want %d, %d, %d, %d",
-			completed, revocations, active, retired, n-1, n-1, n, n-1)
+	if confirmed != n-1 || completed != 0 || revocations != n-1 || active != n || retired != n-1 {
+		t.Fatalf("confirmed %d, completed %d, revocations %d, active creds %d, retired %d; want %d, 0, %d, %d, %d",
+			confirmed, completed, revocations, active, retired, n-1, n-1, n, n-1)
 	}
 	g, _ := a.Agent(ctx, "agent-042")
 	// @every rounds to the second.
@@ -153,12 +155,26 @@ func TestBatchStartAndConfirm(t *testing.T) {
 	for _, e := range events[5:] {
 		actions = append(actions, e.Action)
 	}
-	if want := "[rotation.confirm credential.revoke rotation.complete]"; fmt.Sprint(actions) != want {
+	if want := "[rotation.confirm credential.revoke]"; fmt.Sprint(actions) != want {
 		t.Fatalf("audit of agent-042 after confirm = %v, want %s", actions, want)
 	}
 	// Confirming again changes nothing.
 	if again, err := b.ConfirmMany(ctx, conns, "connz"); err != nil || len(again) != 0 {
 		t.Fatalf("confirm again = %d, %v; want none", len(again), err)
+	}
+
+	// One re-sign carries every old key's revocation and completes them all
+	// (without NATS, storing the JWT is all the push there is).
+	if resigned, err := b.ResignQueued(ctx); err != nil || resigned != 1 {
+		t.Fatalf("re-signed %d accounts, %v; want 1", resigned, err)
+	}
+	store.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'confirmed'), count(*) FILTER (WHERE state = 'completed') FROM rotations`).Scan(&confirmed, &completed)
+	if confirmed != 0 || completed != n-1 {
+		t.Fatalf("after the re-sign: confirmed %d, completed %d; want 0, %d", confirmed, completed, n-1)
+	}
+	events, _ = a.Audit(ctx, rotatord.AuditFilter{Agent: "agent-042", Limit: 100})
+	if last := events[len(events)-1]; last.Action != "rotation.complete" {
+		t.Fatalf("audit of agent-042 ends with %s, want rotation.complete", last.Action)
 	}
 }
 
@@ -277,8 +293,9 @@ type connected map[string]string
 
 func (c connected) Connected(context.Context, string) (map[string]string, error) { return c, nil }
 
-// A rotation that cannot be completed (here: the database refuses it) does
-// not hold up the others of its batch: they are completed one by one.
+// A rotation that cannot be confirmed (here: the database refuses it) does
+// not hold up the others of its batch: they are confirmed one by one, and
+// the tick's re-sign completes them.
 func TestBatchConfirmIsolatesFailure(t *testing.T) {
 	clk := &fakeClock{t: time.Now()}
 	svc, store := newService(t, clk)
@@ -298,7 +315,7 @@ func TestBatchConfirmIsolatesFailure(t *testing.T) {
 	_, err := store.Pool().Exec(ctx, `
 		CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
-			IF NEW.state = 'completed' AND NEW.agent_id = (SELECT id FROM agents WHERE name = 'poison') THEN
+			IF NEW.state = 'confirmed' AND NEW.agent_id = (SELECT id FROM agents WHERE name = 'poison') THEN
 				RAISE EXCEPTION 'cannot complete this one';
 			END IF;
 			RETURN NEW;
@@ -311,7 +328,7 @@ func TestBatchConfirmIsolatesFailure(t *testing.T) {
 	svc.MarkEventsMissed()
 	res, err := svc.Tick(ctx)
 	if err == nil || !strings.Contains(err.Error(), "cannot complete this one") {
-		t.Fatalf("tick error = %v, want the refused completion", err)
+		t.Fatalf("tick error = %v, want the refused confirmation", err)
 	}
 	if res.Confirmed != 2 {
 		t.Fatalf("confirmed %d, want the 2 that could be", res.Confirmed)

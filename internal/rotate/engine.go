@@ -214,9 +214,9 @@ func (s *Service) startDue(ctx context.Context, names []string) (started int, re
 var errNotDue = rotatord.Errorf(rotatord.ECONFLICT, "agent is not due")
 
 // advance moves a rotation in flight one or more steps, as far as it can
-// go now: issued ones are distributed, confirmed ones completed, and
-// distributed ones past their deadline (or all of them with expire) rolled
-// back. Every step is its own committed transaction under the agent's row
+// go now: issued ones are distributed, confirmed ones whose old key is not
+// retired yet have it retired (the push completes them), and distributed
+// ones past their deadline (or all of them with expire) rolled back. Every step is its own committed transaction under the agent's row
 // lock, so a replica that dies between steps leaves a state any replica
 // resumes from.
 func (s *Service) advance(ctx context.Context, id string, expire bool) (*rotatord.Rotation, error) {
@@ -254,8 +254,10 @@ func (s *Service) step(ctx context.Context, id string, expire bool) (r *rotatord
 			after, err = s.distribute(ctx, g, r, now)
 			moved = err == nil
 		case rotatord.RotationConfirmed:
-			after, err = s.complete(ctx, g, r, now)
-			moved = err == nil
+			if r.OldRevokedAt == nil {
+				after, err = s.complete(ctx, g, r, now)
+				moved = err == nil
+			}
 		case rotatord.RotationDistributed:
 			if expire || (r.Deadline != nil && !now.Before(*r.Deadline)) {
 				after, err = s.rollback(ctx, g, r, now, "the agent did not reconnect with the new key before the deadline")
@@ -345,10 +347,13 @@ func deliveryDetail(err error) string {
 }
 
 // Confirm records that the agent connected with the rotation's new key
-// (and the JWT issued for it) and completes the rotation in the same
-// transaction: completing touches only the database, so there is no step
-// between the two that a crash could interrupt. how says what showed it
-// ("event" or "connz"). A key that no rotation waits for is ignored.
+// (and the JWT issued for it) and, in the same transaction, retires the old
+// key: its revocation entry is recorded and the account queued for a
+// re-sign. The rotation is then confirmed; it is completed once the
+// re-signed account JWT that revokes the old key is stored and pushed
+// (push.go), so that completed means the servers refuse the old key. how
+// says what showed the reconnect ("event" or "connz"). A key that no
+// rotation waits for is ignored.
 func (s *Service) Confirm(ctx context.Context, newKey, jwtID, how string) (*rotatord.Rotation, error) {
 	done, err := s.ConfirmMany(ctx, map[string]string{newKey: jwtID}, how)
 	if err != nil || len(done) == 0 {
@@ -359,7 +364,8 @@ func (s *Service) Confirm(ctx context.Context, newKey, jwtID, how string) (*rota
 
 // ConfirmMany is Confirm for many connected keys (user key to the ID of the
 // JWT it connected with, or "" when unknown) in one transaction, and
-// returns the rotations it completed.
+// returns the rotations it confirmed (or completed, when there was no old
+// key to revoke).
 func (s *Service) ConfirmMany(ctx context.Context, conns map[string]string, how string) ([]*rotatord.Rotation, error) {
 	waiting, err := s.waitingFor(ctx, conns)
 	if err != nil || len(waiting) == 0 {
@@ -377,9 +383,9 @@ func (s *Service) waitingFor(ctx context.Context, conns map[string]string) ([]*r
 	return slices.Collect(maps.Values(byKey)), nil
 }
 
-// confirm confirms and completes rotations found waiting for a connected
-// key, in one transaction; under their locks it checks that each still
-// waits, so rotations read before it began are fine.
+// confirm confirms rotations found waiting for a connected key and
+// retires their old keys, in one transaction; under their locks it checks
+// that each still waits, so rotations read before it began are fine.
 func (s *Service) confirm(ctx context.Context, waiting []*rotatord.Rotation, conns map[string]string, how string) ([]*rotatord.Rotation, error) {
 	var done []*rotatord.Rotation
 	var after func()
@@ -450,13 +456,18 @@ type completion struct {
 	r *rotatord.Rotation
 }
 
-// complete retires the old key (a revocation entry, folded into the account
-// JWT by the re-signer) and makes the new one active.
+// complete retires the old key of a confirmed rotation whose old key was
+// not retired yet (a rotation left confirmed by an older rotatord).
 func (s *Service) complete(ctx context.Context, g *rotatord.Agent, r *rotatord.Rotation, now time.Time) (func(), error) {
 	return s.completeMany(ctx, []completion{{g, r}}, now)
 }
 
-// completeMany completes confirmed rotations with one statement per step.
+// completeMany retires the old keys of confirmed rotations with one
+// statement per step: the old credential is retired and its revocation
+// entry recorded (folded into the account JWT by the re-signer), the new
+// one made active, and the agent's next rotation scheduled. The rotations
+// stay confirmed until the re-signed JWT is pushed (settle, in push.go);
+// a rotation with no old key to revoke is completed at once.
 func (s *Service) completeMany(ctx context.Context, items []completion, now time.Time) (func(), error) {
 	oldIDs := make([]int64, 0, len(items))
 	newIDs := make([]int64, 0, len(items))
@@ -473,11 +484,13 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 	var retire []int64
 	revs := map[int64][]rotatord.Revocation{}
 	var accounts []int64
+	revoking := map[string]bool{} // rotation IDs whose old key is revoked now
 	for _, it := range items {
 		old := olds[it.r.OldCredentialID]
 		if old == nil || (old.State != rotatord.CredentialActive && old.State != rotatord.CredentialPending) {
 			continue
 		}
+		revoking[it.r.ID] = true
 		retire = append(retire, old.ID)
 		if revs[it.g.AccountID] == nil {
 			accounts = append(accounts, it.g.AccountID)
@@ -509,7 +522,13 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 		it.g.Failures = 0
 		next := s.nextRotation(it.g, now)
 		it.g.NextRotationAt = &next
-		it.r.State, it.r.FinishedAt = rotatord.RotationCompleted, &now
+		if revoking[it.r.ID] {
+			at := now
+			it.r.State, it.r.OldRevokedAt = rotatord.RotationConfirmed, &at
+		} else {
+			// Nothing to revoke (no old key, or it was revoked already).
+			it.r.State, it.r.FinishedAt = rotatord.RotationCompleted, &now
+		}
 		gs[i], rs[i] = it.g, it.r
 	}
 	if err := s.store.SetSchedules(ctx, gs); err != nil {
@@ -523,20 +542,23 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 		h   rotatord.Handoff
 	}
 	var finishes []finish
-	durations := make([]time.Duration, len(items))
-	for i, it := range items {
+	var durations []time.Duration
+	for _, it := range items {
 		g, r := it.g, it.r
-		if r.OldKey != "" {
+		if revoking[r.ID] {
 			if err := s.audit(ctx, SystemActor, "credential.revoke", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-				PublicKey: r.OldKey, Rotation: r.ID, Details: map[string]any{"reason": "rotated"}}); err != nil {
+				PublicKey: r.OldKey, Rotation: r.ID, Details: map[string]any{"reason": "rotated", "next_rotation_at": *g.NextRotationAt}}); err != nil {
 				return nil, err
 			}
+		} else {
+			if err := s.audit(ctx, SystemActor, "rotation.complete", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
+				PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"next_rotation_at": *g.NextRotationAt}}); err != nil {
+				return nil, err
+			}
+			durations = append(durations, now.Sub(r.CreatedAt))
 		}
-		if err := s.audit(ctx, SystemActor, "rotation.complete", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-			PublicKey: r.NewKey, Rotation: r.ID, Details: map[string]any{"next_rotation_at": *g.NextRotationAt}}); err != nil {
-			return nil, err
-		}
-		durations[i] = now.Sub(r.CreatedAt)
+		// The old key is retired: a rollback can no longer happen, so what
+		// was kept for one goes.
 		if fin, ok := s.distributors[g.Delivery].(Finisher); ok {
 			finishes = append(finishes, finish{fin, rotatord.Handoff{Account: g.Account, Agent: g.Name, RotationID: r.ID, PublicKey: r.NewKey}})
 		}

@@ -42,22 +42,24 @@ func (s *Service) ResignQueued(ctx context.Context) (int, error) {
 			}
 			if jwtHasRevocations(acc.JWT, revs) {
 				unchanged = true // a sweep found nothing to fold: keep the JWT
-				return nil
+				// Rotations queued it too: the stored JWT may carry their
+				// old keys' revocations already.
+				return s.stampResigned(ctx, acc)
 			}
 			return s.resignAccount(ctx, acc)
 		})
 		if err != nil {
 			return n, fmt.Errorf("re-sign queued account: %w", err)
 		}
-		if unchanged {
-			continue
-		}
 		if acc == nil {
 			return n, nil // the queue is empty, or other replicas hold the rest
 		}
-		n++
-		s.metrics.resigns.Inc()
-		s.changed(ctx, acc.PublicKey)
+		if !unchanged {
+			n++
+			s.metrics.resigns.Inc()
+			s.changed(ctx, acc.PublicKey)
+		}
+		// The push completes the rotations whose old keys it revokes.
 		s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
 	}
 	return n, ctx.Err()

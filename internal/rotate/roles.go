@@ -154,7 +154,7 @@ func (s *Service) CreateRole(ctx context.Context, actor Actor, account string, i
 		return nil, fmt.Errorf("create role %s in %s: %w", in.Name, account, err)
 	}
 	s.changed(ctx, acc.PublicKey)
-	s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+	s.pushSoon(acc.ID)
 	return r, nil
 }
 
@@ -245,7 +245,7 @@ func (s *Service) UpdateRole(ctx context.Context, actor Actor, account, name str
 	}
 	if res.ScopeChanged {
 		s.changed(ctx, acc.PublicKey)
-		s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+		s.pushSoon(acc.ID)
 	}
 	return res, nil
 }
@@ -304,7 +304,7 @@ func (s *Service) DeleteRole(ctx context.Context, actor Actor, account, name str
 		s.signers.Delete(k)
 	}
 	s.changed(ctx, acc.PublicKey)
-	s.PushAccount(ctx, acc.ID) //nolint:errcheck // logged; the push stays owed
+	s.pushSoon(acc.ID)
 	return nil
 }
 

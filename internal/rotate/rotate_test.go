@@ -65,7 +65,8 @@ func accountRevocations(t *testing.T, svc *rotate.Service, name string) map[stri
 	return ac.Revocations
 }
 
-// rotate runs a full rotation of agent, confirmed as if it reconnected.
+// rotate runs a full rotation of agent, confirmed as if it reconnected,
+// and completed by the re-sign that revokes its old key.
 func rotateAgent(t *testing.T, svc *rotate.Service, agent string) *rotatord.Rotation {
 	t.Helper()
 	ctx := context.Background()
@@ -76,8 +77,14 @@ func rotateAgent(t *testing.T, svc *rotate.Service, agent string) *rotatord.Rota
 	if r.State != rotatord.RotationDistributed {
 		t.Fatalf("started rotation is %s, want distributed", r.State)
 	}
-	if r, err = svc.Confirm(ctx, r.NewKey, "", "event"); err != nil || r.State != rotatord.RotationCompleted {
-		t.Fatalf("confirm = %v, %v; want completed", r, err)
+	if r, err = svc.Confirm(ctx, r.NewKey, "", "event"); err != nil || r.State != rotatord.RotationConfirmed {
+		t.Fatalf("confirm = %v, %v; want confirmed", r, err)
+	}
+	if _, err := svc.ResignQueued(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = svc.Rotation(ctx, r.ID); err != nil || r.State != rotatord.RotationCompleted {
+		t.Fatalf("rotation after the re-sign = %v, %v; want completed", r, err)
 	}
 	return r
 }

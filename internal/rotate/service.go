@@ -103,13 +103,49 @@ type Store interface {
 	ListRevocationsPage(ctx context.Context, accountID int64, f rotatord.PageFilter) ([]rotatord.Revocation, error)
 	ListKeys(ctx context.Context, agentID int64, f rotatord.PageFilter) ([]*rotatord.KeyInfo, error)
 
+	PropagationStore
+
 	// Exports, imports and activation tokens between accounts (accountclaims.go).
 	AccountGraphStore
 }
 
-// Pusher sends an account JWT to the nats-servers.
+// PropagationStore is what pushes and the tracking of the cluster's
+// servers need from the registry (push.go, servers.go).
+type PropagationStore interface {
+	WithAccountLock(ctx context.Context, accountID int64, fn func(ctx context.Context) error) error
+	FindAccount(ctx context.Context, id int64) (*rotatord.Account, error)
+	AccountVersion(ctx context.Context, id int64) (int64, error)
+	TouchServers(ctx context.Context, servers []rotatord.Server, at time.Time) error
+	MarkServersMissed(ctx context.Context, ids []string, at time.Time) error
+	ForgetServer(ctx context.Context, id string) error
+	ForgetServersSilentSince(ctx context.Context, t time.Time) ([]rotatord.Server, error)
+	Servers(ctx context.Context) ([]rotatord.Server, error)
+	AccountServers(ctx context.Context, accountID int64) ([]rotatord.AccountServer, error)
+	SetServerAccounts(ctx context.Context, accountID int64, list []rotatord.AccountServer) error
+	ServersBehind(ctx context.Context) ([]rotatord.ServerCheck, error)
+	UnverifiedServerAccounts(ctx context.Context, t time.Time, limit int) ([]rotatord.ServerCheck, error)
+	AddRevocationWait(ctx context.Context, accountID, version int64, at time.Time) error
+	PopRevocationWaits(ctx context.Context, accountID int64) ([]time.Time, error)
+	RotationsAwaitingResign(ctx context.Context, accountID int64) ([]rotatord.RetiredKey, error)
+	SetResignVersion(ctx context.Context, ids []string, version int64) error
+	CompleteRotations(ctx context.Context, accountID, version int64, at time.Time) ([]*rotatord.Rotation, error)
+	AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error)
+}
+
+// Pusher sends an account JWT to the nats-servers: it waits for the
+// servers in expect (IDs) to reply, up to its timeout.
 type Pusher interface {
-	Push(ctx context.Context, accountPub, accountJWT string) (resolver.PushResult, error)
+	Push(ctx context.Context, accountPub, accountJWT string, expect []string) (resolver.PushResult, error)
+}
+
+// Prober asks the nats-servers who they are and what they hold.
+type Prober interface {
+	// Ping returns the servers that answer $SYS.REQ.SERVER.PING within wait.
+	Ping(ctx context.Context, wait time.Duration) ([]rotatord.Server, error)
+	// AccountJWT returns the JWT of the account that one server holds, or
+	// loaded false when it has not loaded the account; resolver.ErrNoReply
+	// when the server did not answer within timeout.
+	AccountJWT(ctx context.Context, serverID, accountPub string, timeout time.Duration) (token string, loaded bool, err error)
 }
 
 // Config configures a Service.
@@ -119,6 +155,10 @@ type Config struct {
 	// Pusher may be nil when rotatord runs without NATS; account changes
 	// then reach servers only through the resolver.
 	Pusher Pusher
+	// Prober, set with Pusher, asks the servers who they are and what they
+	// hold; without it servers are learned from push replies and
+	// heartbeats only, and those behind are not checked.
+	Prober Prober
 	Log    *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -147,6 +187,9 @@ type Config struct {
 	// MaxControlLine is the servers' max_control_line (4096 when 0): no
 	// user JWT is issued whose CONNECT line would not fit it.
 	MaxControlLine int
+	// Cluster configures the tracking of the cluster's servers (servers.go);
+	// zero fields take the defaults.
+	Cluster ClusterConfig
 	// ActivationLifetime is how long the activation tokens rotatord mints
 	// between its accounts are valid (default 30 days); Tick renews them
 	// when a third of it is left.
@@ -183,10 +226,23 @@ type Service struct {
 	// activations: see Config.ActivationLifetime.
 	activations time.Duration
 
+	// Pushes and the cluster's servers (push.go, servers.go).
+	prober      Prober
+	cluster     ClusterConfig
+	pushGroups  sync.Map // account ID -> *pushGroup
+	propagation *propagationMetrics
+	seenMu      sync.Mutex
+	seen        map[string]rotatord.Server // heard from since the last flush
+	gone        []string                   // announced their shutdown since the last flush
+	behindIDs   map[string]struct{}        // behind at the last sync
+	shutDown    map[string]time.Time       // IDs of servers that shut down, for an hour
+	syncKick    chan struct{}
+
 	mu         sync.Mutex
 	lastSweep  time.Time
 	lastConnz  time.Time
 	lastResign time.Time
+	lastPing   time.Time
 	lastRenew  time.Time
 	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
 }
@@ -225,7 +281,9 @@ func New(cfg Config) *Service {
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
-		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine)}
+		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine),
+		prober:     cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
+		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1)}
 }
 
 // Actor names who asked for a change, for the audit trail.
