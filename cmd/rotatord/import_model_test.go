@@ -218,10 +218,17 @@ func TestImportAccountModel(t *testing.T) {
 		t.Fatalf("alice refresh = %v, %v", got, err)
 	}
 	e.waitRotation(started["id"].(string), "completed")
-	if _, err := mustJS(t, anc).Publish(ctx, "app.events.2", []byte("after")); err != nil {
+	// The old key is revoked now: its connection is dropped. The new one
+	// publishes and consumes the same durable consumer.
+	rotatedJS := mustJS(t, anc)
+	if _, err := rotatedJS.Publish(ctx, "app.events.2", []byte("after")); err != nil {
 		t.Fatalf("publish with the rotated key: %v", err)
 	}
-	if msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || string(msg.Data()) != "after" {
+	rcons, err := rotatedJS.Consumer(ctx, "EVENTS", "reader")
+	if err != nil {
+		t.Fatalf("bind the consumer with the rotated key: %v", err)
+	}
+	if msg, err := rcons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || string(msg.Data()) != "after" {
 		t.Fatalf("consume after the rotation: %v, %v", msg, err)
 	}
 	// wendy's next credentials are signed by the role's key.
