@@ -302,8 +302,9 @@ func (s *Service) recordPush(ctx context.Context, acc *rotatord.Account, servers
 // completed and how long each landed revocation took.
 func (s *Service) settle(ctx context.Context, acc *rotatord.Account, version int64, now time.Time) ([]*rotatord.Rotation, []time.Duration, error) {
 	var (
-		done []*rotatord.Rotation
-		took []time.Duration
+		done   []*rotatord.Rotation
+		took   []time.Duration
+		events []*rotatord.AuditEvent
 	)
 	err := s.store.InTx(ctx, func(ctx context.Context) error {
 		if s.pusher != nil && version > acc.PushedVersion {
@@ -315,7 +316,7 @@ func (s *Service) settle(ctx context.Context, acc *rotatord.Account, version int
 		if done, err = s.store.CompleteRotations(ctx, acc.ID, version, now); err != nil {
 			return err
 		}
-		events := make([]*rotatord.AuditEvent, 0, len(done))
+		events = make([]*rotatord.AuditEvent, 0, len(done))
 		for _, r := range done {
 			events = append(events, &rotatord.AuditEvent{Actor: string(SystemActor), Action: "rotation.complete",
 				Account: r.Account, Agent: r.Agent, PublicKey: r.NewKey, Rotation: r.ID,
@@ -336,6 +337,7 @@ func (s *Service) settle(ctx context.Context, acc *rotatord.Account, version int
 	if err != nil {
 		return nil, nil, fmt.Errorf("settle push of account %s version %d: %w", acc.Name, version, err)
 	}
+	s.logChanges(events)
 	return done, took, nil
 }
 
