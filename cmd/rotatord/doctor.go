@@ -121,6 +121,15 @@ func diagnose(ctx context.Context, cfg Config, o doctorOptions) *doctor.Report {
 		}
 		return checked, out, nil, err
 	}
+	// Runs after MasterKey: the local key file, when it loaded, checks the
+	// values that do not name their key.
+	src.Sealed = func(ctx context.Context) ([]string, []string, error) {
+		st, err := rotate.New(rotate.Config{Store: store, Sealer: sealer, Log: log}).MasterKeyStatus(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		return st.Problems, st.Notes, nil
+	}
 	var sysAccount string
 	src.Operator = func(ctx context.Context) (doctor.Operator, error) {
 		op, err := store.Operator(ctx)

@@ -36,6 +36,8 @@ Usage:
   rotatord import [flags]                  import an nsc store or JWT/creds files (see rotatord import -h)
   rotatord doctor [--json] [flags]         check the deployment end to end and say what to fix
                                            (exit 0 all well, 1 a check failed, 2 warnings only)
+  rotatord master-key rotate --new-key-file FILE | status [flags]
+                                           re-seal every secret under a new master key; show the keys in use
 
 Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o table|json):
   rotatord accounts list|show|add|update
@@ -44,6 +46,8 @@ Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o 
   rotatord rotations list [--agent NAME] | show ID
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]   (newest first)
   rotatord audit verify [flags]            check the audit trail's hash chain in the database
+  rotatord operator rotate-key [--wait]    rotate the operator's signing key (restart the servers with each new block)
+  rotatord key-rotations show ID [--wait]
 
 Every command takes -h for its flags. Flags mirror the ROTATORD_* environment variables.
 `
@@ -118,6 +122,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runImport(ctx, cfg, args, stdout, stderr)
 	case "doctor":
 		return runDoctor(ctx, cfg, args, stdout, stderr)
+	case "master-key":
+		return runMasterKey(ctx, cfg, args, stdout, stderr)
+	case "operator":
+		return runOperator(ctx, args, stdout, stderr)
+	case "key-rotations":
+		return runKeyRotations(ctx, args, stdout, stderr)
 	case "accounts":
 		return runAccounts(ctx, args, stdout, stderr)
 	case "agents":

@@ -22,6 +22,10 @@ import (
 const natsChildEnv = "ROTATORD_TEST_NATS_CHILD"
 
 func runNATSChild() {
+	if conf := os.Getenv("NATS_CONFIG_FILE"); conf != "" {
+		runNATSChildFromConfig(conf)
+		return
+	}
 	port, _ := strconv.Atoi(os.Getenv("NATS_PORT"))
 	ns, err := natsrun.Start(natsrun.Options{OperatorJWT: os.Getenv("NATS_OPERATOR_JWT"), SystemAccount: os.Getenv("NATS_SYSTEM_ACCOUNT"),
 		ResolverURL: os.Getenv("NATS_RESOLVER_URL"), Port: port, Name: os.Getenv("NATS_SERVER_NAME"), Configure: clusterFromEnv})
@@ -40,6 +44,35 @@ func runNATSChild() {
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin) //nolint:errcheck // returns when the parent closes stdin or dies
 	ns.Shutdown()
+	os.Exit(0)
+}
+
+// runNATSChildFromConfig runs a nats-server from a configuration file, as
+// an operator runs one: the block of `rotatord nats-config` pasted in.
+func runNATSChildFromConfig(path string) {
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	opts.NoSigs, opts.NoLog = true, os.Getenv("NATS_LOGS") == ""
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if !opts.NoLog {
+		ns.ConfigureLogger()
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		fmt.Println("error: not ready")
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin) //nolint:errcheck // returns when the parent closes stdin or dies
+	ns.Shutdown()
+	ns.WaitForShutdown()
 	os.Exit(0)
 }
 

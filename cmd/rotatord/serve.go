@@ -79,6 +79,9 @@ type Main struct {
 
 	// stopServers stops watching the servers' heartbeats (propagation.go).
 	stopServers func()
+
+	// replica is this process's record of the master keys it holds.
+	replica *rotatord.Replica
 }
 
 // NewMain returns a Main with the default configuration.
@@ -165,9 +168,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxControlLine:         m.Config.MaxControlLine,
 		ResignEvery:            m.Config.ResignEvery, Cluster: m.clusterConfig(),
 	})
+	if err := m.recordReplica(ctx); err != nil {
+		return err
+	}
 	if err := m.Service.CheckKeys(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
+	m.warnSealed(ctx)
 
 	// Fill the resolver cache before serving: nats-server must never get
 	// a 404 for an account that exists.
@@ -212,6 +219,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 		m.Service.SetConnChecker(rotate.NATSChecker{Conn: m.natsConn})
+		if p, ok := pusher.(*resolver.Pusher); ok {
+			m.startKeyRotations(bg, p)
+		}
 		m.goBackground(func() { m.Service.RunPushRetry(bg, 5*time.Second, m.kick) })
 		if err := m.startServerWatch(bg); err != nil {
 			return err
@@ -225,6 +235,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
 	m.goBackground(func() { m.Store.RunAuditSealer(bg, m.Log, auditSealInterval) })
+	m.goBackground(func() { m.Service.RunReplicaHeartbeat(bg, m.replica, rotatord.ReplicaHeartbeat) })
 	// The first reading before serving, so the first scrape has numbers.
 	m.stats.refresh(ctx)
 	m.goBackground(func() { m.stats.Run(bg) })
@@ -315,8 +326,10 @@ func (m *Main) kickPush() {
 	}
 }
 
-// loadAccounts replaces the resolver cache with every account JWT.
+// loadAccounts replaces the resolver cache with every account JWT, and
+// reloads the operator JWT.
 func (m *Main) loadAccounts(ctx context.Context) error {
+	m.refreshOperator(ctx, "")
 	mark := m.Cache.Snapshot()
 	all, err := m.Store.AccountJWTs(ctx)
 	if err != nil {
@@ -332,6 +345,9 @@ func (m *Main) loadAccounts(ctx context.Context) error {
 
 // refreshAccount reloads one account after a change notification.
 func (m *Main) refreshAccount(ctx context.Context, pub string) {
+	if m.refreshOperator(ctx, pub) {
+		return
+	}
 	a, err := m.Store.FindAccountJWT(ctx, pub)
 	switch {
 	case errors.Is(err, rotatord.ErrNotFound):
@@ -397,6 +413,7 @@ func (m *Main) Close() error {
 		m.vaultStop()
 	}
 	m.wg.Wait()
+	m.forgetReplica()
 	if m.Store != nil {
 		m.Store.Close()
 	}

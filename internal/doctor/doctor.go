@@ -145,6 +145,24 @@ func MasterKey(loadErr error, checked int, problems []KeyProblem) Result {
 	return ok(r, fmt.Sprintf("opens the signing keys of the operator and %d accounts", checked-1))
 }
 
+// SealedValues checks that every sealed value of the database opens:
+// problems are values sealed by a master key that no live replica holds
+// (rotate.Service.MasterKeyStatus); notes (values of the first format,
+// replicas sealing with different keys while the master key rotates)
+// break nothing and go into the message.
+func SealedValues(problems, notes []string) Result {
+	r := Result{Check: "sealed values"}
+	if len(problems) > 0 {
+		return fail(r, strings.Join(problems[:min(len(problems), sample)], "; "),
+			"put the master key back as a line of ROTATORD_MASTER_KEY_FILE on every replica and restart them one by one; `rotatord master-key status` lists the replicas and keys")
+	}
+	msg := "every sealed value is sealed by a master key that a live replica (or, with none live, the key file) holds"
+	if len(notes) > 0 {
+		msg += "; " + strings.Join(notes, "; ")
+	}
+	return ok(r, msg)
+}
+
 // Operator is what the servers must trust: rotatord's operator, the signing
 // key rotatord signs account JWTs with, and the system account.
 type Operator struct {
@@ -428,6 +446,9 @@ type Sources struct {
 	Database func(ctx context.Context) (current, latest int64, err error)
 	// MasterKey loads the master key and opens the signing keys with it.
 	MasterKey func(ctx context.Context) (checked int, problems []KeyProblem, loadErr error, err error)
+	// Sealed reports the sealed values no live replica can open, and notes
+	// (SealedValues).
+	Sealed func(ctx context.Context) (problems, notes []string, err error)
 	// Operator is rotatord's operator as the servers must trust it.
 	Operator func(ctx context.Context) (Operator, error)
 	// SystemAccountJWT is the stored JWT of the system account.
@@ -484,6 +505,16 @@ func Run(ctx context.Context, src Sources) *Report {
 				rep.add(r)
 				keysOK = r.Status == StatusOK
 			}
+		}
+	}
+	if src.Sealed != nil {
+		if !dbOK {
+			rep.add(Skip("sealed values", noDB))
+		} else if problems, notes, err := src.Sealed(ctx); err != nil {
+			rep.add(fail(Result{Check: "sealed values"}, "cannot read the sealed values: "+err.Error(),
+				"check that rotatord's database user may read the operator, signing_keys, credentials and replicas tables"))
+		} else {
+			rep.add(SealedValues(problems, notes))
 		}
 	}
 	var op Operator

@@ -262,3 +262,27 @@ func TestRunSkipsWhatNeedsTheDatabase(t *testing.T) {
 		t.Errorf("status = %s (%+v), want ok", ok.Status, ok.Results)
 	}
 }
+
+func TestSealedValues(t *testing.T) {
+	want(t, SealedValues(nil, nil), StatusOK, "every sealed value")
+	want(t, SealedValues(nil, []string{"3 value(s) are sealed in the first format"}), StatusOK, "first format")
+	want(t, SealedValues([]string{"1 signing key seed(s) sealed by master key 1a2b, which no live replica holds"}, nil), StatusFail,
+		"master key 1a2b", "ROTATORD_MASTER_KEY_FILE", "rotatord master-key status")
+
+	// Skipped without the database, failed when it cannot be read.
+	rep := Run(context.Background(), Sources{
+		Database: func(context.Context) (int64, int64, error) { return 0, 0, errors.New("down") },
+		Sealed: func(context.Context) ([]string, []string, error) {
+			t.Error("ran without the database")
+			return nil, nil, nil
+		},
+	})
+	if rep.Results[1].Check != "sealed values" || rep.Results[1].Status != StatusSkip {
+		t.Errorf("without the database: %+v", rep.Results)
+	}
+	rep = Run(context.Background(), Sources{
+		Database: func(context.Context) (int64, int64, error) { return 8, 8, nil },
+		Sealed:   func(context.Context) ([]string, []string, error) { return nil, nil, errors.New("permission denied") },
+	})
+	want(t, rep.Results[1], StatusFail, "cannot read the sealed values")
+}

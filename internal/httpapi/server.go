@@ -154,6 +154,7 @@ func New(cfg Config) *Server {
 			r.Get("/audit/verify", s.verifyAudit)
 			r.Get("/agents/{name}/keys", s.listAgentKeys)
 			r.Get("/accounts/{name}/revocations", s.listRevocations)
+			r.Get("/key-rotations/{id}", s.getKeyRotation)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRotate))
@@ -175,6 +176,7 @@ func New(cfg Config) *Server {
 			r.Post("/accounts/{name}/roles", s.createRole)
 			r.Patch("/accounts/{name}/roles/{role}", s.updateRole)
 			r.Delete("/accounts/{name}/roles/{role}", s.deleteRole)
+			r.Post("/operator/signing-keys/rotate", s.rotateOperatorKey)
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

@@ -71,14 +71,16 @@ func (s *Store) AddSigningKey(ctx context.Context, accountID int64, pub string, 
 
 // SigningKey returns the newest live signing key of the operator (accountID
 // 0) or of an account (not of its roles), as public key and encrypted seed.
+// A staged key (one added by a rotation, trusted but not signing yet) is not
+// returned.
 func (s *Store) SigningKey(ctx context.Context, accountID int64) (pub string, seedEnc []byte, err error) {
 	var row pgx.Row
 	if accountID == 0 {
 		row = s.q(ctx).QueryRow(ctx, `SELECT public_key, seed_enc FROM signing_keys
-			WHERE owner_kind = 'operator' AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1`)
+			WHERE owner_kind = 'operator' AND retired_at IS NULL AND NOT staged ORDER BY created_at DESC LIMIT 1`)
 	} else {
 		row = s.q(ctx).QueryRow(ctx, `SELECT public_key, seed_enc FROM signing_keys
-			WHERE account_id = $1 AND role_id IS NULL AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1`, accountID)
+			WHERE account_id = $1 AND role_id IS NULL AND retired_at IS NULL AND NOT staged ORDER BY created_at DESC LIMIT 1`, accountID)
 	}
 	err = row.Scan(&pub, &seedEnc)
 	if errors.Is(err, pgx.ErrNoRows) {

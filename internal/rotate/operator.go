@@ -114,9 +114,14 @@ func (s *Service) seal(kp nkeys.KeyPair) []byte {
 // (accountID 0) or of an account.
 //
 // Signers are kept in memory once opened (signing is rotatord's job; their
-// seeds stay sealed in the database). rotatord does not rotate signing keys
-// yet; when it does, this cache must be dropped with them.
+// seeds stay sealed in the database). The operator's is looked up in the
+// database each time and kept by public key, since its rotation switches
+// every replica to the new key at once (operatorkey.go); accounts' signing
+// keys do not rotate yet.
 func (s *Service) signer(ctx context.Context, accountID int64) (nkeys.KeyPair, error) {
+	if accountID == 0 {
+		return s.operatorSigner(ctx)
+	}
 	if kp, ok := s.signers.Load(accountID); ok {
 		return kp.(nkeys.KeyPair), nil
 	}

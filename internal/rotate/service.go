@@ -105,6 +105,9 @@ type Store interface {
 
 	PropagationStore
 
+	MasterKeyStore
+	KeyRotationStore
+
 	// Exports, imports and activation tokens between accounts (accountclaims.go).
 	AccountGraphStore
 }
@@ -194,6 +197,14 @@ type Config struct {
 	// between its accounts are valid (default 30 days); Tick renews them
 	// when a third of it is left.
 	ActivationLifetime time.Duration
+
+	// OperatorProber asks the nats-servers which operator JWT they run;
+	// without it the operator's signing key cannot be rotated.
+	OperatorProber OperatorProber
+	// KeyRotationServerLive is how long an operator key rotation waits for
+	// a server that stopped answering; DefaultKeyRotationServerLive when
+	// zero.
+	KeyRotationServerLive time.Duration
 }
 
 // DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
@@ -245,6 +256,14 @@ type Service struct {
 	lastPing   time.Time
 	lastRenew  time.Time
 	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
+
+	// Operator signing-key rotation (operatorkey.go): the prober, how long
+	// a silent server is waited for, the kick of RunKeyRotations, and the
+	// opened operator signing key, by public key.
+	opProber   OperatorProber
+	serverLive time.Duration
+	keyKick    chan struct{}
+	opSigner   opSigner
 }
 
 // New returns a Service.
@@ -277,7 +296,12 @@ func New(cfg Config) *Service {
 	if activations <= 0 {
 		activations = DefaultActivationLifetime
 	}
-	return &Service{agentRotateEvery: agentEvery, activations: activations, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
+	serverLive := cfg.KeyRotationServerLive
+	if serverLive <= 0 {
+		serverLive = DefaultKeyRotationServerLive
+	}
+	return &Service{opProber: cfg.OperatorProber, serverLive: serverLive, keyKick: make(chan struct{}, 1), activations: activations,
+		agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),

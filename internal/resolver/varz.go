@@ -1,0 +1,110 @@
+package resolver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/rotatord/rotatord"
+)
+
+// VarzSubject asks every nats-server of the cluster for its VARZ.
+const VarzSubject = "$SYS.REQ.SERVER.PING.VARZ"
+
+// varzQuiet is how long TrustedOperators waits for more replies after the
+// last one: the servers of a cluster answer within milliseconds of each
+// other.
+const varzQuiet = 200 * time.Millisecond
+
+type varzReply struct {
+	Server struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"server"`
+	Data *struct {
+		// The operator JWTs of the server's configuration (operator: ...);
+		// empty when the operators were given in code rather than config.
+		JWTs []string `json:"trusted_operators_jwt"`
+		// Their claims, always reported.
+		Claims []json.RawMessage `json:"trusted_operators_claim"`
+	} `json:"data"`
+}
+
+// TrustedOperators asks every server ($SYS.REQ.SERVER.PING.VARZ) which
+// operators it trusts, with their signing keys, and returns the answers that
+// came within wait (it returns early once answers stop coming for a moment).
+// ErrNotConnected without a NATS connection.
+func (p *Pusher) TrustedOperators(ctx context.Context, wait time.Duration) ([]rotatord.ServerTrust, error) {
+	nc := p.conn()
+	if nc == nil || !nc.IsConnected() {
+		return nil, ErrNotConnected
+	}
+	inbox := nc.NewInbox()
+	replies := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return nil, fmt.Errorf("ask nats-servers for varz: %w", err)
+	}
+	defer sub.Unsubscribe()      //nolint:errcheck // a unique inbox
+	sub.SetPendingLimits(-1, -1) //nolint:errcheck // fails only on a closed subscription
+	if err := nc.PublishRequest(VarzSubject, inbox, nil); err != nil {
+		return nil, fmt.Errorf("ask nats-servers for varz: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	var (
+		out   []rotatord.ServerTrust
+		seen  = map[string]bool{}
+		quiet <-chan time.Time
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return out, nil
+		case <-quiet:
+			return out, nil
+		case m := <-replies:
+			if t, ok := parseVarz(m.Data); ok && !seen[t.ServerID] {
+				seen[t.ServerID] = true
+				out = append(out, t)
+			}
+			quiet = time.After(varzQuiet)
+		}
+	}
+}
+
+// parseVarz reads a VARZ reply's trusted operators: from the configured
+// JWTs when there are any (checking their signatures), else from the
+// claims.
+func parseVarz(data []byte) (rotatord.ServerTrust, bool) {
+	var r varzReply
+	if json.Unmarshal(data, &r) != nil || r.Server.ID == "" || r.Data == nil {
+		return rotatord.ServerTrust{}, false
+	}
+	t := rotatord.ServerTrust{ServerID: r.Server.ID, ServerName: r.Server.Name, Operators: map[string][]string{}}
+	if t.ServerName == "" {
+		t.ServerName = t.ServerID
+	}
+	add := func(oc *jwt.OperatorClaims) {
+		t.Operators[oc.Subject] = append(t.Operators[oc.Subject], oc.SigningKeys...)
+	}
+	if len(r.Data.JWTs) > 0 {
+		for _, token := range r.Data.JWTs {
+			if oc, err := jwt.DecodeOperatorClaims(token); err == nil {
+				add(oc)
+			}
+		}
+		return t, true
+	}
+	for _, raw := range r.Data.Claims {
+		var oc jwt.OperatorClaims
+		if json.Unmarshal(raw, &oc) == nil && oc.Subject != "" {
+			add(&oc)
+		}
+	}
+	return t, true
+}
