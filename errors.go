@@ -22,6 +22,9 @@ const (
 	EINTERNAL     = "internal"     // anything else; details are logged, never returned
 	EUNSUPPORTED  = "unsupported"  // the feature is not configured on this server
 	ENOTMODIFIED  = "not_modified" // the caller already has the newest version
+	// EJWTFULL: the change would take an account JWT past the size guard
+	// (ROTATORD_MAX_ACCOUNT_JWT_BYTES) and rotatord cannot make room for it.
+	EJWTFULL = "account_jwt_full"
 )
 
 // Error codes of the agent API.
@@ -63,6 +66,7 @@ var (
 	ErrUnavailable  = &Error{Code: EUNAVAILABLE}
 	ErrUnsupported  = &Error{Code: EUNSUPPORTED}
 	ErrNotModified  = &Error{Code: ENOTMODIFIED}
+	ErrJWTFull      = &Error{Code: EJWTFULL}
 )
 
 // Errorf returns an *Error with the given code and a formatted message.

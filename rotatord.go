@@ -252,7 +252,11 @@ type Revocation struct {
 	ExpiresAt time.Time
 	Agent     string
 	Reason    string
-	// IssuedAt is the iat of the revoked JWT; zero when unknown.
+	// IssuedAt is the iat of the newest JWT of PublicKey that the entry
+	// revokes: once no credential in use was issued at or before it, the
+	// entry can be folded into a '*' entry. Zero means unknown, and the
+	// registry records RevokedAt instead: a '*' entry at or after RevokedAt
+	// refuses everything this entry refuses, so folding on it is always safe.
 	IssuedAt time.Time
 }
 

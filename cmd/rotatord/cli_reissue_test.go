@@ -28,7 +28,7 @@ func TestCLIAgentsReissue(t *testing.T) {
 	}
 	b, _ := os.ReadFile(file)
 	newKey := must(userKey(t, string(b)).PublicKey())
-	if newKey == oldKey || !strings.Contains(r.stdout, newKey) || !strings.Contains(r.stdout, oldKey) || strings.Contains(r.stdout, "SEED") {
+	if newKey == oldKey || !strings.Contains(r.stdout, newKey) || !strings.Contains(r.stdout, oldKey) || hasSeed(r.stdout) {
 		t.Fatalf("reissue printed %q; want the new and the revoked key, no seed", r.stdout)
 	}
 	// An existing file is never overwritten, and nothing is reissued then.

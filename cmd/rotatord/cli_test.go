@@ -128,7 +128,7 @@ func TestCLIAgents(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, "-----BEGIN NATS USER JWT-----") || strings.Contains(r.stdout, "Name:") {
 		t.Errorf("add stdout is not just a creds file:\n%s", r.stdout)
 	}
-	if seedOf(t, r.stdout) == "" || !strings.Contains(r.stderr, "lee") || strings.Contains(r.stderr, "SEED") {
+	if seedOf(t, r.stdout) == "" || !strings.Contains(r.stderr, "lee") || hasSeed(r.stderr) {
 		t.Errorf("add stderr = %q, want the summary without the seed", r.stderr)
 	}
 	// JSON with --creds-out leaves creds out of the document.
@@ -150,7 +150,7 @@ func TestCLIAgents(t *testing.T) {
 	}
 	r = e.runCLI("agents", "list", "--account", "fleet", "-o", "json").ok(t)
 	agents := decodeJSON(t, r.stdout)["agents"].([]any)
-	if len(agents) != 3 || agents[0].(map[string]any)["name"] != "kate" || strings.Contains(r.stdout, "SEED") {
+	if len(agents) != 3 || agents[0].(map[string]any)["name"] != "kate" || hasSeed(r.stdout) {
 		t.Fatalf("agents list -o json = %s", r.stdout)
 	}
 

@@ -19,13 +19,6 @@ import (
 	"github.com/rotatord/rotatord"
 )
 
-// pendingMetrics are metrics the rules and the dashboard use that other
-// branches add (planned names). A name listed here may be missing from
-// /metrics; once it is there the test fails until it is taken off the list.
-var pendingMetrics = map[string]string{
-	"rotatord_account_jwt_max_bytes": "bounded-jwts",
-}
-
 // notRotatords are series Prometheus makes itself.
 var notRotatords = map[string]bool{"up": true}
 
@@ -175,9 +168,6 @@ func family(name string, families map[string]string) string {
 			if typ := families[base]; typ == "histogram" || typ == "summary" {
 				return base
 			}
-			if _, pending := pendingMetrics[base]; pending {
-				return base
-			}
 		}
 	}
 	return name
@@ -187,8 +177,7 @@ func family(name string, families map[string]string) string {
 // Prometheus's own rule parser and the Grafana dashboard's queries with
 // PromQL's parser, and checks that every metric they name is on the
 // /metrics of a running rotatord (the real Main, with NATS, after a
-// rotation, a revoke and an alert, so that every series exists), except
-// those marked pending other branches.
+// rotation, a revoke and an alert, so that every series exists).
 func TestDeployRulesAndDashboard(t *testing.T) {
 	uses := rulesAndDashboardMetrics(t)
 
@@ -220,33 +209,12 @@ func TestDeployRulesAndDashboard(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var pendingMissing []string
 	for _, n := range names {
 		if notRotatords[n] {
 			continue
 		}
-		f := family(n, families)
-		_, found := families[f]
-		branch, pending := pendingMetrics[f]
-		switch {
-		case found && pending:
-			t.Errorf("%s is marked pending (%s) in pendingMetrics, but /metrics has it now: take it off the list", f, branch)
-		case !found && pending:
-			pendingMissing = append(pendingMissing, f+" ("+branch+")")
-		case !found:
+		if _, found := families[family(n, families)]; !found {
 			t.Errorf("%s is not on rotatord's /metrics; used by %s", n, strings.Join(uses[n], ", "))
 		}
-	}
-	used := map[string]bool{}
-	for n := range uses {
-		used[family(n, families)] = true
-	}
-	for f := range pendingMetrics {
-		if !used[f] {
-			t.Errorf("pendingMetrics lists %s, which nothing uses", f)
-		}
-	}
-	if len(pendingMissing) > 0 {
-		t.Logf("metrics pending other branches, not checked: %s", strings.Join(pendingMissing, ", "))
 	}
 }

@@ -294,19 +294,47 @@ func fleetRotation(b *testing.B, n int) {
 
 // BenchmarkRevokeToDrop measures the time from sending
 // POST /v1/agents/{name}/revoke to the agent's connection being dropped by
-// the server.
+// the server. With history=3000, 3,000 operator revocations are made in
+// the account first, then the next sweep runs (past the compaction
+// margin); the account JWT before and after it is reported, and the
+// revocations measured after that must not be slower than without the
+// history.
 //
-//	go test -run '^$' -bench RevokeToDrop -benchtime 200x ./cmd/rotatord
+//	go test -run '^$' -bench RevokeToDrop -benchtime 300x -timeout 20m ./cmd/rotatord
 func BenchmarkRevokeToDrop(b *testing.B) {
-	b.StopTimer()
+	for _, history := range []int{0, 3000} {
+		// Set up here, once: a sub-benchmark runs twice (b.N = 1, then b.N).
+		e, sizes := revokeEnv(b, history)
+		b.Run(fmt.Sprintf("history=%d", history), func(b *testing.B) {
+			for name, v := range sizes {
+				b.ReportMetric(float64(v), name)
+			}
+			revokeToDrop(b, e)
+		})
+	}
+}
+
+// revokeEnv starts rotatord and a nats-server with account fleet, and
+// makes history revocations in it. It returns the account JWT sizes it saw.
+func revokeEnv(b *testing.B, history int) (*env, map[string]int) {
+	b.Helper()
 	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" })
 	e.startNATS()
 	e.waitNATS()
 	e.http = &http.Client{Timeout: 10 * time.Second}
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
+	if history == 0 {
+		return e, nil
+	}
+	return e, revokeHistory(b, e, history)
+}
+
+func revokeToDrop(b *testing.B, e *env) {
+	b.StopTimer()
+	e.t = b
 	lat := make([]time.Duration, 0, b.N)
 	for i := range b.N {
-		name := fmt.Sprintf("agent-%05d", i)
+		name := fmt.Sprintf("agent-%d-%05d", b.N, i) // the b.N = 1 run made agent-1-00000
 		_, creds := createAgent(e, name, "fleet")
 		dropped := make(chan time.Time, 1)
 		nc, err := nats.Connect(e.ns.ClientURL(), nats.UserCredentials(writeCreds(b, creds)), nats.NoReconnect(),
@@ -336,4 +364,60 @@ func BenchmarkRevokeToDrop(b *testing.B) {
 	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "p50_ms")
 	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99_ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max_ms")
+	b.ReportMetric(float64(jwtBytes(b, e)), "jwt_bytes_at_end")
+}
+
+// revokeHistory makes n operator revocations in account fleet through the
+// API (agents created and revoked, a few at a time), then runs the sweep
+// once the compaction margin has passed and waits for the re-sign it
+// queues. It returns the account JWT's size before and after.
+func revokeHistory(b *testing.B, e *env, n int) map[string]int {
+	b.Helper()
+	start := time.Now()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := fmt.Sprintf("old-%05d", i)
+				createAgent(e, name, "fleet")
+				e.must(200, "POST", "/v1/agents/"+name+"/revoke", map[string]any{"reason": "history"})
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	before := jwtBytes(b, e)
+	b.Logf("%d revocations in %s; account JWT %d bytes", n, time.Since(start).Round(time.Second), before)
+	// The next sweep, once the last revoked JWT is older than the
+	// compaction margin (30 s), as the scheduler's minute sweep finds it.
+	time.Sleep(31 * time.Second)
+	ctx := context.Background()
+	if _, err := e.main.Service.Tick(ctx); err != nil {
+		b.Fatal(err)
+	}
+	// The sweep queues the account; the re-signer (at most one re-sign
+	// every 5 s) folds and pushes it.
+	eventually(b, 30*time.Second, "the sweep's re-sign to be stored and pushed", func() bool {
+		var queued, owed int
+		e.main.Store.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM account_resign), (SELECT count(*) FROM accounts WHERE pushed_version < jwt_version)`).Scan(&queued, &owed)
+		return queued == 0 && owed == 0
+	})
+	after := jwtBytes(b, e)
+	b.Logf("after the next sweep: account JWT %d bytes, %d entries", after, len(e.servedJWT("fleet").Revocations))
+	return map[string]int{"jwt_bytes_before_sweep": before, "jwt_bytes_after_sweep": after}
+}
+
+func jwtBytes(b *testing.B, e *env) int {
+	b.Helper()
+	var n int
+	if err := e.main.Store.Pool().QueryRow(context.Background(), `SELECT octet_length(jwt) FROM accounts WHERE name = 'fleet'`).Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
 }

@@ -44,6 +44,7 @@ func runImport(ctx context.Context, cfg Config, args []string, stdout, stderr io
 	grace := fs.Duration("grace", rotatord.DefaultGrace, "rotation grace period of the imported agents")
 	delivery := fs.String("delivery", string(rotatord.DeliveryPoll), "how the imported agents get new credentials: poll, vault or file")
 	cfg.bind(fs, "database-url", "master-key-file", "log-level", "log-format")
+	cfg.bind(fs, "max-account-jwt-bytes")
 	setUsage(fs, func() {
 		fmt.Fprint(stderr, `Usage:
   rotatord import [--store DIR] [--keys DIR] [--operator NAME] [flags]

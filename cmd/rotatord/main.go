@@ -202,7 +202,8 @@ func openService(ctx context.Context, cfg Config, needKey bool) (*registry.Store
 			return nil, nil, err
 		}
 	}
-	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Log: cfg.logger(), PublicURL: cfg.publicURL()})
+	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Log: cfg.logger(), PublicURL: cfg.publicURL(),
+		MaxAccountJWTBytes: int(cfg.MaxAccountJWTBytes)})
 	return store, svc, nil
 }
 

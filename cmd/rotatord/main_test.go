@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -433,6 +434,15 @@ func newPublicKey(t testing.TB, kind nkeys.PrefixByte) string {
 }
 
 // seedOf returns the user seed in a creds file.
+// seedRE matches an NKey user seed as nkeys encodes it.
+var seedRE = regexp.MustCompile(`SU[A-Z2-7]{56}`)
+
+// hasSeed reports whether s holds a user seed or a creds file's seed block
+// (a random JWT ID may contain the letters SEED, so those alone do not count).
+func hasSeed(s string) bool {
+	return seedRE.MatchString(s) || strings.Contains(s, "NKEY SEED")
+}
+
 func seedOf(t testing.TB, creds string) string {
 	t.Helper()
 	kp, err := jwt.ParseDecoratedUserNKey([]byte(creds))

@@ -144,6 +144,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.stats = newStatsReader(stats, statsEvery, statsTimeout, m.Config.Now, m.Log)
 	reg.MustRegister(m.stats)
+	reg.MustRegister(newJWTGuardGauge(m.Config.MaxAccountJWTBytes))
 
 	if err := m.setupDistributors(ctx); err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -167,6 +168,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AgentRotateMinInterval: m.Config.AgentRotateMinInterval,
 		MaxControlLine:         m.Config.MaxControlLine,
 		ResignEvery:            m.Config.ResignEvery, Cluster: m.clusterConfig(),
+		MaxAccountJWTBytes: int(m.Config.MaxAccountJWTBytes),
 	})
 	if err := m.recordReplica(ctx); err != nil {
 		return err

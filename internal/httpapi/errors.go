@@ -34,6 +34,8 @@ var statusOf = map[string]int{
 	rotatord.ETOOMANYREQUESTS:  http.StatusTooManyRequests,
 	rotatord.EDELIVERYMISMATCH: http.StatusConflict,
 	rotatord.ECREDEXPIRED:      http.StatusUnauthorized,
+	// The account JWT size guard's.
+	rotatord.EJWTFULL: http.StatusConflict,
 }
 
 type errorBody struct {

@@ -196,8 +196,7 @@ func (s *Store) ListPushOwed(ctx context.Context) ([]int64, error) {
 
 // Revocations returns an account's revocation entries.
 func (s *Store) Revocations(ctx context.Context, accountID int64) ([]rotatord.Revocation, error) {
-	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, revoked_at, expires_at, coalesce(agent_name, ''), reason,
-			coalesce(jwt_issued_at, 'epoch'::timestamptz)
+	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, revoked_at, expires_at, coalesce(agent_name, ''), reason, jwt_issued_at
 		FROM revocations WHERE account_id = $1 ORDER BY public_key`, accountID)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list revocations: %w", err))
@@ -209,16 +208,18 @@ func (s *Store) Revocations(ctx context.Context, accountID int64) ([]rotatord.Re
 	return out, nil
 }
 
-// AddRevocations upserts entries; an existing entry keeps the later time.
+// AddRevocations upserts entries; an existing entry keeps the later times.
+// An entry whose IssuedAt is unknown (zero) records its RevokedAt instead,
+// which is always safe to fold on (see rotatord.Revocation).
 func (s *Store) AddRevocations(ctx context.Context, accountID int64, rs []rotatord.Revocation) error {
 	n := len(rs)
 	keys, agents, reasons := make([]string, n), make([]string, n), make([]string, n)
-	revoked, expires, issued := make([]time.Time, n), make([]time.Time, n), make([]*time.Time, n)
+	revoked, expires, issued := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
 	for i, r := range rs {
 		keys[i], agents[i], reasons[i] = r.PublicKey, r.Agent, r.Reason
-		revoked[i], expires[i] = dbTime(r.RevokedAt), dbTime(r.ExpiresAt)
-		if !r.IssuedAt.IsZero() {
-			issued[i] = timePtr(&r.IssuedAt)
+		revoked[i], expires[i], issued[i] = dbTime(r.RevokedAt), dbTime(r.ExpiresAt), dbTime(r.IssuedAt)
+		if r.IssuedAt.IsZero() {
+			issued[i] = revoked[i]
 		}
 	}
 	// One statement for the lot; a key listed twice keeps the latest times.

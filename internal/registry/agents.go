@@ -210,18 +210,22 @@ func (s *Store) SetCredentialState(ctx context.Context, id int64, state string, 
 	return nil
 }
 
-// OldestValidIssuedAt reports the earliest issued_at among the
-// account's credentials that nats-server must still accept (pending or
-// active); ok is false when there are none.
-func (s *Store) OldestValidIssuedAt(ctx context.Context, accountID int64) (t time.Time, ok bool, err error) {
-	var p *time.Time
-	err = s.q(ctx).QueryRow(ctx, `SELECT min(c.issued_at) FROM credentials c JOIN agents g ON g.id = c.agent_id
-		WHERE g.account_id = $1 AND c.state IN ('pending', 'active')`, accountID).Scan(&p)
+// OldestValidIssuedAt reports the earliest issued_at among the account's
+// credentials that nats-server must still accept: pending or active, and
+// not expired before notExpiredAt (an expired JWT is refused anyway, so an
+// agent that has been away for days does not hold folding back). ok is
+// false when there are none.
+func (s *Store) OldestValidIssuedAt(ctx context.Context, accountID int64, notExpiredAt time.Time) (t time.Time, ok bool, err error) {
+	// Walking valid credentials from the oldest (credentials_valid_issued)
+	// finds the first one of the account without visiting the others.
+	err = s.q(ctx).QueryRow(ctx, `SELECT c.issued_at FROM credentials c JOIN agents g ON g.id = c.agent_id
+		WHERE g.account_id = $1 AND c.state IN ('pending', 'active') AND c.expires_at >= $2
+		ORDER BY c.issued_at LIMIT 1`, accountID, dbTime(notExpiredAt)).Scan(&t)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
 	if err != nil {
 		return time.Time{}, false, mapErr(fmt.Errorf("oldest valid credential: %w", err))
 	}
-	if p == nil {
-		return time.Time{}, false, nil
-	}
-	return *p, true, nil
+	return t, true, nil
 }

@@ -92,8 +92,7 @@ func (s *Store) ListRevocationsPage(ctx context.Context, accountID int64, f rota
 			return nil, mapErr(fmt.Errorf("list revocations: %w", err))
 		}
 	}
-	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, revoked_at, expires_at, coalesce(agent_name, ''), reason,
-			coalesce(jwt_issued_at, 'epoch'::timestamptz)
+	rows, err := s.q(ctx).Query(ctx, `SELECT public_key, revoked_at, expires_at, coalesce(agent_name, ''), reason, jwt_issued_at
 		FROM revocations
 		WHERE account_id = $1 AND ($2 = '' OR (revoked_at, public_key) <
 			(SELECT revoked_at, public_key FROM revocations WHERE account_id = $1 AND public_key = $2))

@@ -36,10 +36,16 @@ func TestSchemaVersion(t *testing.T) {
 	if err != nil || current != latest || got != latest {
 		t.Fatalf("SchemaVersion = %d, %d, %v; want %d, %d", current, got, err, latest, latest)
 	}
+	// Branches number their migrations in their own ranges until they are
+	// renumbered: the one before the newest need not be latest-1.
+	var prev int64
+	if err := s.Pool().QueryRow(ctx, `SELECT max(version_id) FROM goose_db_version WHERE is_applied AND version_id < $1`, latest).Scan(&prev); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Pool().Exec(ctx, `DELETE FROM goose_db_version WHERE version_id = $1`, latest); err != nil {
 		t.Fatal(err)
 	}
-	if current, _, err := s.SchemaVersion(qctx); err != nil || current != latest-1 {
-		t.Fatalf("SchemaVersion after removing the newest = %d, %v; want %d", current, err, latest-1)
+	if current, _, err := s.SchemaVersion(qctx); err != nil || current != prev {
+		t.Fatalf("SchemaVersion after removing the newest = %d, %v; want %d", current, err, prev)
 	}
 }

@@ -261,7 +261,8 @@ func (s *Store) ClaimResign(ctx context.Context) (int64, error) {
 }
 
 // QueueCompactable queues for a re-sign the accounts with revocation
-// entries that expired by now or whose revoked JWT was issued before cutoff.
+// entries whose revoked JWT expired before now or was issued at or before
+// cutoff.
 func (s *Store) QueueCompactable(ctx context.Context, now, cutoff time.Time) error {
 	_, err := s.q(ctx).Exec(ctx, `INSERT INTO account_resign (account_id)
 		SELECT DISTINCT r.account_id FROM revocations r JOIN accounts a ON a.id = r.account_id
@@ -277,7 +278,7 @@ func (s *Store) QueueCompactable(ctx context.Context, now, cutoff time.Time) err
 // before t into one '*' entry at t, and returns how many entries went.
 func (s *Store) CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error) {
 	tag, err := s.q(ctx).Exec(ctx, `DELETE FROM revocations WHERE account_id = $1 AND public_key <> '*'
-		AND jwt_issued_at IS NOT NULL AND jwt_issued_at <= $2`, accountID, dbTime(t))
+		AND jwt_issued_at <= $2`, accountID, dbTime(t))
 	if err != nil {
 		return 0, mapErr(fmt.Errorf("compact revocations: %w", err))
 	}
@@ -285,11 +286,12 @@ func (s *Store) CompactRevocations(ctx context.Context, accountID int64, t, expi
 		return 0, nil
 	}
 	_, err = s.q(ctx).Exec(ctx, `
-		INSERT INTO revocations (account_id, public_key, revoked_at, expires_at, reason)
-		VALUES ($1, '*', $2, $3, 'compacted')
+		INSERT INTO revocations (account_id, public_key, revoked_at, expires_at, reason, jwt_issued_at)
+		VALUES ($1, '*', $2, $3, 'compacted', $2)
 		ON CONFLICT (account_id, public_key) DO UPDATE SET
 			revoked_at = greatest(revocations.revoked_at, excluded.revoked_at),
-			expires_at = greatest(revocations.expires_at, excluded.expires_at)`,
+			expires_at = greatest(revocations.expires_at, excluded.expires_at),
+			jwt_issued_at = greatest(revocations.jwt_issued_at, excluded.jwt_issued_at)`,
 		accountID, dbTime(t), dbTime(expires))
 	if err != nil {
 		return 0, mapErr(fmt.Errorf("compact revocations: %w", err))

@@ -120,58 +120,57 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 	return acc, err
 }
 
-// signAccount encodes acc's JWT with the operator's signing key from its
-// fields, its claims (minting the activation tokens its imports need, see
-// importSpecs), its signing keys, its roles' scoped keys and the given
-// revocations.
+// signAccount sets acc's JWT, signed with the operator's signing key from
+// its fields, its claims (minting the activation tokens its imports need,
+// see importSpecs), its signing keys, its roles' scoped keys and the given
+// revocations. A JWT over the size guard is ErrJWTFull, and acc is left as
+// it was.
 func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs []rotatord.Revocation) error {
-	opSigner, err := s.signer(ctx, 0)
+	token, id, err := s.encodeAccount(ctx, acc, revs)
 	if err != nil {
 		return err
+	}
+	if err := s.checkJWTSize(acc, token); err != nil {
+		return err
+	}
+	acc.JWT, acc.JWTID = token, id
+	return nil
+}
+
+// encodeAccount encodes acc's JWT (see signAccount) whatever its size.
+func (s *Service) encodeAccount(ctx context.Context, acc *rotatord.Account, revs []rotatord.Revocation) (token, id string, err error) {
+	opSigner, err := s.signer(ctx, 0)
+	if err != nil {
+		return "", "", err
 	}
 	var scoped []jwtissue.ScopedKey
 	if acc.ID != 0 { // a stored account may have roles
 		if scoped, err = s.scopedKeys(ctx, acc.ID); err != nil {
-			return err
+			return "", "", err
 		}
 	}
 	claims, err := claimsOf(acc)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	imports, err := s.importSpecs(ctx, acc, claims)
 	if err != nil {
-		return err
+		return "", "", err
 	}
-	acc.JWT, acc.JWTID, err = jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
+	return jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
 		Name: acc.Name, PublicKey: acc.PublicKey, Description: acc.Description,
 		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Claims: *claims, Imports: imports, Revocations: revs, Base: acc.BaseClaims,
 		ScopedKeys: scoped,
 	})
-	return err
 }
 
 // resignAccount re-signs the locked account from what the store holds and
 // stores the new JWT with a bumped version. Run it inside InTx after
-// LockAccount; push after commit.
+// LockAccount; push after commit. Over the size guard it prunes and folds
+// what no credential in use needs, and fails with ErrJWTFull if that is not
+// enough; changes that revoke use resignRevoking, which always lands.
 func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) error {
-	keys, err := s.store.SigningKeys(ctx, acc.ID)
-	if err != nil {
-		return err
-	}
-	revs, err := s.store.Revocations(ctx, acc.ID)
-	if err != nil {
-		return err
-	}
-	acc.SigningKeys = keys
-	acc.Revocations = len(revs)
-	if err := s.signAccount(ctx, acc, revs); err != nil {
-		return err
-	}
-	if err := s.store.UpdateAccount(ctx, acc); err != nil {
-		return err
-	}
-	return s.stampResigned(ctx, acc)
+	return s.resign(ctx, acc, false)
 }
 
 // Account returns the named account with its signing keys and claims.

@@ -405,7 +405,7 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 		return nil, nil, err
 	}
 	if len(keys) > 0 {
-		if err := s.resignAccount(ctx, acc); err != nil {
+		if err := s.resignRevoking(ctx, acc); err != nil {
 			return nil, nil, err
 		}
 		if s.pusher != nil {
@@ -426,6 +426,14 @@ func (s *Service) revokeKeys(ctx context.Context, actor Actor, name, reason stri
 	return g, keys, nil
 }
 
+// revocationOf is the revocation entry for credential c, revoked at now:
+// with the iat and expiry of its JWT, so that the entry can be folded into
+// '*' and pruned like any other.
+func revocationOf(c *rotatord.Credential, now time.Time, agent, reason string) rotatord.Revocation {
+	return rotatord.Revocation{PublicKey: c.PublicKey, RevokedAt: revocationTime(c, now), ExpiresAt: c.ExpiresAt,
+		IssuedAt: c.IssuedAt, Agent: agent, Reason: reason}
+}
+
 // revokeCredentials revokes every pending and active key of g (locked,
 // with its account acc locked) into the account's revocations and ends its
 // rotation in flight, if any, with endReason; it returns the keys and the
@@ -443,8 +451,7 @@ func (s *Service) revokeCredentials(ctx context.Context, actor Actor, g *rotator
 			return nil, "", err
 		}
 		keys = append(keys, c.PublicKey)
-		revs = append(revs, rotatord.Revocation{PublicKey: c.PublicKey, RevokedAt: revocationTime(c, now),
-			ExpiresAt: c.ExpiresAt, Agent: g.Name, Reason: reason})
+		revs = append(revs, revocationOf(c, now, g.Name, reason))
 	}
 	var ended string
 	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
@@ -615,7 +622,7 @@ func (s *Service) ReissueAgent(ctx context.Context, actor Actor, name string) (*
 		}
 		res.Agent, res.Creds = g, creds
 		if len(res.RevokedKeys) > 0 {
-			if err := s.resignAccount(ctx, acc); err != nil {
+			if err := s.resignRevoking(ctx, acc); err != nil {
 				return err
 			}
 			if s.pusher != nil {

@@ -65,7 +65,9 @@ func (s *Service) StartRotation(ctx context.Context, actor Actor, agent, trigger
 // generated itself; otherwise rotatord makes one and keeps its seed sealed.
 func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger, pub string) (*rotatord.Rotation, error) {
 	var r *rotatord.Rotation
+	var noRoom error
 	err := s.inTx(ctx, func(ctx context.Context) error {
+		noRoom = nil
 		g, err := s.store.LockAgent(ctx, agent)
 		if err != nil {
 			return err
@@ -94,6 +96,17 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 		} else if inflight != nil {
 			return &rotatord.RotationInFlightError{Agent: g.Name, Rotation: inflight.ID}
 		}
+		if _, refused, err := s.roomFor(ctx, []*rotatord.Agent{g}); err != nil {
+			return err
+		} else if len(refused) > 0 {
+			// Committed: the alert, and a scheduled retry later rather
+			// than at every tick.
+			noRoom = refused[0].err
+			if trigger == rotatord.TriggerSchedule {
+				return s.postpone(ctx, refused, now)
+			}
+			return nil
+		}
 		rs, err := s.start(ctx, actor, []*rotatord.Agent{g}, trigger, pub, now)
 		if err != nil {
 			return err
@@ -101,6 +114,9 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 		r = rs[0]
 		return nil
 	})
+	if err == nil && noRoom != nil {
+		err = noRoom
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start rotation of %s: %w", agent, err)
 	}
@@ -114,6 +130,13 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 // distributing, so those rotations are stored distributed at once. pub is
 // a key the agent generated (one agent only) or empty.
 func (s *Service) start(ctx context.Context, actor Actor, gs []*rotatord.Agent, trigger, pub string, now time.Time) ([]*rotatord.Rotation, error) {
+	// Callers sort out the rotations with no room first (roomFor); this
+	// keeps one that did not from overfilling an account JWT.
+	if _, refused, err := s.roomFor(ctx, gs); err != nil {
+		return nil, err
+	} else if len(refused) > 0 {
+		return nil, refused[0].err
+	}
 	creds := make([]*rotatord.Credential, len(gs))
 	for i, g := range gs {
 		var cred *rotatord.Credential
@@ -194,6 +217,16 @@ func (s *Service) startDue(ctx context.Context, names []string) (started int, re
 			} else {
 				rest = append(rest, g.Name)
 			}
+		}
+		if len(poll) == 0 {
+			return nil
+		}
+		poll, refused, err := s.roomFor(ctx, poll)
+		if err != nil {
+			return err
+		}
+		if err := s.postpone(ctx, refused, now); err != nil {
+			return err
 		}
 		if len(poll) == 0 {
 			return nil
@@ -495,9 +528,7 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 		if revs[it.g.AccountID] == nil {
 			accounts = append(accounts, it.g.AccountID)
 		}
-		revs[it.g.AccountID] = append(revs[it.g.AccountID], rotatord.Revocation{PublicKey: old.PublicKey,
-			RevokedAt: revocationTime(old, now), ExpiresAt: old.ExpiresAt, IssuedAt: old.IssuedAt,
-			Agent: it.g.Name, Reason: rotatord.RevocationRotated})
+		revs[it.g.AccountID] = append(revs[it.g.AccountID], revocationOf(old, now, it.g.Name, rotatord.RevocationRotated))
 	}
 	if len(retire) > 0 {
 		if err := s.store.SetCredentialStates(ctx, retire, rotatord.CredentialRetired, now); err != nil {
@@ -596,9 +627,7 @@ func (s *Service) rollback(ctx context.Context, g *rotatord.Agent, r *rotatord.R
 		if err := s.store.SetCredentialState(ctx, cred.ID, rotatord.CredentialRevoked, now); err != nil {
 			return nil, err
 		}
-		if err := s.store.AddRevocations(ctx, g.AccountID, []rotatord.Revocation{{PublicKey: cred.PublicKey,
-			RevokedAt: revocationTime(cred, now), ExpiresAt: cred.ExpiresAt, IssuedAt: cred.IssuedAt,
-			Agent: g.Name, Reason: "rolled back"}}); err != nil {
+		if err := s.store.AddRevocations(ctx, g.AccountID, []rotatord.Revocation{revocationOf(cred, now, g.Name, "rolled back")}); err != nil {
 			return nil, err
 		}
 		if err := s.store.QueueResign(ctx, g.AccountID); err != nil {

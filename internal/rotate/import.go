@@ -512,6 +512,12 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 	// content: the servers already hold it. Otherwise it is re-signed now,
 	// so what rotatord serves is what it will keep signing.
 	resign := madePub != "" || len(lost) > 0
+	if !resign {
+		if err := im.s.checkJWTSize(&acc, acc.JWT); err != nil {
+			im.bad.add("%s: account %s: %s", a.File, acc.Name, rotatord.ErrorMessage(err))
+			return nil
+		}
+	}
 	if err := im.s.store.CreateAccount(ctx, &acc); err != nil {
 		return err
 	}
@@ -533,7 +539,10 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 	if resign {
 		// Signed once the signing keys and roles are stored: the JWT
 		// lists them.
-		if err := im.s.resignAccount(ctx, &acc); err != nil {
+		if err := im.s.resignAccount(ctx, &acc); errors.Is(err, rotatord.ErrJWTFull) {
+			im.bad.add("%s: account %s: %s", a.File, acc.Name, rotatord.ErrorMessage(err))
+			return nil
+		} else if err != nil {
 			return err
 		}
 		if err := im.is.MarkPushOwed(ctx, acc.ID); err != nil {
@@ -652,7 +661,10 @@ func (im *importer) linkImports(ctx context.Context) error {
 			return err
 		}
 		locked.Claims = acc.Claims
-		if err := im.s.resignAccount(ctx, locked); err != nil {
+		if err := im.s.resignAccount(ctx, locked); errors.Is(err, rotatord.ErrJWTFull) {
+			im.bad.add("account %s: %s", acc.Name, rotatord.ErrorMessage(err))
+			continue
+		} else if err != nil {
 			return err
 		}
 		if err := im.is.MarkPushOwed(ctx, acc.ID); err != nil {
@@ -699,9 +711,11 @@ func ownerName(accountID int64) string {
 }
 
 // importRevocations turns an account JWT's revocations into entries
-// rotatord keeps re-signing. The iat of the revoked JWT is left unknown, so
-// an entry is never folded into a '*' entry; it is pruned once the JWT it
-// revokes expires, when that is known.
+// rotatord keeps re-signing. The iat of the revoked JWT is left unknown
+// (the key may have JWTs rotatord never saw), so the registry records the
+// entry's own time: it folds into '*' only once '*' reaches that time, in
+// accounts that fold at all (not keep_revocations). It is pruned once the
+// JWT it revokes expires, when that is known.
 func importRevocations(a *rotatord.ImportedAccount, users []*rotatord.ImportedUser) []rotatord.Revocation {
 	exp := map[string]time.Time{}
 	names := map[string]string{}

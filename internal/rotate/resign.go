@@ -12,7 +12,10 @@ import (
 
 // compactionMargin keeps the '*' entry clear of credentials being issued
 // right now by another replica (not committed yet, so not seen as valid),
-// whose clock may be somewhat behind this one's.
+// whose clock may be somewhat behind this one's. Entries are also pruned,
+// and credentials stop holding folding back, only this long after their
+// JWT's expiry: a server whose clock is behind still accepts the JWT until
+// its own clock gets there.
 const compactionMargin = 30 * time.Second
 
 // ResignQueued re-signs every account whose revocations changed, each once
@@ -40,13 +43,16 @@ func (s *Service) ResignQueued(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
-			if jwtHasRevocations(acc.JWT, revs) {
+			if jwtHasRevocations(acc.JWT, revs) && len(acc.JWT) <= s.maxJWT {
 				unchanged = true // a sweep found nothing to fold: keep the JWT
 				// Rotations queued it too: the stored JWT may carry their
 				// old keys' revocations already.
-				return s.stampResigned(ctx, acc)
+				if err := s.stampResigned(ctx, acc); err != nil {
+					return err
+				}
+				return s.watchSize(ctx, acc, revs)
 			}
-			return s.resignAccount(ctx, acc)
+			return s.resignRevoking(ctx, acc)
 		})
 		if err != nil {
 			return n, fmt.Errorf("re-sign queued account: %w", err)
@@ -68,17 +74,20 @@ func (s *Service) ResignQueued(ctx context.Context) (int, error) {
 // pruneRevocations keeps an account JWT small: entries whose revoked JWT
 // has expired go, and entries whose revoked JWT was issued before every
 // credential still valid in the account fold into one '*' entry, which
-// revokes nothing in use.
+// revokes nothing in use. Every entry records the iat of the JWT it
+// revokes (or, when that is unknown, its own revocation time), so every
+// kind of entry folds: rotations, rollbacks, operator revocations, deletes
+// and imports.
 func (s *Service) pruneRevocations(ctx context.Context, acc *rotatord.Account) error {
 	now := s.now()
-	if _, err := s.store.DeleteRevocationsExpiredBefore(ctx, acc.ID, now); err != nil {
+	if _, err := s.store.DeleteRevocationsExpiredBefore(ctx, acc.ID, now.Add(-compactionMargin)); err != nil {
 		return err
 	}
 	if acc.KeepRevocations {
 		return nil
 	}
 	cutoff := now.Add(-compactionMargin)
-	if oldest, ok, err := s.store.OldestValidIssuedAt(ctx, acc.ID); err != nil {
+	if oldest, ok, err := s.store.OldestValidIssuedAt(ctx, acc.ID, now.Add(-compactionMargin)); err != nil {
 		return err
 	} else if ok && oldest.Before(cutoff) {
 		cutoff = oldest
@@ -174,5 +183,10 @@ func (s *Service) sweepRevocations(ctx context.Context, now time.Time) error {
 	if !due {
 		return nil
 	}
-	return s.store.QueueCompactable(ctx, now, now.Add(-compactionMargin))
+	if err := s.store.QueueCompactable(ctx, now.Add(-compactionMargin), now.Add(-compactionMargin)); err != nil {
+		return err
+	}
+	// Accounts past half the guard are looked at again each time, so that
+	// the agents holding folding back keep being rotated (guard.go).
+	return s.store.QueueLargeAccounts(ctx, s.maxJWT/2)
 }

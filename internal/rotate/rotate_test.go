@@ -29,13 +29,25 @@ func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 
 func newService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store) {
 	t.Helper()
-	svc, store, _ := newSealedService(t, clk)
+	return newServiceWith(t, clk, rotate.Config{NoJitter: true})
+}
+
+// newServiceWith is newService with cfg; Store, Sealer and Now are set here.
+func newServiceWith(t testing.TB, clk *fakeClock, cfg rotate.Config) (*rotate.Service, *registry.Store) {
+	t.Helper()
+	svc, store, _ := newSealedServiceWith(t, clk, cfg)
 	return svc, store
 }
 
 // newSealedService is newService that also returns the sealer, for a second
 // service on the same database.
 func newSealedService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.Store, *seal.Sealer) {
+	t.Helper()
+	return newSealedServiceWith(t, clk, rotate.Config{NoJitter: true})
+}
+
+// newSealedServiceWith is newSealedService with cfg (see newServiceWith).
+func newSealedServiceWith(t testing.TB, clk *fakeClock, cfg rotate.Config) (*rotate.Service, *registry.Store, *seal.Sealer) {
 	t.Helper()
 	store, err := registry.Open(context.Background(), pgtest.New(t))
 	if err != nil {
@@ -45,7 +57,8 @@ func newSealedService(t *testing.T, clk *fakeClock) (*rotate.Service, *registry.
 	key := make([]byte, seal.KeySize)
 	rand.Read(key)
 	sealer, _ := seal.New(key)
-	svc := rotate.New(rotate.Config{Store: store, Sealer: sealer, Now: clk.Now, NoJitter: true})
+	cfg.Store, cfg.Sealer, cfg.Now = store, sealer, clk.Now
+	svc := rotate.New(cfg)
 	if _, _, err := svc.Init(context.Background(), "test", "op"); err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,7 @@ type Store interface {
 	ClaimResign(ctx context.Context) (int64, error)
 	QueueCompactable(ctx context.Context, now, cutoff time.Time) error
 	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
-	OldestValidIssuedAt(ctx context.Context, accountID int64) (time.Time, bool, error)
+	OldestValidIssuedAt(ctx context.Context, accountID int64, notExpiredAt time.Time) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
 	PruneProofs(ctx context.Context, margin time.Duration) error
 	AgentRotationWait(ctx context.Context, agentID int64, every time.Duration) (time.Duration, error)
@@ -107,6 +107,11 @@ type Store interface {
 
 	MasterKeyStore
 	KeyRotationStore
+	// The account JWT size guard (guard.go).
+	QueueLargeAccounts(ctx context.Context, bytes int) error
+	HastenRotations(ctx context.Context, accountID int64, issuedBy, now time.Time, failing bool) (holders, moved int64, err error)
+	RevocationRoom(ctx context.Context, accountID int64) (keep bool, entries, inFlight int, err error)
+	AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error)
 
 	// Exports, imports and activation tokens between accounts (accountclaims.go).
 	AccountGraphStore
@@ -205,6 +210,10 @@ type Config struct {
 	// a server that stopped answering; DefaultKeyRotationServerLive when
 	// zero.
 	KeyRotationServerLive time.Duration
+	// MaxAccountJWTBytes is the size guard of account JWTs
+	// (DefaultMaxAccountJWTBytes when 0): rotatord never stores a larger
+	// one, and makes room when a revocation would cross it (guard.go).
+	MaxAccountJWTBytes int
 }
 
 // DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
@@ -234,6 +243,7 @@ type Service struct {
 	// agentRotateEvery: see Config.AgentRotateMinInterval.
 	agentRotateEvery time.Duration
 	maxControl       int
+	maxJWT           int // the account JWT size guard, in bytes
 	// activations: see Config.ActivationLifetime.
 	activations time.Duration
 
@@ -307,7 +317,8 @@ func New(cfg Config) *Service {
 		resignKick: make(chan struct{}, 1), alertKick: make(chan struct{}, 1), watchKick: make(chan struct{}, 1),
 		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine),
 		prober:     cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
-		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1)}
+		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1),
+		maxJWT: cmp.Or(max(cfg.MaxAccountJWTBytes, 0), DefaultMaxAccountJWTBytes)}
 }
 
 // Actor names who asked for a change, for the audit trail.

@@ -123,6 +123,9 @@ func (s *Service) startAll(ctx context.Context, due []string) int {
 		if errors.Is(err, errNotDue) || isInFlight(err) || errors.Is(err, errAgentRevoked) {
 			return errSkip // another replica got there first
 		}
+		if errors.Is(err, rotatord.ErrJWTFull) {
+			return errSkip // alerted and postponed
+		}
 		return err
 	})
 }
