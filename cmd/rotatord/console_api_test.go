@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/rotate"
 )
 
 // names returns the agent names of a GET /v1/agents answer.
@@ -59,8 +60,19 @@ func TestConsoleAPI(t *testing.T) {
 		status, body := e.do("GET", "/v1/whoami", viewer, nil)
 		var me map[string]any
 		json.Unmarshal(body, &me) //nolint:errcheck // checked below
-		if status != 200 || me["name"] != "viewer" || me["scope"] != "read" {
+		if status != 200 || me["name"] != "viewer" || me["scope"] != "read" || me["expires_at"] != nil {
 			t.Fatalf("whoami = %d %s", status, body)
+		}
+		// A token that expires says when, so the console can show it.
+		secret, tok, err := e.main.Service.IssueToken(context.Background(), "test",
+			rotate.TokenInput{Name: "shortlived", Scope: rotatord.ScopeRead, Expires: 48 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body = e.do("GET", "/v1/whoami", secret, nil)
+		json.Unmarshal(body, &me) //nolint:errcheck // checked below
+		if at, _ := time.Parse(time.RFC3339, fmt.Sprint(me["expires_at"])); status != 200 || !at.Equal(tok.ExpiresAt.Truncate(time.Second)) {
+			t.Fatalf("whoami of an expiring token = %d %s, want expires_at %s", status, body, tok.ExpiresAt)
 		}
 		if status, _ := e.do("GET", "/v1/whoami", "", nil); status != 401 {
 			t.Fatalf("whoami without a token = %d, want 401", status)

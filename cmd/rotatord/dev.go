@@ -442,24 +442,12 @@ Use the CLI and audit verify, in another shell:
   nats --creds %[15]s pub demo.hello hi   # publish as the demo agent
   %[14]s agents revoke %[5]s           # cut it off (the next start makes it again)
 `, d.main.URL(), rel(devTokenFile), d.natsURL, db, devAgentName, d.agent.pid(), rel(devAgentLog), devSubject,
-		d.o.schedule, shortDuration(d.o.grace), d.first.Format("15:04:05"), shortDuration(until), rel(devEnvFile), bin, rel(devCredsFile))
+		d.o.schedule, rotatord.FormatDuration(d.o.grace), d.first.Format("15:04:05"), rotatord.FormatDuration(until), rel(devEnvFile), bin, rel(devCredsFile))
 	if len(d.o.ignoredEnv) > 0 {
 		sort.Strings(d.o.ignoredEnv)
 		fmt.Fprintf(w, "\nIgnored from your environment (dev uses its own; flags change them): %s\n", strings.Join(d.o.ignoredEnv, ", "))
 	}
 	fmt.Fprintf(w, "\nCtrl-C stops everything; the data stays in %s.\n", displayPath(d.dir))
-}
-
-// shortDuration writes 1m rather than 1m0s.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 // displayPath is path relative to the working folder when it is under it.

@@ -317,10 +317,10 @@ func Rotations(stuck []*rotatord.Rotation, nStuck int, rolled []*rotatord.Rotati
 	}
 	if nRolled > 0 {
 		out = append(out, warn(Result{Check: "rollbacks"},
-			fmt.Sprintf("%d rotations rolled back in the last %s: %s", nRolled, short(since), rotationList(rolled, nRolled, func(r *rotatord.Rotation) string { return r.Reason })),
+			fmt.Sprintf("%d rotations rolled back in the last %s: %s", nRolled, rotatord.FormatDuration(since), rotationList(rolled, nRolled, func(r *rotatord.Rotation) string { return r.Reason })),
 			"the agents did not take their new keys in time: check that they poll or read their delivery and reconnect (`rotatord rotations list --state rolled_back`)"))
 	} else {
-		out = append(out, ok(Result{Check: "rollbacks"}, fmt.Sprintf("none in the last %s", short(since))))
+		out = append(out, ok(Result{Check: "rollbacks"}, fmt.Sprintf("none in the last %s", rotatord.FormatDuration(since))))
 	}
 	return out
 }
@@ -408,18 +408,6 @@ func (p NATSProbe) MaxPayload() int {
 		}
 	}
 	return least
-}
-
-// short writes 24h rather than 24h0m0s.
-func short(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 func ok(r Result, msg string) Result { r.Status, r.Message = StatusOK, msg; return r }

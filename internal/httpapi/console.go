@@ -42,7 +42,12 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, rotatord.Errorf(rotatord.EUNAUTHORIZED, "missing bearer token"))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"name": t.Name, "scope": t.Scope, "created_at": t.CreatedAt.UTC()})
+	var expires *time.Time
+	if t.ExpiresAt != nil {
+		e := t.ExpiresAt.UTC()
+		expires = &e
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"name": t.Name, "scope": t.Scope, "created_at": t.CreatedAt.UTC(), "expires_at": expires})
 }
 
 type lastRotationJSON struct {

@@ -82,7 +82,7 @@ type agentJSON struct {
 func toAgentJSON(g *rotatord.Agent) agentJSON {
 	out := agentJSON{
 		Name: g.Name, Account: g.Account, State: g.State, Permissions: g.Permissions.Normalize(),
-		Rotation: rotationJSON{Schedule: g.Rotation.Schedule, Grace: formatDuration(g.Rotation.Grace)},
+		Rotation: rotationJSON{Schedule: g.Rotation.Schedule, Grace: rotatord.FormatDuration(g.Rotation.Grace)},
 		Delivery: g.Delivery, NextRotationAt: g.NextRotationAt, CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt,
 	}
 	if c := g.Active; c != nil {
@@ -118,6 +118,3 @@ func toAuditJSON(e *rotatord.AuditEvent) auditJSON {
 	return auditJSON{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Account: e.Account, Agent: e.Agent,
 		PublicKey: e.PublicKey, Rotation: e.Rotation, Details: d}
 }
-
-// formatDuration writes d the way operators write it: 30m, not 30m0s.
-func formatDuration(d time.Duration) string { return rotatord.FormatDuration(d) }

@@ -1,6 +1,6 @@
 // Accounts: their agents, the account JWT's size against the guard
-// (ROTATORD_MAX_ACCOUNT_JWT_BYTES), revocation entries and, where rotatord
-// tracks them, which servers hold the current JWT.
+// (ROTATORD_MAX_ACCOUNT_JWT_BYTES), revocation entries and, on an account's
+// page, which servers hold the current JWT.
 
 import { get } from './api.js';
 import { h, replace, route, when, badge, table, fmtBytes } from './dom.js';
@@ -15,13 +15,6 @@ function meter(bytes, max) {
     h('span', { class: `size ${level}`, text: `${fmtBytes(bytes)} of ${fmtBytes(max)} (${pct.toFixed(1)}%)` }));
 }
 
-// servers is propagation's per-server state, shown when the API has it.
-function serversCell(a) {
-  if (!Array.isArray(a.servers)) return h('span', { class: 'muted', text: '—' });
-  const current = a.servers.filter((s) => s.current).length;
-  return h('span', { class: current === a.servers.length ? 'ok' : 'warn', text: `${current}/${a.servers.length} current` });
-}
-
 export const list = {
   mount(el) {
     const body = h('div', { id: 'accounts-table' });
@@ -29,13 +22,13 @@ export const list = {
     return {
       async refresh() {
         const { accounts } = await get('/v1/accounts');
-        replace(body, table(['Account', 'Agents', 'JWT size', 'Revocation entries', 'Servers', 'Updated'],
+        replace(body, table(['Account', 'Agents', 'JWT size', 'JWT version', 'Revocation entries', 'Updated'],
           accounts.map((a) => h('tr', { 'data-account': a.name },
             h('td', {}, h('a', { href: route('accounts', a.name), text: a.name }), a.system ? [' ', badge('system')] : null),
             h('td', {}, h('a', { href: `#/fleet?account=${encodeURIComponent(a.name)}`, text: String(a.agents) })),
             h('td', {}, meter(a.jwt_bytes, a.jwt_max_bytes)),
+            h('td', { text: String(a.jwt_version) }),
             h('td', { text: String(a.revocations) }),
-            h('td', {}, serversCell(a)),
             h('td', {}, when(a.updated_at)))), { empty: 'No accounts yet.' }));
       },
     };

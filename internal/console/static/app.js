@@ -17,7 +17,9 @@ const $ = (id) => document.getElementById(id);
 let me = null; // {name, scope} of the signed-in token
 let current = null; // {key, view}
 let timer = null;
-let refreshing = false;
+// The view whose refresh is running: a new view refreshes at once even
+// while the previous view's refresh has not come back.
+let refreshing = null;
 
 function showNotice(message, kind = 'info') {
   const n = $('notice');
@@ -119,9 +121,9 @@ function render() {
 }
 
 async function refreshNow() {
-  if (!current || refreshing) return;
-  refreshing = true;
+  if (!current || refreshing === current) return;
   const mine = current;
+  refreshing = mine;
   try {
     await mine.view.refresh();
     if (mine === current) {
@@ -134,7 +136,7 @@ async function refreshNow() {
       $('live').classList.add('stale');
     }
   } finally {
-    refreshing = false;
+    if (refreshing === mine) refreshing = null;
   }
 }
 
@@ -171,7 +173,8 @@ function showApp(who) {
   $('signin').hidden = true;
   $('nav').hidden = false;
   $('whoami').hidden = false;
-  replace($('identity'), h('strong', { text: who.name }), ' ', h('span', { class: 'scope', text: who.scope }));
+  replace($('identity'), h('strong', { text: who.name }), ' ', h('span', { class: 'scope', text: who.scope }),
+    who.expires_at ? h('span', { class: 'muted', text: ` · expires ${fmtTime(who.expires_at)}` }) : null);
   startTimer();
   render();
 }
