@@ -53,7 +53,7 @@ func runDemoAgent(ctx context.Context, args []string, stdin io.Reader, stderr io
 	if err != nil {
 		return fmt.Errorf("read creds: %w", err)
 	}
-	s := &credsSaver{path: *credsFile, log: log}
+	var s *agent.CredsSaver
 	var a *agent.Client
 	a, err = agent.New(agent.Config{
 		Server: *server, Name: *name, Creds: creds,
@@ -65,7 +65,7 @@ func runDemoAgent(ctx context.Context, args []string, stdin io.Reader, stderr io
 				log.Error("the servers refuse every key we hold; waiting for new creds", "key", st.PublicKey, "last_error", st.LastError)
 			case agent.StateConnected:
 				log.Info("connected", "key", st.PublicKey, "rotations", st.Rotations)
-				s.save(a)
+				s.Save(a) //nolint:errcheck // logged; the next connect tries again
 			default:
 				log.Info("state", "state", state, "err", err)
 			}
@@ -75,7 +75,7 @@ func runDemoAgent(ctx context.Context, args []string, stdin io.Reader, stderr io
 	if err != nil {
 		return fmt.Errorf("creds file %s: %w", *credsFile, err)
 	}
-	s.saved = a.PublicKey()
+	s = agent.NewCredsSaver(*credsFile, a, log)
 	closed := make(chan struct{})
 	nc, err := a.Connect(*natsURL, nats.DrainTimeout(5*time.Second),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
@@ -124,27 +124,3 @@ func runDemoAgent(ctx context.Context, args []string, stdin io.Reader, stderr io
 	}
 }
 
-// credsSaver writes the creds in use back to the creds file when they
-// changed, so a restart starts with a key the servers accept.
-type credsSaver struct {
-	path  string
-	log   *slog.Logger
-	mu    sync.Mutex
-	saved string // public key in the file
-}
-
-func (s *credsSaver) save(a *agent.Client) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	pub, file := a.PublicKey(), a.CredsFile()
-	if pub == s.saved {
-		return
-	}
-	if err := writeSecretFile(s.path, file); err != nil {
-		// The error names the file only, never the creds.
-		s.log.Error("save creds", "file", s.path, "err", err)
-		return
-	}
-	s.saved = pub
-	s.log.Info("saved the new creds", "file", s.path, "key", pub)
-}

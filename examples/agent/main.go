@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -129,7 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("read creds: %w", err)
 	}
 
-	s := &saver{path: cfg.CredsFile, log: log}
+	var s *agent.CredsSaver
 	var a *agent.Client
 	a, err = agent.New(agent.Config{
 		Server: cfg.Rotatord,
@@ -147,7 +146,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 				log.Info("state", "state", state, "key", st.PublicKey, "rotations", st.Rotations, "fallbacks", st.Fallbacks)
 				// After a rotation, or a fallback to the previous key,
 				// the file must hold the key that works.
-				s.save(a)
+				s.Save(a) //nolint:errcheck // logged; the next connect tries again
 			default:
 				log.Info("state", "state", state, "err", err)
 			}
@@ -157,7 +156,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("creds file %s: %w", cfg.CredsFile, err)
 	}
-	s.saved = a.PublicKey()
+	s = agent.NewCredsSaver(cfg.CredsFile, a, log)
 
 	closed := make(chan struct{})
 	nc, err := a.Connect(cfg.NATSURL,
@@ -242,58 +241,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			}
 		}
 	}
-}
-
-// saver writes the creds in use back to the creds file when they changed,
-// so that a restart starts with the key the servers accept.
-type saver struct {
-	path  string
-	log   *slog.Logger
-	mu    sync.Mutex
-	saved string // public key in the file
-}
-
-func (s *saver) save(a *agent.Client) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	pub, file := a.PublicKey(), a.CredsFile()
-	if pub == s.saved {
-		return
-	}
-	if err := writeFileAtomic(s.path, file); err != nil {
-		// Never log the creds; the error names the file only.
-		s.log.Error("save creds", "file", s.path, "err", err)
-		return
-	}
-	s.saved = pub
-	s.log.Info("saved creds", "file", s.path, "key", pub)
-}
-
-// writeFileAtomic writes data with mode 0600 through a temporary file in
-// the same folder and a rename, so a reader (or a crash) never sees half
-// a file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

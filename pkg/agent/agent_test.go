@@ -39,6 +39,10 @@ func TestRefreshSwitchesKeyAndKeepsSubscription(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server must hold the subscription before a peer publishes.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	peer := f.peer(t)
 	roundTrip(t, peer, sub, "demo.before", "before")
 
@@ -73,6 +77,10 @@ func TestRefreshSwitchesKeyAndKeepsSubscription(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server must hold the subscription before a peer publishes.
+	if err := peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	peer.Flush()
 	roundTrip(t, nc, peerSub, "demo.from-agent", "hello")
 
@@ -95,6 +103,10 @@ func TestRotateOwnKeySendsOnlyThePublicKey(t *testing.T) {
 	nc := connect(t, a, f)
 	sub, err := nc.SubscribeSync("demo.>")
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The server must hold the subscription before a peer publishes.
+	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -172,6 +184,10 @@ func TestWatchFilePicksUpNewCreds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server must hold the subscription before a peer publishes.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
@@ -210,6 +226,10 @@ func TestFallbackWhenNewKeyIsRefused(t *testing.T) {
 	nc := connect(t, a, f)
 	sub, err := nc.SubscribeSync("demo.>")
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The server must hold the subscription before a peer publishes.
+	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -269,6 +289,10 @@ func TestRejectedWhenEveryKeyIsRefused(t *testing.T) {
 	nc := connect(t, a, f)
 	sub, err := nc.SubscribeSync("demo.>")
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The server must hold the subscription before a peer publishes.
+	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 
