@@ -16,12 +16,14 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
 		Name        string                `json:"name"`
 		Description string                `json:"description"`
 		Limits      *rotatord.LimitsPatch `json:"limits"`
+		accountClaimsInput
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	acc, err := s.svc.CreateAccount(r.Context(), actor(r), rotate.AccountInput{Name: in.Name, Description: in.Description, Limits: in.Limits})
+	acc, err := s.svc.CreateAccount(r.Context(), actor(r), rotate.AccountInput{Name: in.Name, Description: in.Description, Limits: in.Limits,
+		Claims: in.accountClaimsInput.patch()})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -65,13 +67,15 @@ func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
 		Description     *string               `json:"description"`
 		Limits          *rotatord.LimitsPatch `json:"limits"`
 		KeepRevocations *bool                 `json:"keep_revocations"`
+		accountClaimsInput
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	name := chi.URLParam(r, "name")
-	patch := rotate.AccountPatch{Description: in.Description, Limits: in.Limits, KeepRevocations: in.KeepRevocations}
+	patch := rotate.AccountPatch{Description: in.Description, Limits: in.Limits, KeepRevocations: in.KeepRevocations,
+		Claims: in.accountClaimsInput.patch()}
 	if _, err := s.svc.UpdateAccount(r.Context(), actor(r), name, patch); err != nil {
 		s.writeError(w, r, err)
 		return

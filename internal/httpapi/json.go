@@ -28,6 +28,7 @@ type accountJSON struct {
 	// JWTVersion and Servers: see servers.go.
 	JWTVersion int64                `json:"jwt_version"`
 	Servers    *[]accountServerJSON `json:"servers,omitempty"`
+	accountClaimsJSON
 }
 
 func toAccountJSON(a *rotatord.Account) accountJSON {
@@ -39,7 +40,7 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 		Name: a.Name, PublicKey: a.PublicKey, System: a.System, Description: a.Description, Limits: a.Limits,
 		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
-		JWTBytes: len(a.JWT), JWTVersion: a.JWTVersion,
+		JWTBytes: len(a.JWT), JWTVersion: a.JWTVersion, accountClaimsJSON: toAccountClaimsJSON(a.Claims),
 	}
 }
 

@@ -1,6 +1,7 @@
 package jwtissue
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -110,17 +111,41 @@ func BenchmarkCreds(b *testing.B) {
 	}
 }
 
-// BenchmarkEncodeAccount is a re-sign: the account JWT with its signing key
-// and folded revocations, signed by the operator's signing key.
+// BenchmarkEncodeAccount is one re-sign of an account JWT: with no claims
+// beyond limits, and with a tenant's worth of JetStream tiers, 20 exports,
+// 20 imports (10 carrying activation tokens) and 10 mappings.
 func BenchmarkEncodeAccount(b *testing.B) {
-	opSigner := benchSigner(b, nkeys.PrefixByteOperator)
+	op, _ := NewKey(nkeys.PrefixByteOperator)
 	acc, _ := NewKey(nkeys.PrefixByteAccount)
-	accSigner, _ := NewKey(nkeys.PrefixByteAccount)
-	revs := []rotatord.Revocation{{PublicKey: "*", RevokedAt: time.Now().Add(-time.Minute)}}
-	for b.Loop() {
-		if _, _, err := EncodeAccount(opSigner, AccountSpec{Name: "fleet", PublicKey: Public(acc), SigningKeys: []string{Public(accSigner)},
-			Limits: rotatord.NoLimits, Revocations: revs}); err != nil {
-			b.Fatal(err)
+	exporter, _ := NewKey(nkeys.PrefixByteAccount)
+	spec := AccountSpec{Name: "tenant", PublicKey: Public(acc), Limits: rotatord.NoLimits}
+	b.Run("plain", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := EncodeAccount(op, spec); err != nil {
+				b.Fatal(err)
+			}
 		}
+	})
+	c := rotatord.AccountClaims{JetStream: &rotatord.JetStream{Tiers: map[string]rotatord.JetStreamLimits{
+		"R1": rotatord.UnlimitedJetStream, "R3": rotatord.UnlimitedJetStream}}, Mappings: map[string][]rotatord.WeightedMapping{}}
+	for i := range 20 {
+		c.Exports = append(c.Exports, rotatord.Export{Name: fmt.Sprint(i), Subject: fmt.Sprintf("svc.%d.>", i), Type: rotatord.ExportService, TokenReq: i%2 == 0})
+		im := ImportSpec{Import: rotatord.Import{Name: fmt.Sprint(i), Subject: fmt.Sprintf("ext.%d.>", i), Type: rotatord.ExportStream}, AccountKey: Public(exporter)}
+		if i%2 == 0 {
+			im.Token, _, _ = EncodeActivation(exporter, ActivationSpec{Importer: Public(acc), Exporter: Public(exporter),
+				Subject: im.Subject, Type: im.Type, Expires: time.Now().Add(time.Hour)})
+		}
+		spec.Imports = append(spec.Imports, im)
 	}
+	for i := range 10 {
+		c.Mappings[fmt.Sprintf("m%d.*", i)] = []rotatord.WeightedMapping{{Subject: fmt.Sprintf("n%d.$1", i), Weight: 100}}
+	}
+	spec.Claims = c
+	b.Run("tenant", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := EncodeAccount(op, spec); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

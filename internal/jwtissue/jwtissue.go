@@ -114,6 +114,11 @@ type AccountSpec struct {
 	Description string
 	SigningKeys []string
 	Limits      rotatord.Limits
+	// Claims are the modeled claims (JetStream, exports, default
+	// permissions, mappings, info URL, tags); its Imports are ignored:
+	// Imports holds them resolved.
+	Claims      rotatord.AccountClaims
+	Imports     []ImportSpec
 	Revocations []rotatord.Revocation
 	// ScopedKeys are the account's roles: signing keys whose users get
 	// their permissions from the account JWT.
@@ -126,25 +131,9 @@ type AccountSpec struct {
 // EncodeAccount returns the account JWT signed by the operator's signing key,
 // and the JWT's ID.
 func EncodeAccount(operatorSigner nkeys.KeyPair, spec AccountSpec) (token, id string, err error) {
-	ac := jwt.NewAccountClaims(spec.PublicKey)
-	if len(spec.Base) > 0 {
-		if err := json.Unmarshal(spec.Base, &ac.Account); err != nil {
-			return "", "", fmt.Errorf("account claims of %s: %w", spec.Name, err)
-		}
-		// Signing keys and revocations are rotatord's, not the base's.
-		ac.SigningKeys = jwt.SigningKeys{}
-		ac.Revocations = nil
-	}
-	ac.Name = spec.Name
-	ac.Description = spec.Description
-	ac.Limits.Conn = spec.Limits.Conn
-	ac.Limits.Subs = spec.Limits.Subs
-	ac.Limits.Payload = spec.Limits.Payload
-	ac.Limits.Data = spec.Limits.Data
-	ac.SigningKeys.Add(spec.SigningKeys...)
-	addScopedKeys(ac, spec.ScopedKeys)
-	for _, r := range spec.Revocations {
-		ac.RevokeAt(r.PublicKey, r.RevokedAt)
+	ac, err := AccountClaimsOf(spec)
+	if err != nil {
+		return "", "", err
 	}
 	token, err = ac.Encode(operatorSigner)
 	if err != nil {

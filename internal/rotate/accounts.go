@@ -3,6 +3,8 @@ package rotate
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"strings"
 
 	"github.com/nats-io/nkeys"
 
@@ -15,6 +17,9 @@ type AccountInput struct {
 	Name        string
 	Description string
 	Limits      *rotatord.LimitsPatch // fields left nil are unlimited
+	// Claims are JetStream, exports, imports and the other modeled
+	// claims; fields left nil are absent.
+	Claims ClaimsPatch
 }
 
 // AccountPatch changes an account; nil fields stay as they are.
@@ -25,6 +30,10 @@ type AccountPatch struct {
 	// folded into '*' once rotatord manages all its users (see
 	// rotatord.Account.KeepRevocations).
 	KeepRevocations *bool
+	// Claims changes JetStream, exports, imports and the other modeled
+	// claims. Changed exports re-sign and push the accounts that import
+	// from this one.
+	Claims ClaimsPatch
 }
 
 const maxDescription = 1024
@@ -36,14 +45,7 @@ func validateDescription(d string) error {
 	return nil
 }
 
-func validateLimits(l rotatord.Limits) error {
-	for name, v := range map[string]int64{"conn": l.Conn, "subs": l.Subs, "payload": l.Payload, "data": l.Data} {
-		if v < -1 {
-			return rotatord.Errorf(rotatord.EINVALID, "limits.%s is %d: use -1 for unlimited or a count", name, v)
-		}
-	}
-	return nil
-}
+func validateLimits(l rotatord.Limits) error { return l.Validate() }
 
 // CreateAccount creates an account with a new identity key and signing key,
 // signed by the operator. A taken name is ECONFLICT.
@@ -65,6 +67,11 @@ func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInpu
 	}
 	var acc *rotatord.Account
 	err = s.store.InTx(ctx, func(ctx context.Context) error {
+		if !in.Claims.empty() {
+			if err := s.store.LockAccountGraph(ctx); err != nil {
+				return err
+			}
+		}
 		acc, err = s.createAccount(ctx, actor, in, identity, false)
 		return err
 	})
@@ -91,6 +98,14 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 		Name: in.Name, PublicKey: jwtissue.Public(identity), System: system, Description: in.Description,
 		Limits: limits, SigningKeys: []string{jwtissue.Public(signing)},
 	}
+	claims, err := in.Claims.apply(rotatord.AccountClaims{})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkClaims(ctx, acc, &claims); err != nil {
+		return nil, err
+	}
+	acc.Claims = &claims
 	if err := s.signAccount(ctx, acc, nil); err != nil {
 		return nil, err
 	}
@@ -101,12 +116,13 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 		return nil, err
 	}
 	err = s.audit(ctx, actor, "account.create", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
-		Details: map[string]any{"signing_key": jwtissue.Public(signing), "jwt_id": acc.JWTID}})
+		Details: map[string]any{"signing_key": jwtissue.Public(signing), "jwt_id": acc.JWTID, "limits": acc.Limits, "claims": acc.Claims}})
 	return acc, err
 }
 
 // signAccount sets acc's JWT, signed with the operator's signing key from
-// its fields, its signing keys, its roles' scoped keys and the given
+// its fields, its claims (minting the activation tokens its imports need,
+// see importSpecs), its signing keys, its roles' scoped keys and the given
 // revocations. A JWT over the size guard is ErrJWTFull, and acc is left as
 // it was.
 func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs []rotatord.Revocation) error {
@@ -133,9 +149,17 @@ func (s *Service) encodeAccount(ctx context.Context, acc *rotatord.Account, revs
 			return "", "", err
 		}
 	}
+	claims, err := claimsOf(acc)
+	if err != nil {
+		return "", "", err
+	}
+	imports, err := s.importSpecs(ctx, acc, claims)
+	if err != nil {
+		return "", "", err
+	}
 	return jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
 		Name: acc.Name, PublicKey: acc.PublicKey, Description: acc.Description,
-		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Revocations: revs, Base: acc.BaseClaims,
+		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Claims: *claims, Imports: imports, Revocations: revs, Base: acc.BaseClaims,
 		ScopedKeys: scoped,
 	})
 }
@@ -149,13 +173,16 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	return s.resign(ctx, acc, false)
 }
 
-// Account returns the named account with its signing keys.
+// Account returns the named account with its signing keys and claims.
 func (s *Service) Account(ctx context.Context, name string) (*rotatord.Account, error) {
 	acc, err := s.store.FindAccountByName(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	if acc.SigningKeys, err = s.store.SigningKeys(ctx, acc.ID); err != nil {
+		return nil, err
+	}
+	if _, err := claimsOf(acc); err != nil {
 		return nil, err
 	}
 	return acc, nil
@@ -171,13 +198,18 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 		if a.SigningKeys, err = s.store.SigningKeys(ctx, a.ID); err != nil {
 			return nil, err
 		}
+		if _, err := claimsOf(a); err != nil {
+			return nil, err
+		}
 	}
 	return accs, nil
 }
 
-// UpdateAccount changes an account's description or limits, re-signs its
-// JWT and starts pushing it. The system account's limits are read-only
-// (ECONFLICT): see checkSystemPatch.
+// UpdateAccount changes an account's description, limits or claims,
+// re-signs its JWT and starts pushing it. When its exports change, the
+// accounts that import from it are re-signed and pushed too (ECONFLICT
+// when an import would be left without an export). The system account's
+// limits are read-only (ECONFLICT): see checkSystemPatch.
 func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
 	if p.Description != nil {
 		if err := validateDescription(*p.Description); err != nil {
@@ -189,8 +221,14 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 			return nil, err
 		}
 	}
-	var acc *rotatord.Account
-	err := s.store.InTx(ctx, func(ctx context.Context) error {
+	var (
+		acc       *rotatord.Account
+		importers []*rotatord.Account
+	)
+	err := s.inTx(ctx, func(ctx context.Context) error {
+		if err := s.store.LockAccountGraph(ctx); err != nil {
+			return err
+		}
 		found, err := s.store.FindAccountByName(ctx, name)
 		if err != nil {
 			return err
@@ -201,12 +239,30 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if err := checkSystemPatch(acc, p); err != nil {
 			return err
 		}
+		cur, err := claimsOf(acc)
+		if err != nil {
+			return err
+		}
 		if p.Description != nil {
 			acc.Description = *p.Description
 		}
 		if p.Limits != nil {
 			acc.Limits = p.Limits.Apply(acc.Limits)
 		}
+		next, err := p.Claims.apply(*cur)
+		if err != nil {
+			return err
+		}
+		if err := s.checkClaims(ctx, acc, &next); err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(cur.Tags, next.Tags) {
+			if err := s.checkRoleTags(ctx, acc, next.Tags); err != nil {
+				return err
+			}
+		}
+		exportsChanged := !reflect.DeepEqual(cur.Exports, next.Exports)
+		acc.Claims = &next
 		if p.KeepRevocations != nil && *p.KeepRevocations != acc.KeepRevocations {
 			acc.KeepRevocations = *p.KeepRevocations
 			// The re-signer folds what can be folded now.
@@ -217,8 +273,18 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return err
 		}
+		if exportsChanged {
+			if importers, err = s.resignImporters(ctx, acc); err != nil {
+				return err
+			}
+		}
+		var resigned []string
+		for _, imp := range importers {
+			resigned = append(resigned, imp.Name)
+		}
 		return s.audit(ctx, actor, "account.update", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
-			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations}})
+			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations,
+				"claims": acc.Claims, "importers_resigned": resigned}})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update account %s: %w", name, err)
@@ -226,6 +292,10 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 	s.changed(ctx, acc.PublicKey)
 	// The answer does not wait for the servers (nor for a hung NATS).
 	s.pushSoon(acc.ID)
+	for _, imp := range importers {
+		s.changed(ctx, imp.PublicKey)
+		s.pushSoon(imp.ID)
+	}
 	return acc, nil
 }
 
@@ -234,6 +304,9 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) error {
 	var pub string
 	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		if err := s.store.LockAccountGraph(ctx); err != nil {
+			return err
+		}
 		found, err := s.store.FindAccountByName(ctx, name)
 		if err != nil {
 			return err
@@ -249,6 +322,17 @@ func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) e
 		// delete fail on its foreign key, which is a conflict too.
 		if found.Agents > 0 {
 			return rotatord.Errorf(rotatord.ECONFLICT, "account %q still has %d agents: delete them first", name, found.Agents)
+		}
+		importers, err := s.store.ImportersOf(ctx, acc.Name, acc.PublicKey)
+		if err != nil {
+			return err
+		}
+		if len(importers) > 0 {
+			names := make([]string, len(importers))
+			for i, imp := range importers {
+				names[i] = imp.Name
+			}
+			return rotatord.Errorf(rotatord.ECONFLICT, "account %q is imported by %s: remove their imports of it first", name, strings.Join(names, ", "))
 		}
 		if err := s.store.DeleteAccount(ctx, acc.ID); err != nil {
 			return err
