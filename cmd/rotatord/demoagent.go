@@ -123,4 +123,3 @@ func runDemoAgent(ctx context.Context, args []string, stdin io.Reader, stderr io
 		}
 	}
 }
-
