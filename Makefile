@@ -2,7 +2,7 @@
 GO      ?= go
 PKGS    := ./...
 
-.PHONY: all build run test vet fmt-check bench bench-rotation clean
+.PHONY: all build run test browser vet fmt-check bench bench-rotation clean
 
 all: build
 
@@ -19,9 +19,24 @@ run:
 	@bin/rotatord dev $(DEVFLAGS)
 
 # Formatting, vet, and every test with the race detector. Tests start their
-# own PostgreSQL (or use ROTATORD_TEST_DATABASE_URL) and nats-server.
-test: fmt-check vet
+# own PostgreSQL (or use ROTATORD_TEST_DATABASE_URL) and nats-server; the
+# console's tests drive Debian's chromium, installed first when missing.
+test: fmt-check vet browser
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+
+# Debian's chromium for the console's browser tests (headless), installed
+# with apt-get when it is missing and this runs as root; otherwise say how.
+# ROTATORD_SKIP_BROWSER=1 skips those tests instead.
+browser:
+	@if [ -z "$$ROTATORD_SKIP_BROWSER" ] && ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's chromium for the browser tests"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "the browser tests need chromium: sudo apt-get install chromium (or ROTATORD_SKIP_BROWSER=1 make test)"; \
+		fi; \
+	fi
 
 vet:
 	$(GO) vet $(PKGS)

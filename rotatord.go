@@ -53,23 +53,39 @@ type Operator struct {
 	CreatedAt     time.Time
 }
 
-// Limits are the account limits written into the account JWT; -1 is unlimited.
+// Limits are the account limits written into the account JWT; -1 is
+// unlimited. The names are nats-io/jwt's: conn (connections), subs
+// (subscriptions), payload (bytes per message), data (bytes), imports and
+// exports (how many the account may have), leaf (leaf node connections),
+// wildcards (exports may use wildcards) and disallow_bearer (users may not
+// be bearer tokens).
 type Limits struct {
-	Conn    int64 `json:"conn"`
-	Subs    int64 `json:"subs"`
-	Payload int64 `json:"payload"`
-	Data    int64 `json:"data"`
+	Conn           int64 `json:"conn"`
+	Subs           int64 `json:"subs"`
+	Payload        int64 `json:"payload"`
+	Data           int64 `json:"data"`
+	Imports        int64 `json:"imports"`
+	Exports        int64 `json:"exports"`
+	Wildcards      bool  `json:"wildcards"`
+	Leaf           int64 `json:"leaf"`
+	DisallowBearer bool  `json:"disallow_bearer"`
 }
 
-// NoLimits is every limit off.
-var NoLimits = Limits{Conn: -1, Subs: -1, Payload: -1, Data: -1}
+// NoLimits is every limit off, as nsc makes a new account: everything
+// unlimited, wildcard exports allowed, bearer tokens allowed.
+var NoLimits = Limits{Conn: -1, Subs: -1, Payload: -1, Data: -1, Imports: -1, Exports: -1, Wildcards: true, Leaf: -1}
 
 // LimitsPatch changes some limits; nil fields stay as they are.
 type LimitsPatch struct {
-	Conn    *int64 `json:"conn"`
-	Subs    *int64 `json:"subs"`
-	Payload *int64 `json:"payload"`
-	Data    *int64 `json:"data"`
+	Conn           *int64 `json:"conn"`
+	Subs           *int64 `json:"subs"`
+	Payload        *int64 `json:"payload"`
+	Data           *int64 `json:"data"`
+	Imports        *int64 `json:"imports"`
+	Exports        *int64 `json:"exports"`
+	Wildcards      *bool  `json:"wildcards"`
+	Leaf           *int64 `json:"leaf"`
+	DisallowBearer *bool  `json:"disallow_bearer"`
 }
 
 // Apply returns l with p's fields set.
@@ -77,12 +93,37 @@ func (p LimitsPatch) Apply(l Limits) Limits {
 	for _, f := range []struct {
 		src *int64
 		dst *int64
-	}{{p.Conn, &l.Conn}, {p.Subs, &l.Subs}, {p.Payload, &l.Payload}, {p.Data, &l.Data}} {
+	}{
+		{p.Conn, &l.Conn}, {p.Subs, &l.Subs}, {p.Payload, &l.Payload}, {p.Data, &l.Data},
+		{p.Imports, &l.Imports}, {p.Exports, &l.Exports}, {p.Leaf, &l.Leaf},
+	} {
 		if f.src != nil {
 			*f.dst = *f.src
 		}
 	}
+	if p.Wildcards != nil {
+		l.Wildcards = *p.Wildcards
+	}
+	if p.DisallowBearer != nil {
+		l.DisallowBearer = *p.DisallowBearer
+	}
 	return l
+}
+
+// Validate checks that every count is -1 (unlimited) or more.
+func (l Limits) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"conn", l.Conn}, {"subs", l.Subs}, {"payload", l.Payload}, {"data", l.Data},
+		{"imports", l.Imports}, {"exports", l.Exports}, {"leaf", l.Leaf},
+	} {
+		if f.v < -1 {
+			return Errorf(EINVALID, "limits.%s is %d: use -1 for unlimited or a count", f.name, f.v)
+		}
+	}
+	return nil
 }
 
 // Account is a NATS account that rotatord signs.
@@ -104,10 +145,15 @@ type Account struct {
 	// credential); they are only pruned once the revoked JWT expired.
 	KeepRevocations bool
 	// BaseClaims are the account claims (the JWT's "nats" object) of an
-	// imported account: whatever rotatord does not model in them (imports,
-	// exports, JetStream limits...) is kept when it re-signs. Nil for
-	// accounts rotatord made.
-	BaseClaims  json.RawMessage
+	// imported account: whatever rotatord does not model in them (external
+	// authorization, tracing, cluster traffic...) is kept when it re-signs.
+	// Nil for accounts rotatord made.
+	BaseClaims json.RawMessage
+	// Claims are the account's JetStream limits, exports, imports, default
+	// permissions, mappings, info URL and tags. Nil only for an account
+	// imported before rotatord modeled them: they are then in BaseClaims
+	// (see jwtissue.AccountModel).
+	Claims      *AccountClaims
 	Revocations int
 	Agents      int
 	CreatedAt   time.Time

@@ -33,12 +33,21 @@ Run a command with -h for its flags.
 const accountsUsage = `Usage:
   rotatord accounts list
   rotatord accounts show NAME
-  rotatord accounts add NAME [--description TEXT] [--conn N] [--subs N] [--payload BYTES] [--data BYTES]
-                        [--key-rotation SCHEDULE]
-  rotatord accounts update NAME [--description TEXT] [--conn N] [--subs N] [--payload BYTES]
-                        [--data BYTES] [--keep-revocations true|false] [--key-rotation SCHEDULE|off]
+  rotatord accounts add NAME [--description TEXT] [limits] [jetstream] [--info-url URL] [--tag TAG...]
+                        [--from-file FILE] [--key-rotation SCHEDULE]
+  rotatord accounts update NAME [--description TEXT] [limits] [jetstream] [--no-jetstream]
+                        [--info-url URL] [--tag TAG...] [--from-file FILE] [--keep-revocations true|false]
+                        [--key-rotation SCHEDULE|off]
   rotatord accounts rotate-all NAME [--waves 1,10,100] [--halt-on-failure-rate 0.05] [--wait]
   rotatord accounts rotate-key NAME [--role ROLE] [--mode staged|emergency] [--wait]
+
+Limits (-1: unlimited): --conn N --subs N --payload BYTES --data BYTES --imports N --exports N
+--leaf N --wildcards=true|false --disallow-bearer=true|false.
+JetStream (turns it on): --jetstream --js-mem-storage BYTES --js-disk-storage BYTES --js-streams N
+--js-consumer N --js-max-ack-pending N --js-max-mem-stream BYTES --js-max-disk-stream BYTES
+--js-max-bytes-required [--js-tier R1|R3...]; update --no-jetstream turns it off.
+--from-file takes a JSON object with fields of the request body (exports, imports,
+default_permissions, mappings... see api/openapi.yaml); the flags given override it.
 ` + connectionUsage
 
 const agentsUsage = `Usage:
@@ -97,8 +106,8 @@ func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return dispatchCLI(ctx, "accounts", accountsUsage, map[string]cliCommand{
 		"list":   {"accounts list [flags]", runAccountsList},
 		"show":   {"accounts show NAME [flags]", runAccountsShow},
-		"add":    {"accounts add NAME [--description TEXT] [limits] [flags]", runAccountsAdd},
-		"update": {"accounts update NAME [--description TEXT] [limits] [--keep-revocations true|false] [--key-rotation SCHEDULE|off] [flags]", runAccountsUpdate},
+		"add":    {"accounts add NAME [--description TEXT] [limits] [jetstream] [--from-file FILE] [--key-rotation SCHEDULE] [flags]", runAccountsAdd},
+		"update": {"accounts update NAME [--description TEXT] [limits] [jetstream] [--from-file FILE] [--keep-revocations true|false] [--key-rotation SCHEDULE|off] [flags]", runAccountsUpdate},
 		// Fleet and signing-key rotations (cli_keys.go).
 		"rotate-all": {"accounts rotate-all NAME [--waves 1,10,100] [--halt-on-failure-rate 0.05] [--wait] [flags]", runAccountsRotateAll},
 		"rotate-key": {"accounts rotate-key NAME [--role ROLE] [--mode staged|emergency] [--wait] [flags]", runAccountsRotateKey},

@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 
@@ -54,6 +58,107 @@ func BenchmarkFleetRotation(b *testing.B) {
 				fleetRotation(b, n)
 			}
 		})
+	}
+}
+
+// postmasterPID returns the PID of the postmaster of the benchmark's
+// PostgreSQL cluster: the parent of the backend serving this query; 0 when
+// that is not a process of this machine (a remote
+// ROTATORD_TEST_DATABASE_URL), and PostgreSQL's CPU is then not counted.
+func postmasterPID(b *testing.B, pool *pgxpool.Pool) int {
+	b.Helper()
+	var backend int
+	if err := pool.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+		b.Fatal(err)
+	}
+	f := procStat(backend)
+	if len(f) < 2 || !strings.HasPrefix(procComm(backend), "postgres") {
+		b.Logf("postgres backend %d is not a local process: its CPU is not counted", backend)
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+func procComm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
+}
+
+// clusterCPUSeconds is the CPU time (user + system) used so far by one
+// PostgreSQL cluster: its postmaster, every live child, and the children
+// that exited and were reaped (the postmaster's cutime and cstime). Adding
+// up the postgres processes alive at the start instead goes down when a
+// backend exits, and counts other clusters on the machine.
+func clusterCPUSeconds(postmaster int) float64 {
+	if postmaster == 0 {
+		return 0
+	}
+	var ticks float64
+	add := func(f []string, fields ...int) {
+		for _, i := range fields {
+			if i < len(f) {
+				v, _ := strconv.ParseFloat(f[i], 64)
+				ticks += v
+			}
+		}
+	}
+	// Fields after the command name: 1 ppid, 11 utime, 12 stime, 13 cutime, 14 cstime.
+	add(procStat(postmaster), 11, 12, 13, 14)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == postmaster {
+			continue
+		}
+		if f := procStat(pid); len(f) > 12 && f[1] == strconv.Itoa(postmaster) {
+			add(f, 11, 12)
+		}
+	}
+	return ticks / 100 // USER_HZ
+}
+
+// procStat returns the fields of /proc/<pid>/stat after the command name
+// (nil when the process is gone).
+func procStat(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return nil
+	}
+	return strings.Fields(s[i+2:])
+}
+
+// startTimedProfile writes a CPU profile of the timed part of a fleet
+// rotation (rotatord and the simulated agents; the nats-server runs in its
+// own process) to the file named by ROTATORD_BENCH_CPUPROFILE, when set.
+// go test's -cpuprofile would also cover creating and connecting the
+// agents. The returned function stops it.
+//
+//	ROTATORD_BENCH_CPUPROFILE=/tmp/fleet.prof go test -run '^$' -bench 'FleetRotation/agents=1000$' -benchtime 1x ./cmd/rotatord
+//	go tool pprof -top rotatord.test /tmp/fleet.prof
+func startTimedProfile(b *testing.B) (stop func()) {
+	path := os.Getenv("ROTATORD_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatalf("cpu profile (do not combine with -cpuprofile): %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Errorf("cpu profile: %v", err)
+		}
 	}
 }
 
@@ -135,8 +240,9 @@ func fleetRotation(b *testing.B, n int) {
 
 	var remaining atomic.Int64
 	remaining.Store(int64(n))
-	pgPIDs := postgresPIDs()
-	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), cpuSeconds(pgPIDs...)}
+	postmaster := postmasterPID(b, e.main.Store.Pool())
+	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
+	stopProfile := startTimedProfile(b)
 	b.StartTimer()
 	t0 := time.Now()
 	tctx, stop := context.WithCancel(ctx)
@@ -248,7 +354,8 @@ func fleetRotation(b *testing.B, n int) {
 	}
 	tRevoked := time.Since(t0)
 	b.StopTimer()
-	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), cpuSeconds(pgPIDs...)}
+	stopProfile()
+	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
 	stop()
 	tickWG.Wait()
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,9 @@ type fixtureOptions struct {
 	// appClaims and aliceClaims change the claims before they are signed.
 	appClaims   func(f *nscFixture, ac *jwt.AccountClaims)
 	aliceClaims func(*jwt.UserClaims)
+	// extra adds accounts and users to the store; the seeds of the keys it
+	// returns go into the keystore.
+	extra func(f *nscFixture) []nkeys.KeyPair
 }
 
 func newNSCFixture(t testing.TB, o fixtureOptions) *nscFixture {
@@ -111,6 +115,9 @@ func newNSCFixture(t testing.TB, o fixtureOptions) *nscFixture {
 	f.user("APP", bob, f.appSK, f.bob)
 
 	seeds := []nkeys.KeyPair{f.sys, f.app, f.appSK, f.alice, f.bob, f.sysU}
+	if o.extra != nil {
+		seeds = append(seeds, o.extra(f)...)
+	}
 	if !o.noOperatorSeeds {
 		seeds = append(seeds, f.op, f.opSK)
 	}
@@ -611,7 +618,8 @@ func TestImportLooseFiles(t *testing.T) {
 }
 
 // Claims rotatord does not model are reported and refused unless dropped
-// on purpose.
+// on purpose; the ones it models (a user's response permissions and source
+// networks, an account's imports and JetStream) are kept.
 func TestImportUnmodeled(t *testing.T) {
 	f := newNSCFixture(t, fixtureOptions{
 		appClaims: func(f *nscFixture, ac *jwt.AccountClaims) {
@@ -623,6 +631,7 @@ func TestImportUnmodeled(t *testing.T) {
 		aliceClaims: func(uc *jwt.UserClaims) {
 			uc.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Second}
 			uc.Src.Add("10.0.0.0/8")
+			uc.BearerToken = true
 		},
 	})
 	e := newImportEnv(t)
@@ -630,9 +639,14 @@ func TestImportUnmodeled(t *testing.T) {
 	if err == nil {
 		t.Fatalf("import of unmodeled claims succeeded:\n%s", out)
 	}
-	for _, want := range []string{"user alice: resp", "user alice: src", "--drop-unmodeled"} {
+	for _, want := range []string{"user alice: bearer_token", "--drop-unmodeled"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	for _, modeled := range []string{"user alice: resp", "user alice: src"} {
+		if strings.Contains(err.Error(), modeled) {
+			t.Errorf("error lists %q, which rotatord models:\n%v", modeled, err)
 		}
 	}
 	// Account claims rotatord does not model are kept, not refused.
@@ -648,11 +662,16 @@ func TestImportUnmodeled(t *testing.T) {
 	if err != nil {
 		t.Fatalf("import --drop-unmodeled: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "user alice: resp") {
+	if !strings.Contains(out, "user alice: bearer_token") {
 		t.Errorf("import output does not list what was dropped:\n%s", out)
 	}
-	// A re-sign (bob revoked) keeps APP's import and JetStream limit.
+	// alice keeps her response permissions and source networks.
 	e.serve()
+	alice := e.must(200, "GET", "/v1/agents/alice", nil)
+	if resp, _ := alice["permissions"].(map[string]any)["resp"].(map[string]any); resp["max"] != float64(1) || fmt.Sprint(alice["src"]) != "[10.0.0.0/8]" {
+		t.Errorf("alice after the import: permissions %v, src %v", alice["permissions"], alice["src"])
+	}
+	// A re-sign (bob revoked) keeps APP's import and JetStream limit.
 	e.must(200, "POST", "/v1/agents/bob/revoke", nil)
 	ac, err := jwt.DecodeAccountClaims(e.accountJWT(pubOf(t, f.app)))
 	if err != nil || len(ac.Imports) != 1 || ac.Limits.DiskStorage != 1<<30 || !ac.SigningKeys.Contains(pubOf(t, f.appSK)) ||

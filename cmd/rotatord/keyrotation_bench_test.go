@@ -128,8 +128,8 @@ func emergencyRekey(b *testing.B, n int) {
 	b.Logf("created and connected %d agents in %s", n, time.Since(start).Round(time.Millisecond))
 
 	stopProfile := func() {}
-	pgPIDs := postgresPIDs()
-	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), cpuSeconds(pgPIDs...)}
+	postmaster := postmasterPID(b, e.main.Store.Pool())
+	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
 	tctx, stopTicks := context.WithCancel(ctx)
 	var tickWG sync.WaitGroup
 	b.Cleanup(func() { stopTicks(); tickWG.Wait() })
@@ -219,7 +219,7 @@ func emergencyRekey(b *testing.B, n int) {
 	tConfirmed := time.Since(t0)
 	b.StopTimer()
 	stopProfile()
-	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), cpuSeconds(pgPIDs...)}
+	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
 	stopTicks()
 	tickWG.Wait()
 

@@ -129,22 +129,6 @@ func cpuSeconds(pids ...int) float64 {
 	return ticks / 100 // USER_HZ
 }
 
-// postgresPIDs lists the running postgres processes.
-func postgresPIDs() []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(b)) == "postgres" {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
 // startNATSProcess starts a nats-server in a child process, using the
 // resolver of e.main, and returns its client URL and the child's PID.
 func (e *env) startNATSProcess() (string, int) {

@@ -56,11 +56,14 @@ const (
 		`"limits":{"subs":-1,"data":-1,"payload":-1},"src":[],"times":[],"times_location":"",` +
 		`"connection_types":[],"tags":[],"role":null}`
 	accountJSON = `{"name":"fleet","public_key":"AA7YSGD4WLBDBFDBS4RC7Z6WQR7SW3ARJPBR2OV5QZMZH6ECUG7BOU2Z",` +
-		`"system":false,"description":"","limits":{"conn":-1,"subs":-1,"payload":-1,"data":-1},` +
+		`"system":false,"description":"","limits":{"conn":-1,"subs":-1,"payload":-1,"data":-1,` +
+		`"imports":-1,"exports":-1,"wildcards":true,"leaf":-1,"disallow_bearer":false},` +
 		`"signing_keys":["AAWUHWZP6EAC2SWD5BHEOFRSMJIUJ7QNVEVNC7MEODMUL2FYVTPVEDY3"],` +
 		`"jwt_id":"MPSBR56BUGL63LX5AKGSUFO2HGW2SQXILCNPTE3UH72GAPXOFNRA","revocations":0,"keep_revocations":false,"agents":0,` +
 		`"jwt_bytes":612,"jwt_max_bytes":524288,` +
-		`"created_at":"2026-11-20T09:00:00Z","updated_at":"2026-11-20T09:00:00Z","jwt_version":1}`
+		`"created_at":"2026-11-20T09:00:00Z","updated_at":"2026-11-20T09:00:00Z","jwt_version":1,` +
+		`"jetstream":null,"exports":[],"imports":[],"default_permissions":{"pub":{"allow":[],"deny":[]},"sub":{"allow":[],"deny":[]}},` +
+		`"mappings":{},"info_url":"","tags":[]}`
 	accountKey = "AA7YSGD4WLBDBFDBS4RC7Z6WQR7SW3ARJPBR2OV5QZMZH6ECUG7BOU2Z"
 	jwtBody    = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJqdGkiOiJNUFNCUjU2In0.c5vL55XNAZtWStVFcaG9cSqtnkoHpHvL"
 )

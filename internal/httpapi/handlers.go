@@ -18,12 +18,14 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
 		Description string                `json:"description"`
 		Limits      *rotatord.LimitsPatch `json:"limits"`
 		KeyRotation *keyScheduleInput     `json:"key_rotation"`
+		accountClaimsInput
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	ai := rotate.AccountInput{Name: in.Name, Description: in.Description, Limits: in.Limits}
+	ai := rotate.AccountInput{Name: in.Name, Description: in.Description, Limits: in.Limits,
+		Claims: in.accountClaimsInput.patch()}
 	if in.KeyRotation != nil {
 		if in.KeyRotation.Schedule == "" {
 			s.writeError(w, r, rotatord.Errorf(rotatord.EINVALID, "key_rotation.schedule is empty: leave key_rotation out for none"))
@@ -76,13 +78,15 @@ func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
 		Limits          *rotatord.LimitsPatch `json:"limits"`
 		KeepRevocations *bool                 `json:"keep_revocations"`
 		KeyRotation     json.RawMessage       `json:"key_rotation"`
+		accountClaimsInput
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	name := chi.URLParam(r, "name")
-	patch := rotate.AccountPatch{Description: in.Description, Limits: in.Limits, KeepRevocations: in.KeepRevocations}
+	patch := rotate.AccountPatch{Description: in.Description, Limits: in.Limits, KeepRevocations: in.KeepRevocations,
+		Claims: in.accountClaimsInput.patch()}
 	if sched, err := keySchedulePatch(in.KeyRotation); err != nil {
 		s.writeError(w, r, err)
 		return

@@ -30,6 +30,7 @@ type accountJSON struct {
 	Servers    *[]accountServerJSON `json:"servers,omitempty"`
 	// KeyRotation schedules staged signing-key rotations; null when off.
 	KeyRotation *keyScheduleJSON `json:"key_rotation"`
+	accountClaimsJSON
 }
 
 func toAccountJSON(a *rotatord.Account) accountJSON {
@@ -41,7 +42,7 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 		Name: a.Name, PublicKey: a.PublicKey, System: a.System, Description: a.Description, Limits: a.Limits,
 		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
-		JWTBytes: len(a.JWT), JWTVersion: a.JWTVersion,
+		JWTBytes: len(a.JWT), JWTVersion: a.JWTVersion, accountClaimsJSON: toAccountClaimsJSON(a.Claims),
 		KeyRotation: toKeyScheduleJSON(a.KeyRotation),
 	}
 }

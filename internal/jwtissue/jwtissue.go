@@ -15,29 +15,39 @@ import (
 )
 
 // NewKey creates a key pair of the given kind (nkeys.PrefixByteOperator,
-// PrefixByteAccount or PrefixByteUser).
+// PrefixByteAccount or PrefixByteUser, each a *Key whose public key and
+// private key are derived once; other kinds are nkeys' own).
 func NewKey(kind nkeys.PrefixByte) (nkeys.KeyPair, error) {
-	kp, err := nkeys.CreatePair(kind)
+	if !knownKind(kind) {
+		kp, err := nkeys.CreatePair(kind)
+		if err != nil {
+			return nil, fmt.Errorf("create %s key: %w", kind, err)
+		}
+		return kp, nil
+	}
+	kp, err := generateKey(kind, nil)
 	if err != nil {
 		return nil, fmt.Errorf("create %s key: %w", kind, err)
 	}
 	return kp, nil
 }
 
-// FromSeed parses a seed and checks that it is of the wanted kind.
+// FromSeed parses a seed and checks that it is of the wanted kind. The key
+// pair is a *Key, ready to sign many times.
 func FromSeed(seed []byte, kind nkeys.PrefixByte) (nkeys.KeyPair, error) {
-	kp, err := nkeys.FromSeed(seed)
+	kp, err := parseSeed(seed)
 	if err != nil {
 		return nil, fmt.Errorf("parse %s seed: %w", kind, err)
 	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		return nil, fmt.Errorf("parse %s seed: %w", kind, err)
-	}
-	if !checkKey(pub, kind) {
+	if kp.prefix != kind || !knownKind(kind) {
+		kp.Wipe()
 		return nil, fmt.Errorf("seed is not a %s key", kind)
 	}
 	return kp, nil
+}
+
+func knownKind(kind nkeys.PrefixByte) bool {
+	return kind == nkeys.PrefixByteOperator || kind == nkeys.PrefixByteAccount || kind == nkeys.PrefixByteUser
 }
 
 // Seed returns kp's seed.
@@ -57,18 +67,6 @@ func Public(kp nkeys.KeyPair) string {
 		panic(fmt.Sprintf("jwtissue: key pair without public key: %v", err))
 	}
 	return pub
-}
-
-func checkKey(pub string, kind nkeys.PrefixByte) bool {
-	switch kind {
-	case nkeys.PrefixByteOperator:
-		return nkeys.IsValidPublicOperatorKey(pub)
-	case nkeys.PrefixByteAccount:
-		return nkeys.IsValidPublicAccountKey(pub)
-	case nkeys.PrefixByteUser:
-		return nkeys.IsValidPublicUserKey(pub)
-	}
-	return false
 }
 
 // ValidateAccountKey returns an EINVALID error unless pub is an account public key.
@@ -116,6 +114,11 @@ type AccountSpec struct {
 	Description string
 	SigningKeys []string
 	Limits      rotatord.Limits
+	// Claims are the modeled claims (JetStream, exports, default
+	// permissions, mappings, info URL, tags); its Imports are ignored:
+	// Imports holds them resolved.
+	Claims      rotatord.AccountClaims
+	Imports     []ImportSpec
 	Revocations []rotatord.Revocation
 	// ScopedKeys are the account's roles: signing keys whose users get
 	// their permissions from the account JWT.
@@ -128,25 +131,9 @@ type AccountSpec struct {
 // EncodeAccount returns the account JWT signed by the operator's signing key,
 // and the JWT's ID.
 func EncodeAccount(operatorSigner nkeys.KeyPair, spec AccountSpec) (token, id string, err error) {
-	ac := jwt.NewAccountClaims(spec.PublicKey)
-	if len(spec.Base) > 0 {
-		if err := json.Unmarshal(spec.Base, &ac.Account); err != nil {
-			return "", "", fmt.Errorf("account claims of %s: %w", spec.Name, err)
-		}
-		// Signing keys and revocations are rotatord's, not the base's.
-		ac.SigningKeys = jwt.SigningKeys{}
-		ac.Revocations = nil
-	}
-	ac.Name = spec.Name
-	ac.Description = spec.Description
-	ac.Limits.Conn = spec.Limits.Conn
-	ac.Limits.Subs = spec.Limits.Subs
-	ac.Limits.Payload = spec.Limits.Payload
-	ac.Limits.Data = spec.Limits.Data
-	ac.SigningKeys.Add(spec.SigningKeys...)
-	addScopedKeys(ac, spec.ScopedKeys)
-	for _, r := range spec.Revocations {
-		ac.RevokeAt(r.PublicKey, r.RevokedAt)
+	ac, err := AccountClaimsOf(spec)
+	if err != nil {
+		return "", "", err
 	}
 	token, err = ac.Encode(operatorSigner)
 	if err != nil {
@@ -193,15 +180,6 @@ func EncodeUser(signer nkeys.KeyPair, spec UserSpec) (string, *jwt.UserClaims, e
 		return "", nil, fmt.Errorf("encode user jwt for %s: %w", spec.Name, err)
 	}
 	return token, uc, nil
-}
-
-// Creds formats a NATS creds file from a user JWT and its seed.
-func Creds(userJWT string, seed []byte) ([]byte, error) {
-	b, err := jwt.FormatUserConfig(userJWT, seed)
-	if err != nil {
-		return nil, fmt.Errorf("format creds: %w", err)
-	}
-	return b, nil
 }
 
 // SortRevocations orders entries by key so that encoding is deterministic.

@@ -95,7 +95,8 @@ func TestKeys(t *testing.T) {
 
 // An imported account's claims are the base of its re-signed JWTs: what
 // rotatord does not model is kept, signing keys and revocations are
-// rotatord's, and the four limits it models are set.
+// rotatord's, and what it models (limits, imports, JetStream...) comes from
+// its model, which the import reads out of those claims.
 func TestEncodeAccountKeepsBase(t *testing.T) {
 	op, acc := mustKey(t, nkeys.PrefixByteOperator), mustKey(t, nkeys.PrefixByteAccount)
 	orig := jwt.NewAccountClaims(Public(acc))
@@ -104,13 +105,20 @@ func TestEncodeAccountKeepsBase(t *testing.T) {
 	orig.Limits.Conn = 5
 	orig.SigningKeys.Add(Public(mustKey(t, nkeys.PrefixByteAccount)))
 	orig.RevokeAt("UOLD", time.Unix(1_800_000_000, 0))
+	orig.Trace = &jwt.MsgTrace{Destination: "trace.app", Sampling: 50}
 	base, err := json.Marshal(&orig.Account)
 	if err != nil {
 		t.Fatal(err)
 	}
+	limits, claims := AccountModel(&orig.Account)
+	limits.Conn = 10
+	var imports []ImportSpec
+	for _, im := range claims.Imports {
+		imports = append(imports, ImportSpec{Import: im, AccountKey: im.Account})
+	}
 	signer := Public(mustKey(t, nkeys.PrefixByteAccount))
 	token, _, err := EncodeAccount(op, AccountSpec{Name: "app", PublicKey: Public(acc), SigningKeys: []string{signer},
-		Limits:      rotatord.Limits{Conn: 10, Subs: -1, Payload: -1, Data: -1},
+		Limits: limits, Claims: claims, Imports: imports,
 		Revocations: []rotatord.Revocation{{PublicKey: "UNEW", RevokedAt: time.Unix(1_800_000_100, 0)}}, Base: base})
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +128,10 @@ func TestEncodeAccountKeepsBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(ac.Imports) != 1 || ac.Imports[0].Name != "metrics" || ac.Limits.DiskStorage != 1<<30 {
-		t.Errorf("imports %v, disk storage %d: the base's claims were not kept", ac.Imports, ac.Limits.DiskStorage)
+		t.Errorf("imports %v, disk storage %d: the imported claims were not kept", ac.Imports, ac.Limits.DiskStorage)
+	}
+	if ac.Trace == nil || ac.Trace.Destination != "trace.app" {
+		t.Errorf("trace %+v: the base's unmodeled claims were not kept", ac.Trace)
 	}
 	if ac.Limits.Conn != 10 || len(ac.SigningKeys) != 1 || !ac.SigningKeys.Contains(signer) {
 		t.Errorf("conn limit %d, signing keys %v: want rotatord's", ac.Limits.Conn, ac.SigningKeys)

@@ -5,8 +5,12 @@ package natsrun
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -73,12 +77,46 @@ func Start(o Options) (*server.Server, error) {
 	return s, nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// that no other call in this process returned. It picks from below the
+// kernel's ephemeral range, so a listener on port 0 (rotatord's own test
+// listener, a client's source port) is never handed the same port before
+// the caller binds it.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find free port: %w", err)
+	lo, hi := freePortRange()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 256 {
+		p := lo + rand.IntN(hi-lo)
+		if portsTaken[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsTaken[p] = true
+		return p, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("find free port: none free in %d-%d", lo, hi)
+}
+
+var (
+	portsMu    sync.Mutex
+	portsTaken = map[int]bool{}
+)
+
+// freePortRange is [lo, hi) below the ephemeral port range of
+// /proc/sys/net/ipv4/ip_local_port_range (32768 by default).
+func freePortRange() (lo, hi int) {
+	hi = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 12000 {
+				hi = n
+			}
+		}
+	}
+	return hi - 10000, hi
 }

@@ -13,7 +13,8 @@ import (
 )
 
 const accountBase = `a.id, a.name, a.public_key, a.system, a.description, a.limits, a.jwt, a.jwt_id,
-	a.jwt_version, a.pushed_version, a.keep_revocations, a.base_claims, a.created_at, a.updated_at, `
+	a.jwt_version, a.pushed_version, a.keep_revocations, a.base_claims, a.created_at, a.updated_at,
+	a.claims, `
 
 // accountCols reads an account with its revocation and agent counts, for
 // the API; lockedAccountCols leaves them out (zero): writers of the JWT and
@@ -28,7 +29,8 @@ const (
 func scanAccount(row pgx.Row) (*rotatord.Account, error) {
 	var a rotatord.Account
 	err := row.Scan(&a.ID, &a.Name, &a.PublicKey, &a.System, &a.Description, &a.Limits, &a.JWT, &a.JWTID,
-		&a.JWTVersion, &a.PushedVersion, &a.KeepRevocations, &a.BaseClaims, &a.CreatedAt, &a.UpdatedAt, &a.Revocations, &a.Agents)
+		&a.JWTVersion, &a.PushedVersion, &a.KeepRevocations, &a.BaseClaims, &a.CreatedAt, &a.UpdatedAt,
+		&a.Claims, &a.Revocations, &a.Agents)
 	return &a, err
 }
 
@@ -37,10 +39,12 @@ func scanAccount(row pgx.Row) (*rotatord.Account, error) {
 // loaded an account that did not exist.
 func (s *Store) CreateAccount(ctx context.Context, a *rotatord.Account) error {
 	err := s.q(ctx).QueryRow(ctx, `
-		INSERT INTO accounts (name, public_key, system, description, limits, jwt, jwt_id, pushed_version, keep_revocations, base_claims)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9)
+		INSERT INTO accounts (name, public_key, system, description, limits, jwt, jwt_id, pushed_version, keep_revocations, base_claims,
+			claims)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10)
 		RETURNING id, jwt_version, pushed_version, created_at, updated_at`,
 		a.Name, a.PublicKey, a.System, a.Description, a.Limits, a.JWT, a.JWTID, a.KeepRevocations, nullJSON(a.BaseClaims),
+		claimsArg(a.Claims),
 	).Scan(&a.ID, &a.JWTVersion, &a.PushedVersion, &a.CreatedAt, &a.UpdatedAt)
 	if err != nil {
 		return mapErr(fmt.Errorf("create account %s: %w", a.Name, err))
@@ -102,14 +106,16 @@ func (s *Store) ListAccounts(ctx context.Context) ([]*rotatord.Account, error) {
 	return collect(rows, "accounts", scanAccount)
 }
 
-// UpdateAccount stores a's description, limits and newly signed JWT, and
-// bumps its JWT version. Call it with the account locked.
+// UpdateAccount stores a's description, limits, claims and newly signed
+// JWT, and bumps its JWT version. Call it with the account locked. Nil
+// claims leave the stored ones as they are.
 func (s *Store) UpdateAccount(ctx context.Context, a *rotatord.Account) error {
 	err := s.q(ctx).QueryRow(ctx, `
 		UPDATE accounts SET description = $2, limits = $3, jwt = $4, jwt_id = $5, keep_revocations = $6,
+			claims = coalesce($7, claims),
 			jwt_version = jwt_version + 1, updated_at = now()
 		WHERE id = $1 RETURNING jwt_version, updated_at`,
-		a.ID, a.Description, a.Limits, a.JWT, a.JWTID, a.KeepRevocations).Scan(&a.JWTVersion, &a.UpdatedAt)
+		a.ID, a.Description, a.Limits, a.JWT, a.JWTID, a.KeepRevocations, claimsArg(a.Claims)).Scan(&a.JWTVersion, &a.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return notFound("account", a.Name)
 	}

@@ -444,3 +444,21 @@ func orEmpty[T any](s []T) []T {
 	}
 	return s
 }
+
+// ActivationHolders returns, ordered by ID, the accounts holding
+// activation tokens for imports of the exporter's exports (by its public
+// key), only those with a token signed by one of signers when signers is
+// not nil; with their ID, name, public key and JWT versions only.
+func (s *Store) ActivationHolders(ctx context.Context, exporter string, signers []string) ([]*rotatord.Account, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT a.id, a.name, a.public_key, a.jwt_version, a.pushed_version FROM accounts a
+		WHERE a.public_key IN (SELECT t.importer_key FROM activations t
+			WHERE t.exporter_key = $1 AND ($2::text[] IS NULL OR t.signer = ANY($2)))
+		ORDER BY a.id`, exporter, signers)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("accounts holding activations of %s: %w", exporter, err))
+	}
+	return collect(rows, "accounts holding activations", func(row pgx.Row) (*rotatord.Account, error) {
+		var a rotatord.Account
+		return &a, row.Scan(&a.ID, &a.Name, &a.PublicKey, &a.JWTVersion, &a.PushedVersion)
+	})
+}

@@ -3,6 +3,8 @@ package rotate
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"strings"
 
 	"github.com/nats-io/nkeys"
 
@@ -18,6 +20,9 @@ type AccountInput struct {
 	// KeyRotationSchedule, when set, schedules staged rotations of the
 	// account's signing key (a cron expression or "@every 720h").
 	KeyRotationSchedule string
+	// Claims are JetStream, exports, imports and the other modeled
+	// claims; fields left nil are absent.
+	Claims ClaimsPatch
 }
 
 // AccountPatch changes an account; nil fields stay as they are.
@@ -31,6 +36,10 @@ type AccountPatch struct {
 	// KeyRotationSchedule sets the schedule of staged signing-key
 	// rotations; "" turns them off.
 	KeyRotationSchedule *string
+	// Claims changes JetStream, exports, imports and the other modeled
+	// claims. Changed exports re-sign and push the accounts that import
+	// from this one.
+	Claims ClaimsPatch
 }
 
 const maxDescription = 1024
@@ -42,14 +51,7 @@ func validateDescription(d string) error {
 	return nil
 }
 
-func validateLimits(l rotatord.Limits) error {
-	for name, v := range map[string]int64{"conn": l.Conn, "subs": l.Subs, "payload": l.Payload, "data": l.Data} {
-		if v < -1 {
-			return rotatord.Errorf(rotatord.EINVALID, "limits.%s is %d: use -1 for unlimited or a count", name, v)
-		}
-	}
-	return nil
-}
+func validateLimits(l rotatord.Limits) error { return l.Validate() }
 
 // CreateAccount creates an account with a new identity key and signing key,
 // signed by the operator. A taken name is ECONFLICT.
@@ -76,6 +78,11 @@ func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInpu
 	}
 	var acc *rotatord.Account
 	err = s.store.InTx(ctx, func(ctx context.Context) error {
+		if !in.Claims.empty() {
+			if err := s.store.LockAccountGraph(ctx); err != nil {
+				return err
+			}
+		}
 		if acc, err = s.createAccount(ctx, actor, in, identity, false); err != nil {
 			return err
 		}
@@ -107,6 +114,14 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 		Name: in.Name, PublicKey: jwtissue.Public(identity), System: system, Description: in.Description,
 		Limits: limits, SigningKeys: []string{jwtissue.Public(signing)},
 	}
+	claims, err := in.Claims.apply(rotatord.AccountClaims{})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkClaims(ctx, acc, &claims); err != nil {
+		return nil, err
+	}
+	acc.Claims = &claims
 	if err := s.signAccount(ctx, acc, nil); err != nil {
 		return nil, err
 	}
@@ -117,12 +132,13 @@ func (s *Service) createAccount(ctx context.Context, actor Actor, in AccountInpu
 		return nil, err
 	}
 	err = s.audit(ctx, actor, "account.create", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
-		Details: map[string]any{"signing_key": jwtissue.Public(signing), "jwt_id": acc.JWTID}})
+		Details: map[string]any{"signing_key": jwtissue.Public(signing), "jwt_id": acc.JWTID, "limits": acc.Limits, "claims": acc.Claims}})
 	return acc, err
 }
 
 // signAccount sets acc's JWT, signed with the operator's signing key from
-// its fields, its signing keys, its roles' scoped keys and the given
+// its fields, its claims (minting the activation tokens its imports need,
+// see importSpecs), its signing keys, its roles' scoped keys and the given
 // revocations. A JWT over the size guard is ErrJWTFull, and acc is left as
 // it was.
 func (s *Service) signAccount(ctx context.Context, acc *rotatord.Account, revs []rotatord.Revocation) error {
@@ -149,9 +165,17 @@ func (s *Service) encodeAccount(ctx context.Context, acc *rotatord.Account, revs
 			return "", "", err
 		}
 	}
+	claims, err := claimsOf(acc)
+	if err != nil {
+		return "", "", err
+	}
+	imports, err := s.importSpecs(ctx, acc, claims)
+	if err != nil {
+		return "", "", err
+	}
 	return jwtissue.EncodeAccount(opSigner, jwtissue.AccountSpec{
 		Name: acc.Name, PublicKey: acc.PublicKey, Description: acc.Description,
-		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Revocations: revs, Base: acc.BaseClaims,
+		SigningKeys: acc.SigningKeys, Limits: acc.Limits, Claims: *claims, Imports: imports, Revocations: revs, Base: acc.BaseClaims,
 		ScopedKeys: scoped,
 	})
 }
@@ -165,14 +189,17 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	return s.resign(ctx, acc, false)
 }
 
-// Account returns the named account with its signing keys and key
-// rotation schedule.
+// Account returns the named account with its signing keys, claims and
+// key rotation schedule.
 func (s *Service) Account(ctx context.Context, name string) (*rotatord.Account, error) {
 	acc, err := s.store.FindAccountByName(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	if acc.SigningKeys, err = s.store.SigningKeys(ctx, acc.ID); err != nil {
+		return nil, err
+	}
+	if _, err := claimsOf(acc); err != nil {
 		return nil, err
 	}
 	if err := s.fillKeySchedules(ctx, acc); err != nil {
@@ -191,6 +218,9 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 		if a.SigningKeys, err = s.store.SigningKeys(ctx, a.ID); err != nil {
 			return nil, err
 		}
+		if _, err := claimsOf(a); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.fillKeySchedules(ctx, accs...); err != nil {
 		return nil, err
@@ -198,9 +228,11 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 	return accs, nil
 }
 
-// UpdateAccount changes an account's description or limits, re-signs its
-// JWT and starts pushing it. The system account's limits are read-only
-// (ECONFLICT): see checkSystemPatch.
+// UpdateAccount changes an account's description, limits or claims,
+// re-signs its JWT and starts pushing it. When its exports change, the
+// accounts that import from it are re-signed and pushed too (ECONFLICT
+// when an import would be left without an export). The system account's
+// limits are read-only (ECONFLICT): see checkSystemPatch.
 func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p AccountPatch) (*rotatord.Account, error) {
 	if p.Description != nil {
 		if err := validateDescription(*p.Description); err != nil {
@@ -212,8 +244,14 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 			return nil, err
 		}
 	}
-	var acc *rotatord.Account
-	err := s.store.InTx(ctx, func(ctx context.Context) error {
+	var (
+		acc       *rotatord.Account
+		importers []*rotatord.Account
+	)
+	err := s.inTx(ctx, func(ctx context.Context) error {
+		if err := s.store.LockAccountGraph(ctx); err != nil {
+			return err
+		}
 		found, err := s.store.FindAccountByName(ctx, name)
 		if err != nil {
 			return err
@@ -224,12 +262,30 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if err := checkSystemPatch(acc, p); err != nil {
 			return err
 		}
+		cur, err := claimsOf(acc)
+		if err != nil {
+			return err
+		}
 		if p.Description != nil {
 			acc.Description = *p.Description
 		}
 		if p.Limits != nil {
 			acc.Limits = p.Limits.Apply(acc.Limits)
 		}
+		next, err := p.Claims.apply(*cur)
+		if err != nil {
+			return err
+		}
+		if err := s.checkClaims(ctx, acc, &next); err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(cur.Tags, next.Tags) {
+			if err := s.checkRoleTags(ctx, acc, next.Tags); err != nil {
+				return err
+			}
+		}
+		exportsChanged := !reflect.DeepEqual(cur.Exports, next.Exports)
+		acc.Claims = &next
 		if p.KeyRotationSchedule != nil {
 			if err := s.setKeySchedule(ctx, acc, *p.KeyRotationSchedule); err != nil {
 				return err
@@ -245,7 +301,17 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		if err := s.resignAccount(ctx, acc); err != nil {
 			return err
 		}
-		details := map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations}
+		if exportsChanged {
+			if importers, err = s.resignImporters(ctx, acc); err != nil {
+				return err
+			}
+		}
+		var resigned []string
+		for _, imp := range importers {
+			resigned = append(resigned, imp.Name)
+		}
+		details := map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations,
+			"claims": acc.Claims, "importers_resigned": resigned}
 		if p.KeyRotationSchedule != nil {
 			details["key_rotation_schedule"] = *p.KeyRotationSchedule
 		}
@@ -257,6 +323,10 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 	s.changed(ctx, acc.PublicKey)
 	// The answer does not wait for the servers (nor for a hung NATS).
 	s.pushSoon(acc.ID)
+	for _, imp := range importers {
+		s.changed(ctx, imp.PublicKey)
+		s.pushSoon(imp.ID)
+	}
 	return acc, nil
 }
 
@@ -265,6 +335,9 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) error {
 	var pub string
 	err := s.store.InTx(ctx, func(ctx context.Context) error {
+		if err := s.store.LockAccountGraph(ctx); err != nil {
+			return err
+		}
 		found, err := s.store.FindAccountByName(ctx, name)
 		if err != nil {
 			return err
@@ -280,6 +353,17 @@ func (s *Service) DeleteAccount(ctx context.Context, actor Actor, name string) e
 		// delete fail on its foreign key, which is a conflict too.
 		if found.Agents > 0 {
 			return rotatord.Errorf(rotatord.ECONFLICT, "account %q still has %d agents: delete them first", name, found.Agents)
+		}
+		importers, err := s.store.ImportersOf(ctx, acc.Name, acc.PublicKey)
+		if err != nil {
+			return err
+		}
+		if len(importers) > 0 {
+			names := make([]string, len(importers))
+			for i, imp := range importers {
+				names[i] = imp.Name
+			}
+			return rotatord.Errorf(rotatord.ECONFLICT, "account %q is imported by %s: remove their imports of it first", name, strings.Join(names, ", "))
 		}
 		if err := s.store.DeleteAccount(ctx, acc.ID); err != nil {
 			return err

@@ -2,7 +2,6 @@ package rotate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
 	"github.com/rotatord/rotatord"
@@ -24,39 +24,18 @@ import (
 // replaces it with a JWT that expires.
 var NeverExpires = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
-// ImportFile is one JWT (or creds file) read for an import; Path names it
-// in messages.
-type ImportFile struct {
-	Path    string
-	Content []byte
-}
-
-// SeedLookup returns the seed of a public key and where it was read from,
-// or a nil seed when there is none. Import calls it only for operator and
-// account keys, never for user keys, and wipes the returned bytes.
-type SeedLookup func(pub string) (seed []byte, from string, err error)
-
-// ImportSource is what an import reads: the operator JWT, account JWTs,
-// user JWTs (or creds files: only their JWT is read), and where to find
-// the seeds of the operator's and accounts' keys.
-type ImportSource struct {
-	Operator ImportFile
-	Accounts []ImportFile
-	Users    []ImportFile
-	Seeds    SeedLookup
-}
-
 // ImportOptions configures an import.
 type ImportOptions struct {
 	// DryRun computes and reports the import and changes nothing.
 	DryRun bool
 	// DropUnmodeled imports accounts and users whose JWTs hold claims
-	// rotatord cannot keep (scoped signing keys or ones without a seed, an
-	// account JWT's expiry, users' source networks, response permissions,
-	// time limits...), dropping them: account JWTs are re-signed without
-	// them at once, and users lose theirs at their first rotation. Without
-	// it such an import is refused. Other account claims (imports, exports,
-	// JetStream limits...) are kept: see rotatord.Account.BaseClaims.
+	// rotatord cannot keep (signing keys, plain or scoped, without a seed,
+	// an account JWT's expiry, bearer-token users...), dropping them:
+	// account JWTs are re-signed without them at once, and users lose
+	// theirs at their first rotation. Without
+	// it such an import is refused. Account claims rotatord does not model
+	// (external authorization, tracing...) are kept: see
+	// rotatord.Account.BaseClaims.
 	DropUnmodeled bool
 	// FoldRevocations says that rotatord now knows every user of the
 	// imported accounts, so their revocations may be folded into one '*'
@@ -109,23 +88,28 @@ type ImportStore interface {
 // errDryRun rolls back a dry run's transaction.
 var errDryRun = errors.New("dry run")
 
-// Import takes over an existing NATS deployment (an nsc store, or JWT and
-// creds files) without re-keying it: the same operator (its JWT is kept as
-// it is, so servers keep trusting it), the same accounts and system
-// account, and each user as an agent whose active credential is the user's
-// own key and JWT, so every agent keeps its creds file until its first
-// rotation. rotatord needs the seed of an operator signing key (or of the
-// operator itself) to re-sign account JWTs, and for each account the seed
-// of a signing key (or of the account, and then it creates a signing key).
-// User seeds are never read nor stored: agents hold them.
+// Import takes over an existing NATS deployment, read into set (see
+// internal/nscimport), without re-keying it: the same operator (its JWT is
+// kept as it is, so servers keep trusting it), the same accounts and system
+// account with their JetStream limits, exports, imports and other claims,
+// their scoped signing keys as roles, and each user as an agent (of the
+// role whose key signed it, or with every claim of its JWT) whose active
+// credential is the user's own key and JWT, so every agent keeps its creds
+// file until its first rotation.
+// rotatord needs the seed of an operator signing key (or of the operator
+// itself) to re-sign account JWTs, and for each account the seed of a
+// signing key (or of the account, and then it creates a signing key). User
+// seeds are never read nor stored: agents hold them. Imports between two
+// imported accounts of a token_req export get activation tokens rotatord
+// mints (and renews) from then on.
 //
 // Everything is done in one transaction: the import is whole or nothing.
 // It is idempotent: what is already in rotatord is left alone (reported as
-// ImportExists), so importing again changes nothing. Problems (a missing
-// seed, a malformed JWT, a name taken) fail the import with EINVALID or
-// ECONFLICT listing every problem; the report is returned with the error so
-// the caller can show the plan.
-func (s *Service) Import(ctx context.Context, actor Actor, src ImportSource, opts ImportOptions) (*ImportReport, error) {
+// ImportExists), so importing again changes nothing. Problems (an invalid
+// name or claim, a name taken) fail the import with EINVALID or ECONFLICT
+// listing every problem; the report is returned with the error so the
+// caller can show the plan.
+func (s *Service) Import(ctx context.Context, actor Actor, set *rotatord.ImportSet, opts ImportOptions) (*ImportReport, error) {
 	is, ok := s.store.(ImportStore)
 	if !ok {
 		return nil, rotatord.Errorf(rotatord.EUNSUPPORTED, "this store cannot import")
@@ -134,19 +118,14 @@ func (s *Service) Import(ctx context.Context, actor Actor, src ImportSource, opt
 	if err != nil {
 		return nil, err
 	}
-	in, err := parseImport(src)
-	if err != nil {
-		return nil, fmt.Errorf("import: %w", err)
-	}
-	defer in.wipe()
-	im := &importer{s: s, is: is, actor: actor, in: in, opts: opts, policy: policy, now: s.now(),
+	im := &importer{s: s, is: is, actor: actor, in: set, opts: opts, policy: policy, now: s.now(),
 		report: &ImportReport{DryRun: opts.DryRun}, created: map[string]*importedAccount{}}
 	err = s.store.InTx(ctx, im.run)
 	if errors.Is(err, errDryRun) {
 		return im.report, nil
 	}
 	if err != nil {
-		return im.report, fmt.Errorf("import operator %s: %w", in.op.Name, err)
+		return im.report, fmt.Errorf("import operator %s: %w", set.Operator.Name, err)
 	}
 	for pub := range im.created {
 		s.changed(ctx, pub)
@@ -176,50 +155,6 @@ func importPolicy(opts ImportOptions) (rotatord.RotationPolicy, error) {
 	return p, nil
 }
 
-// importInput is the parsed source: every JWT decoded and checked, and the
-// seeds of the operator's and accounts' keys that the source holds.
-type importInput struct {
-	opFile   string
-	opJWT    string
-	op       *jwt.OperatorClaims
-	identity nkeys.KeyPair   // the operator's identity, when its seed is held
-	signers  []nkeys.KeyPair // operator signing keys held (or the identity, when it is the only one)
-	accounts []*importAccount
-	users    []*importUser
-}
-
-type importAccount struct {
-	file     string
-	raw      string
-	claims   *jwt.AccountClaims
-	held     []nkeys.KeyPair   // plain signing keys whose seeds are held, by public key
-	identity bool              // the account's own seed is held
-	dropped  map[string]string // listed signing keys rotatord cannot keep, and why
-	extra    []string          // claims rotatord cannot keep
-}
-
-type importUser struct {
-	file   string
-	raw    string
-	claims *jwt.UserClaims
-	name   string
-	perms  rotatord.Permissions
-	extra  []string
-}
-
-func (in *importInput) wipe() {
-	for _, kp := range append(slices.Clone(in.signers), in.identity) {
-		if kp != nil {
-			kp.Wipe()
-		}
-	}
-	for _, a := range in.accounts {
-		for _, kp := range a.held {
-			kp.Wipe()
-		}
-	}
-}
-
 // problems collects what is wrong with an import, to report it all at once.
 type problems []string
 
@@ -232,225 +167,12 @@ func (p problems) err(code string) error {
 	return rotatord.Errorf(code, "import refused:\n  - %s", strings.Join(p, "\n  - "))
 }
 
-// readJWT returns the JWT of a file that holds a bare JWT or a decorated
-// one (a creds file); the seed of a creds file is never read.
-func readJWT(f ImportFile) string {
-	raw, _ := jwt.ParseDecoratedJWT(f.Content) // never fails
-	return strings.TrimSpace(raw)
-}
-
-// validate reports a JWT's blocking validation issues (expiry among them).
-func validate(c interface{ Validate(*jwt.ValidationResults) }) error {
-	vr := jwt.CreateValidationResults()
-	c.Validate(vr)
-	if errs := vr.Errors(); len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	return nil
-}
-
-// validateUser reports a user JWT's blocking issues other than time: an
-// expired user is skipped, not refused.
-func validateUser(uc *jwt.UserClaims) error {
-	vr := jwt.CreateValidationResults()
-	uc.Validate(vr)
-	var errs []error
-	for _, i := range vr.Issues {
-		if i.Blocking && !i.TimeCheck {
-			errs = append(errs, errors.New(i.Description))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func parseImport(src ImportSource) (*importInput, error) {
-	in := &importInput{opFile: src.Operator.Path}
-	var bad problems
-	in.opJWT = readJWT(src.Operator)
-	oc, err := jwt.DecodeOperatorClaims(in.opJWT)
-	if err != nil {
-		return nil, rotatord.Errorf(rotatord.EINVALID, "%s: not a valid operator JWT: %s", src.Operator.Path, err)
-	}
-	if err := validate(oc); err != nil {
-		return nil, rotatord.Errorf(rotatord.EINVALID, "%s: operator JWT: %s", src.Operator.Path, err)
-	}
-	in.op = oc
-	if err := rotatord.ValidateName("operator", oc.Name); err != nil {
-		bad.add("%s: %s", src.Operator.Path, err)
-	}
-	if oc.SystemAccount == "" {
-		bad.add("%s: operator %s names no system account: rotatord connects to NATS as a user of it; add one with nsc first", src.Operator.Path, oc.Name)
-	}
-	seed := func(pub string, kind nkeys.PrefixByte) (nkeys.KeyPair, error) {
-		return lookupSeed(src.Seeds, pub, kind)
-	}
-
-	// The operator: its signing keys sign account JWTs. Its identity
-	// signs them too (servers accept both) unless the operator demands
-	// signing keys.
-	if in.identity, err = seed(oc.Subject, nkeys.PrefixByteOperator); err != nil {
-		bad.add("%s", err)
-	}
-	keys := slices.Clone([]string(oc.SigningKeys))
-	sort.Strings(keys)
-	for _, k := range keys {
-		kp, err := seed(k, nkeys.PrefixByteOperator)
-		if err != nil {
-			bad.add("%s", err)
-		} else if kp != nil {
-			in.signers = append(in.signers, kp)
-		}
-	}
-	switch {
-	case len(in.signers) > 0:
-	case in.identity != nil && !oc.StrictSigningKeyUsage:
-		in.signers = []nkeys.KeyPair{in.identity}
-	case in.identity != nil:
-		bad.add("operator %s (%s) requires signing keys (strict_signing_key_usage) but none of their seeds is in the keystore (%s): rotatord must hold one to sign account JWTs",
-			oc.Name, oc.Subject, strings.Join(keys, ", "))
-	default:
-		bad.add("operator %s (%s): neither the operator's seed nor the seed of any of its signing keys (%s) is in the keystore: rotatord must hold one to sign account JWTs; point --keys at the nsc keystore that holds them, or pass the seed with --operator-seed",
-			oc.Name, oc.Subject, orNone(keys))
-	}
-
-	seen := map[string]string{}
-	for _, f := range src.Accounts {
-		a := &importAccount{file: f.Path, raw: readJWT(f), dropped: map[string]string{}}
-		ac, err := jwt.DecodeAccountClaims(a.raw)
-		if err != nil {
-			bad.add("%s: not a valid account JWT: %s", f.Path, err)
-			continue
-		}
-		a.claims = ac
-		if prev, dup := seen[ac.Subject]; dup {
-			bad.add("%s: account %s is also in %s", f.Path, ac.Subject, prev)
-			continue
-		}
-		seen[ac.Subject] = f.Path
-		if err := validate(ac); err != nil {
-			bad.add("%s: account JWT of %s: %s", f.Path, ac.Name, err)
-			continue
-		}
-		if ac.Issuer != oc.Subject && !oc.SigningKeys.Contains(ac.Issuer) {
-			bad.add("%s: account %s is signed by %s, which is neither operator %s nor one of its signing keys", f.Path, ac.Name, ac.Issuer, oc.Name)
-			continue
-		}
-		if err := rotatord.ValidateName("account", ac.Name); err != nil {
-			bad.add("%s: %s", f.Path, err)
-		}
-		if err := validateDescription(ac.Description); err != nil {
-			bad.add("%s: account %s: %s", f.Path, ac.Name, err)
-		}
-		for _, k := range sortedKeys(ac.SigningKeys) {
-			if scope := ac.SigningKeys[k]; scope != nil {
-				role := ""
-				if us, ok := scope.(*jwt.UserScope); ok {
-					role = us.Role
-				}
-				a.dropped[k] = fmt.Sprintf("is a scoped signing key (role %q): rotatord signs with plain signing keys only", role)
-				continue
-			}
-			kp, err := seed(k, nkeys.PrefixByteAccount)
-			switch {
-			case err != nil:
-				bad.add("%s", err)
-			case kp == nil:
-				a.dropped[k] = "has no seed in the keystore"
-			default:
-				a.held = append(a.held, kp)
-			}
-		}
-		if len(a.held) == 0 {
-			// rotatord issues user JWTs with a signing key; it makes one
-			// when it holds the account's own seed, which it then forgets.
-			kp, err := seed(ac.Subject, nkeys.PrefixByteAccount)
-			if err != nil {
-				bad.add("%s", err)
-			} else if kp == nil {
-				bad.add("account %s (%s): neither the account's seed nor the seed of any of its signing keys (%s) is in the keystore: rotatord must hold one to issue user JWTs",
-					ac.Name, ac.Subject, orNone(sortedKeys(ac.SigningKeys)))
-			} else {
-				a.identity = true
-				kp.Wipe()
-			}
-		}
-		a.extra = unmodeledAccount(ac)
-		in.accounts = append(in.accounts, a)
-	}
-
-	seenUsers := map[string]string{}
-	for _, f := range src.Users {
-		u := &importUser{file: f.Path, raw: readJWT(f)}
-		uc, err := jwt.DecodeUserClaims(u.raw)
-		if err != nil {
-			bad.add("%s: not a valid user JWT: %s", f.Path, err)
-			continue
-		}
-		if _, dup := seenUsers[uc.Subject]; dup {
-			continue // the same user in the store and as a creds file: one is enough
-		}
-		seenUsers[uc.Subject] = f.Path
-		if err := validateUser(uc); err != nil {
-			bad.add("%s: user JWT of %s: %s", f.Path, uc.Name, err)
-			continue
-		}
-		u.claims = uc
-		u.name = uc.Name
-		if u.name == "" || u.name == uc.Subject {
-			u.name = strings.TrimSuffix(baseName(f.Path), ".jwt")
-			u.name = strings.TrimSuffix(u.name, ".creds")
-		}
-		// An empty allow list lets a NATS user reach everything; rotatord's
-		// default deny would take that away at the first rotation.
-		u.perms = rotatord.Permissions{
-			Pub: rotatord.PermissionList{Allow: uc.Pub.Allow, Deny: uc.Pub.Deny},
-			Sub: rotatord.PermissionList{Allow: uc.Sub.Allow, Deny: uc.Sub.Deny},
-		}.AllowAllWhereEmpty()
-		u.extra = unmodeledUser(uc)
-		in.users = append(in.users, u)
-	}
-	if err := bad.err(rotatord.EINVALID); err != nil {
-		in.wipe()
-		return nil, err
-	}
-	return in, nil
-}
-
-// lookupSeed reads the seed of pub, if the source has it, and checks it.
-func lookupSeed(lookup SeedLookup, pub string, kind nkeys.PrefixByte) (nkeys.KeyPair, error) {
-	if lookup == nil {
-		return nil, nil
-	}
-	raw, from, err := lookup(pub)
-	if err != nil {
-		return nil, fmt.Errorf("read seed of %s: %w", pub, err)
-	}
-	if raw == nil {
-		return nil, nil
-	}
-	defer clear(raw)
-	kp, err := jwt.ParseDecoratedNKey(raw)
-	if err != nil {
-		// The nkeys errors never hold the seed.
-		return nil, fmt.Errorf("%s: not a seed: %w", from, err)
-	}
-	if got, _ := kp.PublicKey(); got != pub {
-		kp.Wipe()
-		return nil, fmt.Errorf("%s: the seed is of key %s, not %s", from, got, pub)
-	}
-	if nkeys.Prefix(pub) != kind {
-		kp.Wipe()
-		return nil, fmt.Errorf("%s: %s is not a %s key", from, pub, kind)
-	}
-	return kp, nil
-}
-
 // importer runs one import inside its transaction.
 type importer struct {
 	s      *Service
 	is     ImportStore
 	actor  Actor
-	in     *importInput
+	in     *rotatord.ImportSet
 	opts   ImportOptions
 	policy rotatord.RotationPolicy
 	now    time.Time
@@ -463,10 +185,81 @@ type importer struct {
 	created map[string]*importedAccount
 }
 
+// importedAccount is what the users of an account need to know of it.
 type importedAccount struct {
-	acc  *rotatord.Account
-	held map[string]bool // signing keys rotatord holds for it
-	ac   *jwt.AccountClaims
+	acc         *rotatord.Account
+	held        map[string]bool           // signing keys rotatord holds for it, its roles' too
+	listed      map[string]bool           // signing keys its JWT lists
+	roleOf      map[string]*rotatord.Role // roles by their keys
+	revocations map[string]int64          // its JWT's revocations
+	step        int                       // its line in the report
+}
+
+// importRole is a role to create: the scoped keys of one role name.
+type importRole struct {
+	name     string
+	template rotatord.UserTemplate
+	keys     []string
+	seeds    []rotatord.KeySeed
+}
+
+// roles groups an account's scoped keys into roles by name (a key without
+// one gets a name from its public key); keys of one name must share their
+// template. Nil (with im.bad told why) when the account is refused.
+func (im *importer) roles(a *rotatord.ImportedAccount) ([]*importRole, error) {
+	out := []*importRole{}
+	byName := map[string]*importRole{}
+	for _, r := range a.Roles {
+		name := r.Name
+		if name == "" {
+			name = "role-" + strings.ToLower(r.Key.PublicKey[1:9])
+		}
+		if err := rotatord.ValidateName("role", name); err != nil {
+			im.bad.add("%s: account %s, scoped signing key %s: %s; rename the role in nsc first", a.File, a.Account.Name, r.Key.PublicKey, err)
+			return nil, nil
+		}
+		if got := byName[name]; got != nil {
+			if !reflect.DeepEqual(got.template, r.Template) {
+				im.bad.add("%s: account %s has scoped signing keys %s and %s for role %q with different templates: a role of rotatord has one",
+					a.File, a.Account.Name, got.keys[0], r.Key.PublicKey, name)
+				return nil, nil
+			}
+			got.keys, got.seeds = append(got.keys, r.Key.PublicKey), append(got.seeds, r.Key)
+			continue
+		}
+		ir := &importRole{name: name, template: r.Template, keys: []string{r.Key.PublicKey}, seeds: []rotatord.KeySeed{r.Key}}
+		byName[name] = ir
+		out = append(out, ir)
+	}
+	return out, nil
+}
+
+// createRole stores a role of a created account with its scoped keys.
+func (im *importer) createRole(ctx context.Context, acc *rotatord.Account, ir *importRole, ia *importedAccount) error {
+	t, err := checkRoleTemplate(ir.template, acc)
+	if err != nil {
+		im.bad.add("account %s, role %s: %s", acc.Name, ir.name, rotatord.ErrorMessage(err))
+		return nil
+	}
+	r := &rotatord.Role{Name: ir.name, Template: t, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey}
+	if err := im.s.store.CreateRole(ctx, r); err != nil {
+		return err
+	}
+	for _, k := range ir.seeds {
+		kp, err := jwtissue.FromSeed(k.Seed, nkeys.PrefixByteAccount)
+		if err != nil {
+			return err
+		}
+		err = im.s.store.AddRoleSigningKey(ctx, r, k.PublicKey, im.s.seal(kp))
+		kp.Wipe()
+		if err != nil {
+			return err
+		}
+		ia.held[k.PublicKey] = true
+		ia.roleOf[k.PublicKey] = r
+	}
+	return im.s.audit(ctx, im.actor, "role.import", rotatord.AuditEvent{Account: acc.Name, PublicKey: r.SigningKey(),
+		Details: roleDetails(r, map[string]any{"signing_keys": r.SigningKeys})})
 }
 
 func (im *importer) step(kind, name, key, action, detail string) {
@@ -480,23 +273,29 @@ func (im *importer) run(ctx context.Context) error {
 	if err := im.s.store.LockOperator(ctx); err != nil {
 		return err
 	}
+	if err := im.s.store.LockAccountGraph(ctx); err != nil {
+		return err
+	}
 	if err := im.operator(ctx); err != nil {
 		return err
 	}
-	for _, a := range im.in.accounts {
+	for _, a := range im.in.Accounts {
 		if err := im.account(ctx, a); err != nil {
-			return fmt.Errorf("import account %s: %w", a.claims.Name, err)
+			return fmt.Errorf("import account %s: %w", a.Account.Name, err)
 		}
 	}
 	if _, err := im.s.store.FindAccountByPublicKey(ctx, im.sys); errors.Is(err, rotatord.ErrNotFound) {
 		im.bad.add("the system account %s of operator %s is not among the accounts: import needs its JWT (rotatord connects to NATS as a user of it)",
-			im.sys, im.in.op.Name)
+			im.sys, im.in.Operator.Name)
 	} else if err != nil {
 		return err
 	}
-	for _, u := range im.in.users {
+	if err := im.linkImports(ctx); err != nil {
+		return err
+	}
+	for _, u := range im.in.Users {
 		if err := im.user(ctx, u); err != nil {
-			return fmt.Errorf("import user %s: %w", u.name, err)
+			return fmt.Errorf("import user %s: %w", u.Name, err)
 		}
 	}
 	if slices.ContainsFunc(im.report.Steps, func(s ImportStep) bool { return s.Kind == "agent" && s.Action == ImportCreate }) {
@@ -522,15 +321,15 @@ func (im *importer) run(ctx context.Context) error {
 }
 
 func (im *importer) operator(ctx context.Context) error {
-	in := im.in
+	in := &im.in.Operator
 	existing, err := im.s.store.Operator(ctx)
 	switch {
-	case err == nil && existing.PublicKey != in.op.Subject:
+	case err == nil && existing.PublicKey != in.PublicKey:
 		return rotatord.Errorf(rotatord.ECONFLICT, "rotatord already serves operator %s (%s), not %s (%s): import into a database of its own",
-			existing.Name, existing.PublicKey, in.op.Name, in.op.Subject)
+			existing.Name, existing.PublicKey, in.Name, in.PublicKey)
 	case err == nil:
 		detail := ""
-		if existing.JWT != in.opJWT {
+		if existing.JWT != in.JWT {
 			detail = "rotatord keeps its stored operator JWT"
 		}
 		im.sys = existing.SystemAccount
@@ -539,25 +338,39 @@ func (im *importer) operator(ctx context.Context) error {
 	case !errors.Is(err, rotatord.ErrNotFound):
 		return err
 	}
-	op := &rotatord.Operator{Name: in.op.Name, PublicKey: in.op.Subject, JWT: in.opJWT, SystemAccount: in.op.SystemAccount}
-	im.sys = op.SystemAccount
-	var seedEnc []byte
-	if in.identity != nil {
-		seedEnc = im.s.seal(in.identity)
+	im.sys = in.SystemAccount
+	if err := rotatord.ValidateName("operator", in.Name); err != nil {
+		im.bad.add("%s: %s", in.File, err)
+		return nil
 	}
-	if err := im.s.store.CreateOperator(ctx, op, seedEnc); err != nil {
+	op := in.Operator
+	var seedEnc []byte
+	if in.Identity != nil {
+		kp, err := jwtissue.FromSeed(in.Identity.Seed, nkeys.PrefixByteOperator)
+		if err != nil {
+			return err
+		}
+		seedEnc = im.s.seal(kp)
+		kp.Wipe()
+	}
+	if err := im.s.store.CreateOperator(ctx, &op, seedEnc); err != nil {
 		return err
 	}
 	var signers []string
-	for _, kp := range in.signers {
-		pub := jwtissue.Public(kp)
-		if err := im.s.store.AddSigningKey(ctx, 0, pub, im.s.seal(kp)); err != nil {
+	for _, k := range in.Signers {
+		kp, err := jwtissue.FromSeed(k.Seed, nkeys.PrefixByteOperator)
+		if err != nil {
 			return err
 		}
-		signers = append(signers, pub)
+		err = im.s.store.AddSigningKey(ctx, 0, k.PublicKey, im.s.seal(kp))
+		kp.Wipe()
+		if err != nil {
+			return err
+		}
+		signers = append(signers, k.PublicKey)
 	}
 	err = im.s.audit(ctx, im.actor, "operator.import", rotatord.AuditEvent{PublicKey: op.PublicKey, Details: map[string]any{
-		"name": op.Name, "signing_keys": signers, "identity_seed": in.identity != nil, "system_account": op.SystemAccount, "file": in.opFile}})
+		"name": op.Name, "signing_keys": signers, "identity_seed": in.Identity != nil, "system_account": op.SystemAccount, "file": in.File}})
 	if err != nil {
 		return err
 	}
@@ -569,99 +382,143 @@ func (im *importer) operator(ctx context.Context) error {
 	return nil
 }
 
-func (im *importer) account(ctx context.Context, a *importAccount) error {
-	ac := a.claims
-	existing, err := im.s.store.FindAccountByPublicKey(ctx, ac.Subject)
+// managed reports whether rotatord holds (or this import brings) the
+// account with that public key.
+func (im *importer) managed(ctx context.Context, pub string) (bool, error) {
+	if slices.ContainsFunc(im.in.Accounts, func(a *rotatord.ImportedAccount) bool { return a.Account.PublicKey == pub }) {
+		return true, nil
+	}
+	_, err := im.s.store.FindAccountByPublicKey(ctx, pub)
+	if errors.Is(err, rotatord.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) error {
+	acc := a.Account // a copy: the set is the caller's
+	existing, err := im.s.store.FindAccountByPublicKey(ctx, acc.PublicKey)
 	if err == nil {
 		var d []string
-		if existing.Name != ac.Name {
+		if existing.Name != acc.Name {
 			d = append(d, "as "+existing.Name)
 		}
-		if existing.JWT != a.raw {
+		if existing.JWT != acc.JWT {
 			d = append(d, "rotatord keeps the JWT it has")
 		}
-		im.step("account", ac.Name, ac.Subject, ImportExists, strings.Join(d, "; "))
+		im.step("account", acc.Name, acc.PublicKey, ImportExists, strings.Join(d, "; "))
 		return nil
 	}
 	if !errors.Is(err, rotatord.ErrNotFound) {
 		return err
 	}
-	if other, err := im.s.store.FindAccountByName(ctx, ac.Name); err == nil {
-		im.bad.add("%s: account name %q is taken in rotatord by %s", a.file, ac.Name, other.PublicKey)
+	if other, err := im.s.store.FindAccountByName(ctx, acc.Name); err == nil {
+		im.bad.add("%s: account name %q is taken in rotatord by %s", a.File, acc.Name, other.PublicKey)
 		return nil
 	} else if !errors.Is(err, rotatord.ErrNotFound) {
 		return err
 	}
+	if err := rotatord.ValidateName("account", acc.Name); err != nil {
+		im.bad.add("%s: %s", a.File, err)
+		return nil
+	}
+	if err := validateDescription(acc.Description); err != nil {
+		im.bad.add("%s: account %s: %s", a.File, acc.Name, err)
+		return nil
+	}
 
 	// What rotatord cannot keep of this JWT.
 	var lost []string
-	for _, k := range sortedKeys(a.dropped) {
-		lost = append(lost, fmt.Sprintf("account %s: signing key %s %s; it is dropped from the account JWT", ac.Name, k, a.dropped[k]))
+	for _, k := range sortedKeys(a.Dropped) {
+		lost = append(lost, fmt.Sprintf("account %s: signing key %s %s; it is dropped from the account JWT", acc.Name, k, a.Dropped[k]))
 	}
-	for _, path := range a.extra {
-		lost = append(lost, fmt.Sprintf("account %s: %s", ac.Name, path))
+	for _, path := range a.Unmodeled {
+		lost = append(lost, fmt.Sprintf("account %s: %s", acc.Name, path))
+	}
+	for _, r := range a.Roles {
+		for _, path := range r.Unmodeled {
+			lost = append(lost, fmt.Sprintf("account %s: role %q (signing key %s): %s", acc.Name, r.Name, r.Key.PublicKey, path))
+		}
 	}
 	im.report.Unmodeled = append(im.report.Unmodeled, lost...)
 
-	// What rotatord does not model of the account claims is kept from
-	// them each time it re-signs.
-	base, err := json.Marshal(&ac.Account) // a pointer: SigningKeys marshals itself through one
-	if err != nil {
-		return fmt.Errorf("account claims of %s: %w", ac.Name, err)
+	acc.System = acc.PublicKey == im.sys
+	acc.KeepRevocations = !im.opts.FoldRevocations
+	claims := rotatord.AccountClaims{}
+	if acc.Claims != nil {
+		claims = *acc.Claims
 	}
-	acc := &rotatord.Account{
-		Name: ac.Name, PublicKey: ac.Subject, System: ac.Subject == im.sys, Description: ac.Description,
-		KeepRevocations: !im.opts.FoldRevocations,
-		BaseClaims:      base,
-		Limits:          rotatord.Limits{Conn: ac.Limits.Conn, Subs: ac.Limits.Subs, Payload: ac.Limits.Payload, Data: ac.Limits.Data},
-	}
-	if err := validateLimits(acc.Limits); err != nil {
-		im.bad.add("%s: account %s: %s", a.file, ac.Name, err)
-		return nil
-	}
-	keys := map[string]nkeys.KeyPair{}
-	for _, kp := range a.held {
-		keys[jwtissue.Public(kp)] = kp
-	}
-	var made nkeys.KeyPair
-	madePub := ""
-	if a.identity {
-		if made, err = jwtissue.NewKey(nkeys.PrefixByteAccount); err != nil {
+	// Between its own accounts rotatord mints the activation tokens.
+	claims.Imports = slices.Clone(claims.Imports)
+	for i, imp := range claims.Imports {
+		ok, err := im.managed(ctx, imp.Account)
+		if err != nil {
 			return err
 		}
-		defer made.Wipe()
+		if ok {
+			claims.Imports[i].Token = ""
+		}
+	}
+	acc.Claims = &claims
+	if err := im.checkClaims(&acc); err != nil {
+		im.bad.add("%s: account %s: %s", a.File, acc.Name, rotatord.ErrorMessage(err))
+		return nil
+	}
+
+	keys := map[string]nkeys.KeyPair{}
+	defer func() {
+		for _, kp := range keys {
+			kp.Wipe()
+		}
+	}()
+	for _, k := range a.Held {
+		kp, err := jwtissue.FromSeed(k.Seed, nkeys.PrefixByteAccount)
+		if err != nil {
+			return err
+		}
+		keys[k.PublicKey] = kp
+	}
+	madePub := ""
+	if a.IdentityHeld && len(keys) == 0 {
+		made, err := jwtissue.NewKey(nkeys.PrefixByteAccount)
+		if err != nil {
+			return err
+		}
 		madePub = jwtissue.Public(made)
 		keys[madePub] = made
 	}
 	acc.SigningKeys = sortedKeys(keys)
-	for _, k := range acc.SigningKeys {
+	roles, err := im.roles(a)
+	if err != nil {
+		return err
+	}
+	if roles == nil {
+		return nil // refused: im.bad says why
+	}
+	all := slices.Clone(acc.SigningKeys)
+	for _, r := range roles {
+		all = append(all, r.keys...)
+	}
+	for _, k := range all {
 		if owner, err := im.is.FindSigningKey(ctx, k); err == nil {
-			im.bad.add("%s: signing key %s of account %s is already a key of rotatord's %s", a.file, k, ac.Name, ownerName(owner))
+			im.bad.add("%s: signing key %s of account %s is already a key of rotatord's %s", a.File, k, acc.Name, ownerName(owner))
 			return nil
 		} else if !errors.Is(err, rotatord.ErrNotFound) {
 			return err
 		}
 	}
-	revs := importRevocations(ac, im.in.users)
+	revs := importRevocations(a, im.in.Users)
 	// The JWT is kept byte for byte when rotatord would sign the same
 	// content: the servers already hold it. Otherwise it is re-signed now,
 	// so what rotatord serves is what it will keep signing.
-	resign := made != nil || len(lost) > 0
-	if resign {
-		if err := im.s.signAccount(ctx, acc, revs); errors.Is(err, rotatord.ErrJWTFull) {
-			im.bad.add("%s: account %s: %s", a.file, ac.Name, rotatord.ErrorMessage(err))
-			return nil
-		} else if err != nil {
-			return err
-		}
-	} else {
-		if err := im.s.checkJWTSize(acc, a.raw); err != nil {
-			im.bad.add("%s: account %s: %s", a.file, ac.Name, rotatord.ErrorMessage(err))
+	resign := madePub != "" || len(lost) > 0
+	if !resign {
+		if err := im.s.checkJWTSize(&acc, acc.JWT); err != nil {
+			im.bad.add("%s: account %s: %s", a.File, acc.Name, rotatord.ErrorMessage(err))
 			return nil
 		}
-		acc.JWT, acc.JWTID = a.raw, ac.ID
 	}
-	if err := im.s.store.CreateAccount(ctx, acc); err != nil {
+	if err := im.s.store.CreateAccount(ctx, &acc); err != nil {
 		return err
 	}
 	for _, k := range acc.SigningKeys {
@@ -669,17 +526,32 @@ func (im *importer) account(ctx context.Context, a *importAccount) error {
 			return err
 		}
 	}
+	ia := &importedAccount{acc: &acc, held: map[string]bool{}, listed: map[string]bool{}, revocations: a.Revocations,
+		roleOf: map[string]*rotatord.Role{}}
+	for _, r := range roles {
+		if err := im.createRole(ctx, &acc, r, ia); err != nil {
+			return err
+		}
+	}
 	if err := im.s.store.AddRevocations(ctx, acc.ID, revs); err != nil {
 		return err
 	}
 	if resign {
+		// Signed once the signing keys and roles are stored: the JWT
+		// lists them.
+		if err := im.s.resignAccount(ctx, &acc); errors.Is(err, rotatord.ErrJWTFull) {
+			im.bad.add("%s: account %s: %s", a.File, acc.Name, rotatord.ErrorMessage(err))
+			return nil
+		} else if err != nil {
+			return err
+		}
 		if err := im.is.MarkPushOwed(ctx, acc.ID); err != nil {
 			return err
 		}
 	}
 	details := map[string]any{"jwt_id": acc.JWTID, "signing_keys": acc.SigningKeys, "revocations": len(revs),
-		"system": acc.System, "resigned": resign, "file": a.file}
-	if made != nil {
+		"system": acc.System, "resigned": resign, "file": a.File, "limits": acc.Limits, "claims": acc.Claims}
+	if madePub != "" {
 		details["new_signing_key"] = madePub
 	}
 	if len(lost) > 0 {
@@ -688,22 +560,27 @@ func (im *importer) account(ctx context.Context, a *importAccount) error {
 	if err := im.s.audit(ctx, im.actor, "account.import", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey, Details: details}); err != nil {
 		return err
 	}
-	held := map[string]bool{}
 	for _, k := range acc.SigningKeys {
-		held[k] = true
+		ia.held[k] = true
 	}
-	im.created[acc.PublicKey] = &importedAccount{acc: acc, held: held, ac: ac}
+	for _, k := range a.SigningKeys {
+		ia.listed[k] = true
+	}
 
 	var d []string
 	if acc.System {
 		d = append(d, "system account")
 	}
-	if made != nil {
+	if madePub != "" {
 		// held is empty: a key is made only when no signing key seed is held
 		d = append(d, "new signing key "+madePub+" (the keystore held only the account's own seed, which rotatord does not keep)")
 	} else {
 		d = append(d, "signing keys held: "+strings.Join(acc.SigningKeys, ", "))
 	}
+	for _, r := range roles {
+		d = append(d, fmt.Sprintf("role %s (%d keys)", r.name, len(r.keys)))
+	}
+	d = append(d, describeClaims(acc.Claims)...)
 	if len(revs) > 0 {
 		d = append(d, fmt.Sprintf("%d revocations", len(revs)))
 	}
@@ -712,8 +589,118 @@ func (im *importer) account(ctx context.Context, a *importAccount) error {
 	} else {
 		d = append(d, "JWT kept as is")
 	}
+	ia.step = len(im.report.Steps)
+	im.created[acc.PublicKey] = ia
 	im.step("account", acc.Name, acc.PublicKey, ImportCreate, strings.Join(d, "; "))
 	return nil
+}
+
+// checkClaims checks an imported account's claims on their own, as the
+// API checks them; references between accounts are checked once every
+// account is in (linkImports).
+func (im *importer) checkClaims(acc *rotatord.Account) error {
+	if err := acc.Limits.Validate(); err != nil {
+		return err
+	}
+	c := acc.Claims
+	c.Normalize()
+	if err := c.Validate(acc.PublicKey, acc.Name); err != nil {
+		return err
+	}
+	if err := c.CheckLimits(acc.Limits); err != nil {
+		return err
+	}
+	for _, src := range sortedKeys(c.Mappings) {
+		for _, d := range c.Mappings[src] {
+			if err := server.ValidateMapping(src, d.Subject); err != nil {
+				return rotatord.Errorf(rotatord.EINVALID, "mappings[%q]: destination %q: %v", src, d.Subject, err)
+			}
+		}
+	}
+	return nil
+}
+
+// linkImports runs once every account is in: imports of an account of
+// rotatord that match none of its exports are reported (nats-server does
+// not apply them either), and the created accounts that import a token_req
+// export of an account of rotatord are re-signed with the activation tokens
+// rotatord mints for them.
+func (im *importer) linkImports(ctx context.Context) error {
+	for _, pub := range sortedKeys(im.created) {
+		ia := im.created[pub]
+		acc := ia.acc
+		mint := false
+		for i, imp := range acc.Claims.Imports {
+			exp, err := im.s.exporter(ctx, imp.Account)
+			if errors.Is(err, errNoAccount) || (err == nil && exp == nil) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			ec, err := claimsOf(exp)
+			if err != nil {
+				return err
+			}
+			e := matchExport(ec, imp)
+			if e == nil {
+				im.report.Warnings = append(im.report.Warnings, fmt.Sprintf("account %s, imports[%d] (%s %s from %s) matches no export of %s: nats-server does not apply it",
+					acc.Name, i, imp.Type, imp.Subject, exp.Name, exp.Name))
+				continue
+			}
+			if err := checkTokenPosition(e, imp, acc.PublicKey); err != nil {
+				im.report.Warnings = append(im.report.Warnings, fmt.Sprintf("account %s, imports[%d]: %s", acc.Name, i, rotatord.ErrorMessage(err)))
+			}
+			mint = mint || e.TokenReq
+		}
+		if !mint {
+			continue
+		}
+		locked, err := im.s.store.LockAccount(ctx, acc.ID)
+		if err != nil {
+			return err
+		}
+		locked.Claims = acc.Claims
+		if err := im.s.resignAccount(ctx, locked); errors.Is(err, rotatord.ErrJWTFull) {
+			im.bad.add("account %s: %s", acc.Name, rotatord.ErrorMessage(err))
+			continue
+		} else if err != nil {
+			return err
+		}
+		if err := im.is.MarkPushOwed(ctx, acc.ID); err != nil {
+			return err
+		}
+		acc.JWT, acc.JWTID = locked.JWT, locked.JWTID
+		s := &im.report.Steps[ia.step]
+		s.Detail = strings.Replace(s.Detail, "JWT kept as is", "JWT re-signed", 1)
+		if !strings.Contains(s.Detail, "activation tokens minted") {
+			s.Detail += "; activation tokens minted by rotatord"
+		}
+	}
+	return nil
+}
+
+func describeClaims(c *rotatord.AccountClaims) []string {
+	var d []string
+	if js := c.JetStream; js != nil {
+		if js.Tiers != nil {
+			d = append(d, "JetStream tiers "+strings.Join(sortedKeys(js.Tiers), ","))
+		} else {
+			d = append(d, "JetStream")
+		}
+	}
+	for _, n := range []struct {
+		n    int
+		what string
+	}{{len(c.Exports), "export"}, {len(c.Imports), "import"}, {len(c.Mappings), "mapping"}} {
+		switch {
+		case n.n == 1:
+			d = append(d, "1 "+n.what)
+		case n.n > 1:
+			d = append(d, fmt.Sprintf("%d %ss", n.n, n.what))
+		}
+	}
+	return d
 }
 
 func ownerName(accountID int64) string {
@@ -729,115 +716,141 @@ func ownerName(accountID int64) string {
 // entry's own time: it folds into '*' only once '*' reaches that time, in
 // accounts that fold at all (not keep_revocations). It is pruned once the
 // JWT it revokes expires, when that is known.
-func importRevocations(ac *jwt.AccountClaims, users []*importUser) []rotatord.Revocation {
-	exp := map[string]int64{}
+func importRevocations(a *rotatord.ImportedAccount, users []*rotatord.ImportedUser) []rotatord.Revocation {
+	exp := map[string]time.Time{}
 	names := map[string]string{}
 	for _, u := range users {
-		if u.claims.Expires > exp[u.claims.Subject] {
-			exp[u.claims.Subject] = u.claims.Expires
+		if u.ExpiresAt.After(exp[u.PublicKey]) {
+			exp[u.PublicKey] = u.ExpiresAt
 		}
-		names[u.claims.Subject] = u.name
+		names[u.PublicKey] = u.Name
 	}
 	var out []rotatord.Revocation
-	for _, k := range sortedKeys(ac.Revocations) {
-		r := rotatord.Revocation{PublicKey: k, RevokedAt: time.Unix(ac.Revocations[k], 0), ExpiresAt: NeverExpires,
+	for _, k := range sortedKeys(a.Revocations) {
+		r := rotatord.Revocation{PublicKey: k, RevokedAt: time.Unix(a.Revocations[k], 0), ExpiresAt: NeverExpires,
 			Agent: names[k], Reason: "imported"}
-		if e := exp[k]; e > 0 {
-			r.ExpiresAt = time.Unix(e, 0)
+		if e := exp[k]; !e.IsZero() {
+			r.ExpiresAt = e
 		}
 		out = append(out, r)
 	}
 	return out
 }
 
-func (im *importer) user(ctx context.Context, u *importUser) error {
-	uc := u.claims
-	accPub := uc.Issuer
-	if uc.IssuerAccount != "" {
-		accPub = uc.IssuerAccount
+// revoked reports whether revocations refuse a JWT of key issued at iat
+// (nats-io/jwt's RevocationList.IsRevoked; an unknown iat is revoked).
+func revoked(revs map[string]int64, key string, iat time.Time) bool {
+	if iat.Unix() <= 0 {
+		return true
 	}
-	if cred, err := im.s.store.FindCredentialByPublicKey(ctx, uc.Subject); err == nil {
-		g, err := im.s.store.FindAgentByName(ctx, u.name)
+	if t, ok := revs[jwt.All]; ok && t >= iat.Unix() {
+		return true
+	}
+	t, ok := revs[key]
+	return ok && t >= iat.Unix()
+}
+
+func (im *importer) user(ctx context.Context, u *rotatord.ImportedUser) error {
+	if cred, err := im.s.store.FindCredentialByPublicKey(ctx, u.PublicKey); err == nil {
+		g, err := im.s.store.FindAgentByName(ctx, u.Name)
 		if err != nil && !errors.Is(err, rotatord.ErrNotFound) {
 			return err
 		}
 		if g == nil || g.ID != cred.AgentID {
-			im.bad.add("%s: user key %s is already a key of another agent in rotatord", u.file, uc.Subject)
+			im.bad.add("%s: user key %s is already a key of another agent in rotatord", u.File, u.PublicKey)
 			return nil
 		}
 		detail := ""
-		if cred.JWT != u.raw {
+		if cred.JWT != u.JWT {
 			detail = "rotatord keeps the JWT it has"
 		}
 		if cred.State != rotatord.CredentialActive {
 			detail = "this key is " + cred.State + "; agent " + g.Name + " has moved on"
 		}
-		im.step("agent", u.name, uc.Subject, ImportExists, detail)
+		im.step("agent", u.Name, u.PublicKey, ImportExists, detail)
 		return nil
 	} else if !errors.Is(err, rotatord.ErrNotFound) {
 		return err
 	}
-	acc, err := im.s.store.FindAccountByPublicKey(ctx, accPub)
+	acc, err := im.s.store.FindAccountByPublicKey(ctx, u.Account)
 	if errors.Is(err, rotatord.ErrNotFound) {
-		im.bad.add("%s: user %s belongs to account %s, which is not imported: add the account's JWT", u.file, u.name, accPub)
+		im.bad.add("%s: user %s belongs to account %s, which is not imported: add the account's JWT", u.File, u.Name, u.Account)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	ac, held, err := im.accountState(ctx, acc)
+	ia, err := im.accountState(ctx, acc)
 	if err != nil {
 		return err
 	}
+	signed := u.Issuer == acc.PublicKey || (u.Account == acc.PublicKey && ia.listed[u.Issuer])
 	switch {
 	case acc.System:
-		im.step("user", u.name, uc.Subject, ImportSkip,
+		im.step("user", u.Name, u.PublicKey, ImportSkip,
 			"a user of the system account: rotatord mints its own system users and does not rotate these; the creds keep working as they are")
 		return nil
-	case !ac.DidSign(uc):
-		im.bad.add("%s: user %s is signed by %s, which is not account %s or one of its signing keys", u.file, u.name, uc.Issuer, acc.Name)
+	case !signed:
+		im.bad.add("%s: user %s is signed by %s, which is not account %s or one of its signing keys", u.File, u.Name, u.Issuer, acc.Name)
 		return nil
-	case uc.Issuer != acc.PublicKey && !held[uc.Issuer]:
+	case u.Issuer != acc.PublicKey && !ia.held[u.Issuer]:
 		im.bad.add("%s: user %s is signed by signing key %s of account %s, which rotatord cannot keep (%s): the user would be locked out at the account's first re-sign",
-			u.file, u.name, uc.Issuer, acc.Name, droppedWhy(im.in, acc.PublicKey, uc.Issuer))
+			u.File, u.Name, u.Issuer, acc.Name, droppedWhy(im.in, acc.PublicKey, u.Issuer))
 		return nil
-	case ac.IsClaimRevoked(uc):
-		im.step("user", u.name, uc.Subject, ImportSkip, "revoked in the account JWT")
+	case revoked(ia.revocations, u.PublicKey, u.IssuedAt):
+		im.step("user", u.Name, u.PublicKey, ImportSkip, "revoked in the account JWT")
 		return nil
-	case uc.Expires != 0 && uc.Expires <= im.now.Unix():
-		im.step("user", u.name, uc.Subject, ImportSkip, "its JWT expired "+time.Unix(uc.Expires, 0).UTC().Format(time.RFC3339))
-		return nil
-	}
-	if err := rotatord.ValidateName("agent", u.name); err != nil {
-		im.bad.add("%s: user %s: %s", u.file, u.name, err)
+	case !u.ExpiresAt.IsZero() && !u.ExpiresAt.After(im.now):
+		im.step("user", u.Name, u.PublicKey, ImportSkip, "its JWT expired "+u.ExpiresAt.UTC().Format(time.RFC3339))
 		return nil
 	}
-	if err := u.perms.Validate(); err != nil {
-		im.bad.add("%s: user %s: %s", u.file, u.name, err)
+	if err := rotatord.ValidateName("agent", u.Name); err != nil {
+		im.bad.add("%s: user %s: %s", u.File, u.Name, err)
 		return nil
 	}
-	if g, err := im.s.store.FindAgentByName(ctx, u.name); err == nil {
-		im.bad.add("%s: agent %q already exists in rotatord (account %s) with other keys", u.file, u.name, g.Account)
+	tags, err := rotatord.NormalizeTags(u.Tags)
+	if err != nil {
+		im.bad.add("%s: user %s: %s", u.File, u.Name, err)
+		return nil
+	}
+	// A user of a role becomes an agent of that role, with no claims of
+	// its own; any other keeps every claim of its JWT.
+	role := ia.roleOf[u.Issuer]
+	own := emptyTemplate()
+	if role != nil {
+		if err := role.Template.CheckAgent(u.Name, tags); err != nil {
+			im.bad.add("%s: user %s of role %s: %s", u.File, u.Name, role.Name, rotatord.ErrorMessage(err))
+			return nil
+		}
+	} else if own, err = checkTemplate(u.Template, false); err != nil {
+		im.bad.add("%s: user %s: %s", u.File, u.Name, rotatord.ErrorMessage(err))
+		return nil
+	}
+	if g, err := im.s.store.FindAgentByName(ctx, u.Name); err == nil {
+		im.bad.add("%s: agent %q already exists in rotatord (account %s) with other keys", u.File, u.Name, g.Account)
 		return nil
 	} else if !errors.Is(err, rotatord.ErrNotFound) {
 		return err
 	}
-	for _, path := range u.extra {
-		im.report.Unmodeled = append(im.report.Unmodeled, fmt.Sprintf("user %s: %s (dropped at its first rotation)", u.name, path))
+	for _, path := range u.Unmodeled {
+		im.report.Unmodeled = append(im.report.Unmodeled, fmt.Sprintf("user %s: %s (dropped at its first rotation)", u.Name, path))
 	}
 
-	cred := &rotatord.Credential{PublicKey: uc.Subject, JWT: u.raw, JWTID: uc.ID, IssuedAt: time.Unix(uc.IssuedAt, 0),
-		ExpiresAt: NeverExpires, State: rotatord.CredentialActive, SigningKey: uc.Issuer}
-	if uc.Expires != 0 {
-		cred.ExpiresAt = time.Unix(uc.Expires, 0)
+	cred := &rotatord.Credential{PublicKey: u.PublicKey, JWT: u.JWT, JWTID: u.JWTID, IssuedAt: u.IssuedAt,
+		ExpiresAt: NeverExpires, State: rotatord.CredentialActive, SigningKey: u.Issuer}
+	if !u.ExpiresAt.IsZero() {
+		cred.ExpiresAt = u.ExpiresAt
 	}
 	delivery := im.opts.Delivery
 	if delivery == "" {
 		delivery = rotatord.DeliveryPoll
 	}
-	g := &rotatord.Agent{Name: u.name, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey,
-		Permissions: u.perms, Rotation: im.policy, Delivery: delivery, State: rotatord.AgentActive,
-		Limits: rotatord.NoUserLimits}
+	g := &rotatord.Agent{Name: u.Name, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey,
+		Rotation: im.policy, Delivery: delivery, State: rotatord.AgentActive, Tags: tags}
+	g.SetTemplate(own)
+	if role != nil {
+		g.RoleID, g.Role, g.RoleKey = role.ID, role.Name, role.SigningKey()
+	}
 	next := im.nextRotation(cred.ExpiresAt)
 	g.NextRotationAt = &next
 	if err := im.s.store.CreateAgent(ctx, g); err != nil {
@@ -849,49 +862,66 @@ func (im *importer) user(ctx context.Context, u *importUser) error {
 	}
 	g.Active = cred
 	if err := im.s.audit(ctx, im.actor, "agent.import", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name,
-		Details: map[string]any{"permissions": g.Permissions, "schedule": g.Rotation.Schedule, "grace": g.Rotation.Grace.String(),
-			"delivery": g.Delivery, "file": u.file}}); err != nil {
+		Details: claimsDetails(g, map[string]any{"schedule": g.Rotation.Schedule, "grace": g.Rotation.Grace.String(),
+			"delivery": g.Delivery, "file": u.File})}); err != nil {
 		return err
 	}
 	if err := im.s.audit(ctx, im.actor, "credential.import", rotatord.AuditEvent{Account: acc.Name, Agent: g.Name, PublicKey: cred.PublicKey,
-		Details: map[string]any{"jwt_id": cred.JWTID, "issuer": uc.Issuer, "expires_at": cred.ExpiresAt, "next_rotation_at": next}}); err != nil {
+		Details: map[string]any{"jwt_id": cred.JWTID, "issuer": u.Issuer, "expires_at": cred.ExpiresAt, "next_rotation_at": next}}); err != nil {
 		return err
 	}
 	expires := "never expires"
-	if uc.Expires != 0 {
+	if !u.ExpiresAt.IsZero() {
 		expires = "expires " + cred.ExpiresAt.UTC().Format(time.RFC3339)
 	}
 	im.step("agent", g.Name, cred.PublicKey, ImportCreate, fmt.Sprintf("account %s; %s; first rotation %s; %s",
-		acc.Name, expires, next.UTC().Format(time.RFC3339), describePermissions(g.Permissions)))
+		acc.Name, expires, next.UTC().Format(time.RFC3339), describeAgent(g)))
 	return nil
 }
 
-// accountState returns an account's JWT claims and the signing keys
-// rotatord holds for it, for an account this import created or one rotatord
-// already had.
-func (im *importer) accountState(ctx context.Context, acc *rotatord.Account) (*jwt.AccountClaims, map[string]bool, error) {
+// accountState returns what a user's checks need of its account: for an
+// account this import created, what its JWT said; for one rotatord already
+// had, its stored JWT and the signing keys rotatord holds.
+func (im *importer) accountState(ctx context.Context, acc *rotatord.Account) (*importedAccount, error) {
 	if c := im.created[acc.PublicKey]; c != nil {
-		return c.ac, c.held, nil
+		return c, nil
 	}
 	ac, err := jwt.DecodeAccountClaims(acc.JWT)
 	if err != nil {
-		return nil, nil, fmt.Errorf("decode stored account jwt of %s: %w", acc.Name, err)
+		return nil, fmt.Errorf("decode stored account jwt of %s: %w", acc.Name, err)
 	}
 	keys, err := im.s.store.SigningKeys(ctx, acc.ID)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	held := map[string]bool{}
+	ia := &importedAccount{acc: acc, held: map[string]bool{}, listed: map[string]bool{}, revocations: map[string]int64{},
+		roleOf: map[string]*rotatord.Role{}}
 	for _, k := range keys {
-		held[k] = true
+		ia.held[k] = true
 	}
-	return ac, held, nil
+	roles, err := im.s.store.ListRoles(ctx, acc.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range roles {
+		for _, k := range r.SigningKeys {
+			ia.held[k] = true
+			ia.roleOf[k] = r
+		}
+	}
+	for k := range ac.SigningKeys {
+		ia.listed[k] = true
+	}
+	for k, t := range ac.Revocations {
+		ia.revocations[k] = t
+	}
+	return ia, nil
 }
 
-func droppedWhy(in *importInput, accPub, key string) string {
-	for _, a := range in.accounts {
-		if a.claims.Subject == accPub {
-			if why, ok := a.dropped[key]; ok {
+func droppedWhy(in *rotatord.ImportSet, accPub, key string) string {
+	for _, a := range in.Accounts {
+		if a.Account.PublicKey == accPub {
+			if why, ok := a.Dropped[key]; ok {
 				return "it " + why
 			}
 		}
@@ -918,6 +948,28 @@ func (im *importer) nextRotation(expires time.Time) time.Time {
 	return next
 }
 
+// describeAgent says what an imported agent may do: its role, or its own
+// permissions and the other claims it has.
+func describeAgent(g *rotatord.Agent) string {
+	if g.Role != "" {
+		return "role " + g.Role
+	}
+	d := describePermissions(g.Permissions)
+	if g.Permissions.Resp != nil {
+		d += "; responses"
+	}
+	if len(g.Src) > 0 {
+		d += "; src " + strings.Join(g.Src, ",")
+	}
+	if len(g.Times) > 0 {
+		d += fmt.Sprintf("; %d connect time ranges", len(g.Times))
+	}
+	if len(g.ConnectionTypes) > 0 {
+		d += "; connection types " + strings.Join(g.ConnectionTypes, ",")
+	}
+	return d
+}
+
 func describePermissions(p rotatord.Permissions) string {
 	var parts []string
 	for _, l := range []struct {
@@ -934,96 +986,6 @@ func describePermissions(p rotatord.Permissions) string {
 	return strings.Join(parts, "; ")
 }
 
-// unmodeledAccount lists the claims of an account JWT that rotatord would
-// not reproduce when it re-signs it (see signAccount). It keeps the whole
-// "nats" object (imports, exports, limits, mappings...) and sets the
-// signing keys (checked on their own) and revocations; only the standard
-// claims beyond name and subject are its own.
-func unmodeledAccount(ac *jwt.AccountClaims) []string {
-	var out []string
-	if ac.Expires != 0 {
-		out = append(out, "exp (the account JWT expires "+time.Unix(ac.Expires, 0).UTC().Format(time.RFC3339)+"; rotatord's do not)")
-	}
-	return out
-}
-
-// unmodeledUser lists the claims of a user JWT that rotatord's next JWT for
-// the agent would not carry: everything but the publish and subscribe
-// allow and deny lists (see jwtissue.EncodeUser).
-func unmodeledUser(uc *jwt.UserClaims) []string {
-	want := jwt.NewUserClaims(uc.Subject)
-	want.IssuerAccount = uc.IssuerAccount
-	want.Pub, want.Sub = uc.Pub, uc.Sub
-	want.Type, want.Version = uc.Type, uc.Version
-	return jsonDiff(uc.User, want.User)
-}
-
-// jsonDiff returns the JSON paths (a.b.c) where got and want differ;
-// absent, null and empty values count as equal.
-func jsonDiff(got, want any) []string {
-	var out []string
-	diffValue("", asJSON(got), asJSON(want), &out)
-	sort.Strings(out)
-	return out
-}
-
-func asJSON(v any) any {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprintf("unencodable: %v", err)
-	}
-	var out any
-	if err := json.Unmarshal(b, &out); err != nil {
-		return fmt.Sprintf("undecodable: %v", err)
-	}
-	return out
-}
-
-func diffValue(path string, got, want any, out *[]string) {
-	gm, gok := got.(map[string]any)
-	wm, wok := want.(map[string]any)
-	if gok && wok {
-		keys := map[string]bool{}
-		for k := range gm {
-			keys[k] = true
-		}
-		for k := range wm {
-			keys[k] = true
-		}
-		for _, k := range sortedKeys(keys) {
-			p := k
-			if path != "" {
-				p = path + "." + k
-			}
-			diffValue(p, gm[k], wm[k], out)
-		}
-		return
-	}
-	if isEmpty(got) && isEmpty(want) {
-		return
-	}
-	if !reflect.DeepEqual(got, want) {
-		*out = append(*out, path)
-	}
-}
-
-func isEmpty(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return true
-	case map[string]any:
-		for _, e := range x {
-			if !isEmpty(e) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		return len(x) == 0
-	}
-	return false
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -1031,18 +993,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-func orNone(keys []string) string {
-	if len(keys) == 0 {
-		return "it has none"
-	}
-	return strings.Join(keys, ", ")
-}
-
-func baseName(path string) string {
-	if i := strings.LastIndexAny(path, `/\`); i >= 0 {
-		return path[i+1:]
-	}
-	return path
 }

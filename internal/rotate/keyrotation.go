@@ -70,62 +70,73 @@ func (s *Service) RotateSigningKey(ctx context.Context, actor Actor, account str
 		}
 	}
 	var (
-		k   *rotatord.KeyRotation
-		acc *rotatord.Account
+		k        *rotatord.KeyRotation
+		acc      *rotatord.Account
+		resigned []*rotatord.Account
 	)
 	err := s.inTx(ctx, func(ctx context.Context) error {
 		var err error
-		k, acc, err = s.startKeyRotation(ctx, actor, account, in.Role, mode, rotatord.TriggerManual)
+		k, acc, resigned, err = s.startKeyRotation(ctx, actor, account, in.Role, mode, rotatord.TriggerManual)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rotate signing key of %s: %w", account, err)
 	}
-	s.afterKeyChange(ctx, k, acc)
+	// Only an emergency start re-signs importers: theirs go first.
+	s.pushTokenHoldersFirst(ctx, resigned)
+	s.afterKeyChange(ctx, k, acc, nil)
 	return k, nil
 }
 
 // startKeyRotation records a key rotation and its fleet rotation, inside
-// the caller's transaction.
-func (s *Service) startKeyRotation(ctx context.Context, actor Actor, account, roleName, mode, trigger string) (*rotatord.KeyRotation, *rotatord.Account, error) {
+// the caller's transaction. It returns the accounts re-signed for their
+// activation tokens (an emergency rotation of an exporter's key), to push
+// after commit.
+func (s *Service) startKeyRotation(ctx context.Context, actor Actor, account, roleName, mode, trigger string) (
+	k *rotatord.KeyRotation, acc *rotatord.Account, resigned []*rotatord.Account, err error) {
 	found, err := s.store.FindAccountByName(ctx, account)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if found.System {
-		return nil, nil, rotatord.Errorf(rotatord.EINVALID, "the system account's signing key signs rotatord's own NATS user: "+
+		return nil, nil, nil, rotatord.Errorf(rotatord.EINVALID, "the system account's signing key signs rotatord's own NATS user: "+
 			"rotating it is not supported")
 	}
-	acc, err := s.store.LockAccount(ctx, found.ID)
-	if err != nil {
-		return nil, nil, err
+	if mode == rotatord.KeyModeEmergency && roleName == "" {
+		// It re-signs the holders of activation tokens (keytokens.go).
+		if err := s.store.LockAccountGraph(ctx); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if acc, err = s.store.LockAccount(ctx, found.ID); err != nil {
+		return nil, nil, nil, err
 	}
 	if inflight, err := s.store.InFlightKeyRotation(ctx, acc.ID); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	} else if inflight != nil {
-		return nil, nil, rotatord.Errorf(rotatord.ECONFLICT, "key rotation %s of account %s is %s: one at a time; "+
+		return nil, nil, nil, rotatord.Errorf(rotatord.ECONFLICT, "key rotation %s of account %s is %s: one at a time; "+
 			"complete or abandon it first (POST /v1/key-rotations/%s/complete|abandon)", inflight.ID, acc.Name, inflight.State, inflight.ID)
 	}
 	if err := s.fleetSlotFree(ctx, acc); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	k := &rotatord.KeyRotation{Kind: rotatord.KeyKindAccount, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey,
+	k = &rotatord.KeyRotation{Kind: rotatord.KeyKindAccount, AccountID: acc.ID, Account: acc.Name, AccountKey: acc.PublicKey,
 		Mode: mode, Trigger: trigger, Actor: string(actor)}
 	var role *rotatord.Role
 	if roleName != "" {
 		if role, err = s.store.LockRole(ctx, acc.ID, roleName); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		k.Kind, k.RoleID, k.Role, k.OldKeys = rotatord.KeyKindRole, role.ID, role.Name, slices.Clone(role.SigningKeys)
 	} else if k.OldKeys, err = s.store.SigningKeys(ctx, acc.ID); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if len(k.OldKeys) == 0 {
-		return nil, nil, rotatord.Errorf(rotatord.ECONFLICT, "%s has no signing key of rotatord's to rotate", keyOwner(k))
+		return nil, nil, nil, rotatord.Errorf(rotatord.ECONFLICT, "%s has no signing key of rotatord's to rotate", keyOwner(k))
 	}
 	kp, err := jwtissue.NewKey(nkeys.PrefixByteAccount)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	k.NewKey = jwtissue.Public(kp)
 	now := s.now()
@@ -135,25 +146,25 @@ func (s *Service) startKeyRotation(ctx context.Context, actor Actor, account, ro
 		// before the servers trust it.
 		k.State = rotatord.KeyRotationAdding
 		if err := s.store.CreateKeyRotation(ctx, k); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := s.addSigningKey(ctx, k, role, s.seal(kp), true); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := s.resignAccount(ctx, acc); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		k.AddedVersion = acc.JWTVersion
 	} else {
 		k.State = rotatord.KeyRotationReissuing
 		if err := s.store.CreateKeyRotation(ctx, k); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := s.addSigningKey(ctx, k, role, s.seal(kp), false); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		if err := s.retireOldKeys(ctx, actor, k, acc, now); err != nil {
-			return nil, nil, err
+		if resigned, err = s.retireOldKeys(ctx, actor, k, acc, now); err != nil {
+			return nil, nil, nil, err
 		}
 		k.AddedVersion = acc.JWTVersion
 		// Everyone at once: a leaked key gives no time for canaries.
@@ -163,18 +174,18 @@ func (s *Service) startKeyRotation(ctx context.Context, actor Actor, account, ro
 		HaltOnFailureRate: rate, State: rotatord.FleetRunning, Replacing: k.OldKeys, KeyRotation: k.ID,
 		Trigger: rotatord.TriggerKeyRotation, Actor: string(actor)}
 	if err := s.store.CreateFleetRotation(ctx, f); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	k.FleetRotation = f.ID
 	if err := s.store.UpdateKeyRotation(ctx, k); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := s.audit(ctx, actor, "key_rotation.start", rotatord.AuditEvent{Account: acc.Name, PublicKey: k.NewKey,
 		Details: map[string]any{"key_rotation": k.ID, "kind": k.Kind, "role": k.Role, "mode": mode, "trigger": trigger,
 			"old_keys": k.OldKeys, "new_key": k.NewKey, "fleet_rotation": f.ID, "account_jwt_id": acc.JWTID}}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return k, acc, nil
+	return k, acc, resigned, nil
 }
 
 // keyOwner names what k rotates the key of, for messages.
@@ -214,49 +225,66 @@ func (s *Service) addSigningKey(ctx context.Context, k *rotatord.KeyRotation, ro
 }
 
 // activateSigningKey makes k's staged new key the one that signs: new
-// agents and every rotation from then on use it.
-func (s *Service) activateSigningKey(ctx context.Context, k *rotatord.KeyRotation) error {
+// agents and every rotation from then on use it, and so do the activation
+// tokens of the accounts importing from acc (locked), re-signed now and
+// returned, to push after commit.
+func (s *Service) activateSigningKey(ctx context.Context, k *rotatord.KeyRotation, acc *rotatord.Account) ([]*rotatord.Account, error) {
 	if err := s.store.ActivateSigningKey(ctx, k.NewKey); err != nil {
-		return err
+		return nil, err
 	}
-	return s.audit(ctx, Actor(k.Actor), "signing_key.activate", rotatord.AuditEvent{Account: k.Account, PublicKey: k.NewKey,
-		Details: map[string]any{"key_rotation": k.ID, "kind": k.Kind, "role": k.Role}})
+	resigned, err := s.moveTokens(ctx, k, acc)
+	if err != nil {
+		return nil, err
+	}
+	return resigned, s.audit(ctx, Actor(k.Actor), "signing_key.activate", rotatord.AuditEvent{Account: k.Account, PublicKey: k.NewKey,
+		Details: map[string]any{"key_rotation": k.ID, "kind": k.Kind, "role": k.Role, "importers_resigned": accountNames(resigned)}})
 }
 
 // retireOldKeys retires k's old keys (waiting for transactions signing
 // with them), drops the revocation entries of credentials they signed (the
 // servers refuse those anyway once the keys are out of the account JWT) and
-// re-signs the locked account without them.
-func (s *Service) retireOldKeys(ctx context.Context, actor Actor, k *rotatord.KeyRotation, acc *rotatord.Account, now time.Time) error {
+// re-signs the locked account without them, and the accounts holding
+// activation tokens they signed (keytokens.go; the caller holds the account
+// graph's lock), returned to push after commit.
+func (s *Service) retireOldKeys(ctx context.Context, actor Actor, k *rotatord.KeyRotation, acc *rotatord.Account, now time.Time) ([]*rotatord.Account, error) {
+	holders, err := s.lockTokenHolders(ctx, k, acc)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.store.RetireSigningKeys(ctx, k.OldKeys, now); err != nil {
-		return err
+		return nil, err
 	}
 	pruned, err := s.store.PruneRevocationsSignedBy(ctx, acc.ID, k.OldKeys)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.resignAccount(ctx, acc); err != nil {
-		return err
+		return nil, err
+	}
+	if err := s.resignTokenHolders(ctx, holders); err != nil {
+		return nil, err
 	}
 	at, err := s.store.DBNow(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	k.RemovedVersion, k.RemovedAt = acc.JWTVersion, &at
-	return s.audit(ctx, actor, "signing_key.retire", rotatord.AuditEvent{Account: acc.Name, PublicKey: k.NewKey,
-		Details: map[string]any{"key_rotation": k.ID, "keys": k.OldKeys, "revocations_pruned": pruned, "account_jwt_id": acc.JWTID}})
+	return holders, s.audit(ctx, actor, "signing_key.retire", rotatord.AuditEvent{Account: acc.Name, PublicKey: k.NewKey,
+		Details: map[string]any{"key_rotation": k.ID, "keys": k.OldKeys, "revocations_pruned": pruned, "account_jwt_id": acc.JWTID,
+			"importers_resigned": accountNames(holders)}})
 }
 
 // afterKeyChange follows a committed step that re-signed the account: the
 // resolver's cache, the opened keys of retired ones, the push, and the next
 // step.
-func (s *Service) afterKeyChange(ctx context.Context, k *rotatord.KeyRotation, acc *rotatord.Account) {
+func (s *Service) afterKeyChange(ctx context.Context, k *rotatord.KeyRotation, acc *rotatord.Account, resigned []*rotatord.Account) {
 	if k.RemovedVersion != 0 {
 		s.dropSigners(k.OldKeys)
 	}
 	s.changed(ctx, acc.PublicKey)
 	// The answer does not wait for the servers; the key rotation does.
 	s.pushSoon(acc.ID)
+	s.pushResigned(ctx, resigned)
 	s.kickKeys()
 }
 
@@ -342,11 +370,12 @@ func (s *Service) DriveKeyRotations(ctx context.Context) (int, error) {
 
 // keyStep is what one step of a key rotation leaves to do after its commit.
 type keyStep struct {
-	moved   bool
-	resign  bool    // the account was re-signed: follow up (afterKeyChange)
-	push    bool    // a push the step waits for is owed: try it now
-	reissue []int64 // agents to re-issue under the new key
-	alert   bool
+	moved    bool
+	resign   bool                // the account was re-signed: follow up (afterKeyChange)
+	push     bool                // a push the step waits for is owed: try it now
+	reissue  []int64             // agents to re-issue under the new key
+	resigned []*rotatord.Account // importers re-signed for their activation tokens, to push
+	alert    bool
 }
 
 // driveKeyRotation does the next step of a key rotation, under the
@@ -361,9 +390,18 @@ func (s *Service) driveKeyRotation(ctx context.Context, id string) (bool, error)
 		acc  *rotatord.Account
 		step keyStep
 	)
+	// Leaving adding and removing the old keys of a staged rotation move
+	// activation tokens (keytokens.go).
+	graph := signsTokens(found) && (found.State == rotatord.KeyRotationAdding ||
+		found.Mode == rotatord.KeyModeStaged && (found.State == rotatord.KeyRotationReissuing || found.State == rotatord.KeyRotationWaiting))
 	err = s.inTx(ctx, func(ctx context.Context) error {
 		step, k = keyStep{}, nil
 		var err error
+		if graph {
+			if err := s.store.LockAccountGraph(ctx); err != nil {
+				return err
+			}
+		}
 		// Lock order: account, then key rotation, then fleet rotation.
 		if acc, err = s.store.LockAccount(ctx, found.AccountID); err != nil {
 			return err
@@ -389,9 +427,12 @@ func (s *Service) driveKeyRotation(ctx context.Context, id string) (bool, error)
 		s.kickAlerts()
 	}
 	if step.resign {
-		s.afterKeyChange(ctx, k, acc)
-	} else if step.push {
-		s.pushSoon(acc.ID)
+		s.afterKeyChange(ctx, k, acc, step.resigned)
+	} else {
+		if step.push {
+			s.pushSoon(acc.ID)
+		}
+		s.pushResigned(ctx, step.resigned)
 	}
 	if step.moved && k.State == rotatord.KeyRotationReissuing {
 		s.kickKeys() // the fleet rotation may start
@@ -414,11 +455,12 @@ func (s *Service) keyStepLocked(ctx context.Context, k *rotatord.KeyRotation, ac
 		if !s.pushed(acc, k.AddedVersion) {
 			return keyStep{push: true}, nil
 		}
-		if err := s.activateSigningKey(ctx, k); err != nil {
+		resigned, err := s.activateSigningKey(ctx, k, acc)
+		if err != nil {
 			return keyStep{}, err
 		}
 		k.State, k.Waiting = rotatord.KeyRotationReissuing, ""
-		return keyStep{moved: true}, s.store.UpdateKeyRotation(ctx, k)
+		return keyStep{moved: true, resigned: resigned}, s.store.UpdateKeyRotation(ctx, k)
 	case rotatord.KeyRotationReissuing:
 		if k.FleetRotation != "" {
 			f, err := s.store.FindFleetRotation(ctx, k.FleetRotation)
@@ -465,7 +507,24 @@ func (s *Service) checkStragglers(ctx context.Context, k *rotatord.KeyRotation, 
 		return keyStep{}, err
 	}
 	if len(ids) == 0 {
-		if err := s.retireOldKeys(ctx, SystemActor, k, acc, now); err != nil {
+		ready, waiting, resigned, err := s.tokensReady(ctx, k, acc)
+		if err != nil {
+			return keyStep{}, err
+		}
+		if !ready {
+			// The importers' JWTs with tokens of the new key must be on
+			// the servers before the old key leaves the exporter's.
+			msg := fmt.Sprintf("waiting for the servers to acknowledge the JWTs of the accounts importing from %s, "+
+				"whose activation tokens the new key signs: %s", acc.Name, listNames(waiting[:min(len(waiting), maxStragglerNames)], len(waiting)))
+			step := keyStep{resigned: resigned}
+			if k.Waiting != msg {
+				k.Waiting, step.moved = msg, true
+				err = s.store.UpdateKeyRotation(ctx, k)
+			}
+			return step, err
+		}
+		resigned, err = s.retireOldKeys(ctx, SystemActor, k, acc, now)
+		if err != nil {
 			return keyStep{}, err
 		}
 		// A signer that held an old key while it was being retired has
@@ -476,7 +535,7 @@ func (s *Service) checkStragglers(ctx context.Context, k *rotatord.KeyRotation, 
 			return keyStep{}, errKeyHeld
 		}
 		k.State, k.Stragglers, k.Waiting = rotatord.KeyRotationRemoving, 0, ""
-		return keyStep{moved: true, resign: true}, s.store.UpdateKeyRotation(ctx, k)
+		return keyStep{moved: true, resign: true, resigned: resigned}, s.store.UpdateKeyRotation(ctx, k)
 	}
 	var step keyStep
 	var members []int64
@@ -593,7 +652,9 @@ func (s *Service) finishRemoval(ctx context.Context, k *rotatord.KeyRotation, ac
 // rotation, if still running or halted, is aborted. ECONFLICT for a key
 // rotation that ended.
 func (s *Service) CompleteKeyRotation(ctx context.Context, actor Actor, id string) (*rotatord.KeyRotation, error) {
+	var resigned []*rotatord.Account
 	k, acc, err := s.endKeyRotation(ctx, actor, id, "complete", func(ctx context.Context, k *rotatord.KeyRotation, acc *rotatord.Account, now time.Time) error {
+		resigned = nil
 		if k.State == rotatord.KeyRotationRemoving {
 			return nil // removed already; it completes by itself
 		}
@@ -602,14 +663,18 @@ func (s *Service) CompleteKeyRotation(ctx context.Context, actor Actor, id strin
 			return err
 		}
 		if k.State == rotatord.KeyRotationAdding {
-			if err := s.activateSigningKey(ctx, k); err != nil {
+			if resigned, err = s.activateSigningKey(ctx, k, acc); err != nil {
 				return err
 			}
 		}
 		if k.Mode == rotatord.KeyModeStaged {
-			if err := s.retireOldKeys(ctx, actor, k, acc, now); err != nil {
+			// Importers re-signed with tokens of the new key just now (or
+			// earlier) are pushed right after; complete does not wait.
+			more, err := s.retireOldKeys(ctx, actor, k, acc, now)
+			if err != nil {
 				return err
 			}
+			resigned = append(resigned, more...)
 		}
 		k.State, k.Stragglers, k.Waiting = rotatord.KeyRotationRemoving, len(ids), ""
 		k.Reason = fmt.Sprintf("completed by %s with %d agents on the old key, re-issued under the new one", actor, len(ids))
@@ -623,7 +688,7 @@ func (s *Service) CompleteKeyRotation(ctx context.Context, actor Actor, id strin
 		return nil, err
 	}
 	if k.RemovedVersion != 0 {
-		s.afterKeyChange(ctx, k, acc)
+		s.afterKeyChange(ctx, k, acc, resigned)
 	}
 	if _, err := s.driveKeyRotation(ctx, k.ID); err != nil {
 		// The drive retries from Tick; the operator's request succeeded.
@@ -638,7 +703,9 @@ func (s *Service) CompleteKeyRotation(ctx context.Context, actor Actor, id strin
 // halted, is aborted. ECONFLICT for an emergency rotation (its old key was
 // removed at once) and for one that is removing its old keys or ended.
 func (s *Service) AbandonKeyRotation(ctx context.Context, actor Actor, id string) (*rotatord.KeyRotation, error) {
+	var resigned []*rotatord.Account
 	k, _, err := s.endKeyRotation(ctx, actor, id, "abandon", func(ctx context.Context, k *rotatord.KeyRotation, acc *rotatord.Account, now time.Time) error {
+		resigned = nil
 		if k.Mode == rotatord.KeyModeEmergency {
 			return rotatord.Errorf(rotatord.ECONFLICT, "key rotation %s is an emergency rotation: its old key was removed at once, "+
 				"there is nothing to keep; complete it instead", k.ID)
@@ -648,7 +715,8 @@ func (s *Service) AbandonKeyRotation(ctx context.Context, actor Actor, id string
 		}
 		if k.State == rotatord.KeyRotationAdding {
 			// The new key is in the account JWT already; it stays, and signs.
-			if err := s.activateSigningKey(ctx, k); err != nil {
+			var err error
+			if resigned, err = s.activateSigningKey(ctx, k, acc); err != nil {
 				return err
 			}
 		}
@@ -660,6 +728,7 @@ func (s *Service) AbandonKeyRotation(ctx context.Context, actor Actor, id string
 	if err != nil {
 		return nil, err
 	}
+	s.pushResigned(ctx, resigned)
 	return s.KeyRotation(ctx, k.ID)
 }
 
@@ -682,6 +751,12 @@ func (s *Service) endKeyRotation(ctx context.Context, actor Actor, id, action st
 	)
 	err = s.inTx(ctx, func(ctx context.Context) error {
 		var err error
+		if signsTokens(found) {
+			// It may move activation tokens (keytokens.go).
+			if err := s.store.LockAccountGraph(ctx); err != nil {
+				return err
+			}
+		}
 		if acc, err = s.store.LockAccount(ctx, found.AccountID); err != nil {
 			return err
 		}
@@ -834,9 +909,10 @@ func (s *Service) startScheduledKeyRotations(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
+			// A staged start re-signs no importer: nothing more to push.
 			if busy {
 				next = now.Add(keyScheduleRetry)
-			} else if k, acc, err = s.startKeyRotation(ctx, SystemActor, d.Account, "", rotatord.KeyModeStaged, rotatord.TriggerSchedule); err != nil {
+			} else if k, acc, _, err = s.startKeyRotation(ctx, SystemActor, d.Account, "", rotatord.KeyModeStaged, rotatord.TriggerSchedule); err != nil {
 				return err
 			}
 			return s.store.SetKeySchedule(ctx, d.AccountID, d.Schedule, next)
@@ -850,7 +926,7 @@ func (s *Service) startScheduledKeyRotations(ctx context.Context) (int, error) {
 		if k != nil {
 			n++
 			s.log.Info("scheduled signing key rotation started", "account", acc.Name, "key_rotation", k.ID)
-			s.afterKeyChange(ctx, k, acc)
+			s.afterKeyChange(ctx, k, acc, nil)
 		}
 	}
 	return n, nil

@@ -44,4 +44,5 @@ type KeyLifecycleStore interface {
 	SetKeySchedule(ctx context.Context, accountID int64, schedule string, next time.Time) error
 	KeySchedules(ctx context.Context, accountIDs []int64) (map[int64]rotatord.KeyRotationPolicy, error)
 	ClaimDueKeySchedules(ctx context.Context, now time.Time, limit int) ([]rotatord.KeySchedule, error)
+	ActivationHolders(ctx context.Context, exporter string, signers []string) ([]*rotatord.Account, error)
 }

@@ -114,6 +114,9 @@ type Store interface {
 	HastenRotations(ctx context.Context, accountID int64, issuedBy, now time.Time, failing bool) (holders, moved int64, err error)
 	RevocationRoom(ctx context.Context, accountID int64) (keep bool, entries, inFlight int, err error)
 	AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string, now, until time.Time) (bool, error)
+
+	// Exports, imports and activation tokens between accounts (accountclaims.go).
+	AccountGraphStore
 }
 
 // PropagationStore is what pushes and the tracking of the cluster's
@@ -197,6 +200,10 @@ type Config struct {
 	// Cluster configures the tracking of the cluster's servers (servers.go);
 	// zero fields take the defaults.
 	Cluster ClusterConfig
+	// ActivationLifetime is how long the activation tokens rotatord mints
+	// between its accounts are valid (default 30 days); Tick renews them
+	// when a third of it is left.
+	ActivationLifetime time.Duration
 
 	// OperatorProber asks the nats-servers which operator JWT they run;
 	// without it the operator's signing key cannot be rotated.
@@ -239,6 +246,8 @@ type Service struct {
 	agentRotateEvery time.Duration
 	maxControl       int
 	maxJWT           int // the account JWT size guard, in bytes
+	// activations: see Config.ActivationLifetime.
+	activations time.Duration
 
 	// Pushes and the cluster's servers (push.go, servers.go).
 	prober      Prober
@@ -257,6 +266,7 @@ type Service struct {
 	lastConnz  time.Time
 	lastResign time.Time
 	lastPing   time.Time
+	lastRenew  time.Time
 	signers    sync.Map // signing key's public key (string) -> nkeys.KeyPair of accounts and roles (signers.go)
 
 	// Operator signing-key rotation (operatorkey.go): the prober, how long
@@ -300,11 +310,15 @@ func New(cfg Config) *Service {
 	if agentEvery <= 0 {
 		agentEvery = DefaultAgentRotateMinInterval
 	}
+	activations := cfg.ActivationLifetime
+	if activations <= 0 {
+		activations = DefaultActivationLifetime
+	}
 	serverLive := cfg.KeyRotationServerLive
 	if serverLive <= 0 {
 		serverLive = DefaultKeyRotationServerLive
 	}
-	return &Service{opProber: cfg.OperatorProber, serverLive: serverLive, keyKick: make(chan struct{}, 1),
+	return &Service{opProber: cfg.OperatorProber, serverLive: serverLive, keyKick: make(chan struct{}, 1), activations: activations,
 		agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,

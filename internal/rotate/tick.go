@@ -19,12 +19,16 @@ type TickResult struct {
 	Resigned  int // accounts re-signed
 	Confirmed int // rotations confirmed by asking the servers (CONNZ)
 	KeySteps  int // steps of fleet and signing-key rotations (keyrotation.go)
+	// Activations counts accounts re-signed to renew the activation
+	// tokens of their imports.
+	Activations int
 }
 
 // Tick does the scheduler's work once: it confirms rotations through the
 // servers' connection lists when events may have been missed, starts the
 // rotations that are due, moves rotations in flight along (including those a
-// dead replica left), and re-signs accounts with new revocations. Every
+// dead replica left), re-signs accounts with new revocations, and renews
+// the activation tokens rotatord minted before they expire. Every
 // decision uses the injected clock, so tests call Tick after moving time.
 func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	var res TickResult
@@ -88,6 +92,11 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	// replica still accepts.
 	if err := s.store.PruneProofs(ctx, rotatord.ProofReplayMargin); err != nil {
 		errs = append(errs, err)
+	}
+	if s.renewDue(now) {
+		if res.Activations, err = s.RenewActivations(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return res, errors.Join(errs...)
 }

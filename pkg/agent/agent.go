@@ -35,6 +35,8 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/rotatord/rotatord/internal/jwtissue"
 )
 
 // State is the connection's health as the program sees it.
@@ -132,14 +134,22 @@ func parseCreds(file []byte) (*creds, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse creds jwt: %w", err)
 	}
-	kp, err := jwt.ParseDecoratedUserNKey(file)
+	nk, err := jwt.ParseDecoratedUserNKey(file)
 	if err != nil {
 		return nil, fmt.Errorf("parse creds seed: %w", err)
 	}
-	pub, err := kp.PublicKey()
+	seed, err := nk.Seed()
 	if err != nil {
 		return nil, fmt.Errorf("parse creds seed: %w", err)
 	}
+	// Derived once: the key signs the server's nonce on every (re)connect
+	// and a proof for every request to rotatord, and nkeys' own key pair
+	// derives the key again for each.
+	kp, err := jwtissue.FromSeed(seed, nkeys.PrefixByteUser)
+	if err != nil {
+		return nil, fmt.Errorf("parse creds seed: %w", err)
+	}
+	pub := jwtissue.Public(kp)
 	uc, err := jwt.DecodeUserClaims(token)
 	if err != nil {
 		return nil, fmt.Errorf("decode creds jwt: %w", err)

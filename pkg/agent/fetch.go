@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/jwtissue"
 )
 
 // maxBody bounds what the client reads from rotatord.
@@ -181,7 +182,7 @@ func (c *Client) RotateOwnKey(ctx context.Context) error {
 	c.mu.Unlock()
 	if kp == nil {
 		var err error
-		if kp, err = nkeys.CreateUser(); err != nil {
+		if kp, err = jwtissue.NewKey(nkeys.PrefixByteUser); err != nil {
 			return fmt.Errorf("create key pair: %w", err)
 		}
 		c.mu.Lock()
@@ -257,11 +258,9 @@ func ownCreds(kp nkeys.KeyPair, token string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	file, err := jwt.FormatUserConfig(token, seed)
-	if err != nil {
-		return nil, fmt.Errorf("format creds: %w", err)
-	}
-	return file, nil
+	// The JWT was just decoded and is for kp: jwt.FormatUserConfig would
+	// decode and verify it again and derive kp's public key once more.
+	return jwtissue.Creds(token, seed)
 }
 
 // Run calls Refresh every interval until ctx ends. Failures are logged and

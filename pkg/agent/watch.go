@@ -10,6 +10,8 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/nats-io/jwt/v2"
+
+	"github.com/rotatord/rotatord/internal/jwtissue"
 )
 
 // WatchFile reads the creds file at path every interval until ctx ends
@@ -133,7 +135,8 @@ func (c *Client) vaultCreds(data map[string]any) ([]byte, string, error) {
 		return nil, uc.Subject, nil // nothing to do; no seed needed
 	}
 	if seed := str("seed"); seed != "" {
-		file, err := jwt.FormatUserConfig(token, []byte(seed))
+		// parseCreds checks that the seed is the JWT subject's key.
+		file, err := jwtissue.Creds(token, []byte(seed))
 		if err != nil {
 			return nil, "", fmt.Errorf("secret fields jwt and seed: %w", err)
 		}
