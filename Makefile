@@ -22,7 +22,7 @@ run:
 # own PostgreSQL (or use ROTATORD_TEST_DATABASE_URL) and nats-server; the
 # console's tests drive Debian's chromium, installed first when missing.
 test: fmt-check vet browser
-	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	$(GO) test -race -count=1 -parallel 4 -timeout 10m $(PKGS)
 
 # Debian's chromium for the console's browser tests (headless), installed
 # with apt-get when it is missing and this runs as root; otherwise say how.

@@ -16,6 +16,7 @@ import (
 // shows (normalized as nsc does) and what the account JWT says; mappings
 // are applied by the server.
 func TestAccountClaimsRoundTrip(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()
@@ -182,6 +183,7 @@ func TestAccountClaimsRoundTrip(t *testing.T) {
 
 // Bad claims are refused with a 400 that says what is wrong.
 func TestAccountClaimsValidation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "exporter", "exports": []any{
 		map[string]any{"subject": "events.>", "type": "stream"},
@@ -343,6 +345,7 @@ func TestAccountClaimsValidation(t *testing.T) {
 // Account tags a role reads cannot go: nats-server would refuse every
 // agent of the role.
 func TestAccountTagsOfRoles(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet", "tags": []string{"region:eu"}})
 	e.must(201, "POST", "/v1/accounts/fleet/roles", map[string]any{"name": "worker", "permissions": map[string]any{

@@ -106,6 +106,7 @@ func refusalEvents(t testing.TB, m *Main) []*rotatord.AuditEvent {
 }
 
 func TestAgentAPIRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = ""; c.AgentFailRate = mustRate(t, "100/s:100") })
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	_, kateCreds := createAgent(e, "kate", "fleet")
@@ -365,6 +366,7 @@ func TestAgentAPIRateLimitPerAgent(t *testing.T) {
 // answers a retry with the same 202, and starts at most one rotation per
 // interval.
 func TestAgentOwnKey(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = "" })
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	_, creds := createAgent(e, "kate", "fleet")
@@ -454,6 +456,7 @@ func TestAgentOwnKey(t *testing.T) {
 // GET creds serves poll agents only, and rotatord keeps no seed of a
 // rotation delivered elsewhere; a rollback still restores the old file.
 func TestAgentCredsDeliveryMismatch(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	clk := &clock{}
 	e := newEnvWith(t, func(c *Config) { c.FileDeliveryDir = dir; c.TickSpec = ""; c.Now = clk.Now })
@@ -494,6 +497,7 @@ func TestAgentCredsDeliveryMismatch(t *testing.T) {
 // A key whose JWT expired is refused; an operator reissues the agent, which
 // revokes every key and hands out new creds; a revoked agent comes back.
 func TestExpiredCredentialsAndReissue(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = ""; c.Now = clk.Now })
 	e.startNATS()

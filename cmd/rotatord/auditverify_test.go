@@ -43,6 +43,7 @@ func tamper(e *env, stmts ...string) {
 }
 
 func TestAuditVerify(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = "" })
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	createAgent(e, "kate", "fleet")

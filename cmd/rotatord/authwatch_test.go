@@ -20,6 +20,7 @@ import (
 // webhook; the revoked key is flagged at its first use. Two replicas run:
 // both count every failure, and still one alert is raised per key.
 func TestAuthFailureAlerts(t *testing.T) {
+	t.Parallel()
 	hook := &webhook{}
 	srv := httptest.NewServer(hook)
 	defer srv.Close()
@@ -137,6 +138,7 @@ func seedlessKey(t testing.TB, creds string) string {
 }
 
 func TestAuthFailConfig(t *testing.T) {
+	t.Parallel()
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	cfg := DefaultConfig()
 	if cfg.AuthFailThreshold != 10 || cfg.AuthFailWindow != 5*time.Minute {

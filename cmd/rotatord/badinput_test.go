@@ -41,6 +41,7 @@ func (e *env) counts() counts {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	createAgent(e, "kate", "fleet")
@@ -163,6 +164,7 @@ func TestBadInput(t *testing.T) {
 // serve takes every setting as a flag too; bad values are refused before
 // anything starts.
 func TestServeFlags(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		want string
@@ -192,6 +194,7 @@ var badBytes = []string{"%00", "kate%00", "%FF", "%C3", "a%80b"}
 // one is a 400 invalid, none a 500, and nothing changes. The agents' own
 // endpoints (/creds) do their own checks and are left out.
 func TestBadBytesEveryAdminRoute(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	createAgent(e, "kate", "fleet")
@@ -341,6 +344,7 @@ func bodyWith(t *testing.T, path []string, raw string) []byte {
 // No answer and no log line repeats a seed a caller sent by mistake: as a
 // name, in a path, in a subject, as the agent's new public key.
 func TestSeedNeverEchoed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	_, creds := createAgent(e, "kate", "fleet")
@@ -412,6 +416,7 @@ func TestSeedNeverEchoed(t *testing.T) {
 // A request header over 16 KiB gets rotatord's JSON 431 from the real
 // server (Go's own limit is higher); over 64 KiB Go refuses it itself.
 func TestHeaderLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	send := func(n int) (int, http.Header, []byte) {
 		t.Helper()

@@ -10,6 +10,7 @@ import (
 // accounts add, list, show and update, in table and JSON; update changes
 // only the limits given and refuses to do nothing.
 func TestCLIAccounts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	out := e.runCLI("accounts", "add", "fleet", "--description", "build agents", "--conn", "100").ok(t).stdout
 	for _, want := range []string{"fleet", "build agents", "conn 100, subs unlimited"} {
@@ -49,6 +50,7 @@ func TestCLIAccounts(t *testing.T) {
 // JetStream, exports, imports and the other claims from the CLI: flags for
 // the simple ones, --from-file for the rest.
 func TestCLIAccountClaims(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	exporter := filepath.Join(t.TempDir(), "exporter.json")
 	if err := os.WriteFile(exporter, []byte(`{"exports": [{"name": "events", "subject": "events.>", "type": "stream"},

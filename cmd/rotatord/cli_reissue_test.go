@@ -8,6 +8,7 @@ import (
 )
 
 func TestCLIAgentsReissue(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = ""; c.FileDeliveryDir = filepath.Join(dir, "delivered") })
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})

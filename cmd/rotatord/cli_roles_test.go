@@ -10,6 +10,7 @@ import (
 // roles add, list, show, update and delete, and agents add --role and
 // agents update: every claim flag reaches the API.
 func TestCLIRoles(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 

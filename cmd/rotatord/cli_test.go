@@ -86,6 +86,7 @@ var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}
 
 // The operator's round trip: add, list, show, rotate, revoke, audit.
 func TestCLIAgents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 
@@ -384,6 +385,7 @@ func TestCLITLS(t *testing.T) {
 // --wait follows a rotation to its end: completed exits 0, rolled back
 // exits non-zero, and --wait-timeout bounds the wait.
 func TestCLIRotateWait(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	e := newEnvWith(t, func(c *Config) {
 		c.Now = clk.Now
@@ -470,6 +472,7 @@ func waitCLI(t testing.TB, e *env, done <-chan cliResult) cliResult {
 }
 
 func TestCLIParseSince(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	for in, want := range map[string]time.Time{
 		"2026-11-20T08:00:00Z":      time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC),

@@ -77,6 +77,7 @@ func loadCompose(t *testing.T) composeFile {
 }
 
 func TestComposeFile(t *testing.T) {
+	t.Parallel()
 	f := loadCompose(t)
 	for _, name := range []string{"postgres", "vault", "nats", "rotatord", "rotatord-init"} {
 		if _, ok := f.Services[name]; !ok {

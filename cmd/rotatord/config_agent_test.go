@@ -9,6 +9,7 @@ import (
 )
 
 func TestAgentLimitsConfig(t *testing.T) {
+	t.Parallel()
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	c := DefaultConfig()
 	if c.AgentFailRate.String() != "10/s:20" || c.AgentRate.String() != "5/s:10" || c.AgentRotateMinInterval != 10*time.Minute {

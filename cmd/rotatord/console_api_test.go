@@ -33,6 +33,7 @@ func names(t testing.TB, list map[string]any) []string {
 // verification with anchors and after tampering. apitest checks every
 // answer against api/openapi.yaml.
 func TestConsoleAPI(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.MaxAccountJWTBytes = 100_000 })
 	e.startNATS()
 	e.waitNATS()
@@ -284,6 +285,7 @@ func TestConsoleAPI(t *testing.T) {
 // files are public), while every API call it makes needs one when the
 // admin API asks for them, and the security headers hold on both.
 func TestConsoleOverMTLS(t *testing.T) {
+	t.Parallel()
 	e, pki := newTLSEnv(t, true)
 	anon := pki.httpClient("")
 	base := e.main.URL()

@@ -33,6 +33,7 @@ const (
 // audit trail with its verification. Every attacker-influenced value is
 // shown as text, and the pages raise no exception and no CSP refusal.
 func TestConsole(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	e := newEnv(t)
 	e.startNATS()

@@ -26,6 +26,7 @@ func mustConnect(t testing.TB, e *env, creds, when string) {
 // A rotation left in any state by a replica that stopped is finished by a
 // fresh one, and the agent always holds creds the server accepts.
 func TestResumeAfterCrash(t *testing.T) {
+	t.Parallel()
 	for _, state := range []string{"issued", "distributed", "confirmed"} {
 		t.Run(state, func(t *testing.T) {
 			e := newEnvWith(t, func(c *Config) { c.TickSpec = "" })
@@ -82,6 +83,7 @@ func TestResumeAfterCrash(t *testing.T) {
 // Two replicas ticking on one database never start two rotations of the
 // same agent.
 func TestReplicasRotateOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = "" })
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	const n = 40
@@ -127,6 +129,7 @@ func TestReplicasRotateOnce(t *testing.T) {
 // A rotatord process killed with SIGKILL mid-rotation leaves a rotation
 // that another replica completes.
 func TestKilledProcess(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = "" })
 	e.startNATS()
 	e.waitNATS()
@@ -174,6 +177,7 @@ func TestKilledProcess(t *testing.T) {
 // (the replica stopped right after the re-sign) is completed by another
 // replica's push, and only then; the old creds are refused by then.
 func TestResumeResignedRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = "" })
 	e.startNATS()
 	e.waitNATS()

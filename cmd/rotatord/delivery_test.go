@@ -172,6 +172,7 @@ func TestVaultFailures(t *testing.T) {
 // An agent on pkg/agent publishes steadily through a scheduled rotation;
 // the subscriber counts every sequence number.
 func TestNoLossThroughScheduledRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t) // the real cron tick, every second
 	e.startNATS()
 	e.waitNATS()
@@ -260,6 +261,7 @@ func TestNoLossThroughScheduledRotation(t *testing.T) {
 // File delivery: the agent watches its creds file; after the rotation the
 // file holds the new creds and the old seed is gone from the folder.
 func TestFileDelivery(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	e := newEnvWith(t, func(c *Config) { c.FileDeliveryDir = dir; c.TickSpec = "" })
 	e.startNATS()

@@ -179,6 +179,7 @@ func family(name string, families map[string]string) string {
 // /metrics of a running rotatord (the real Main, with NATS, after a
 // rotation, a revoke and an alert, so that every series exists).
 func TestDeployRulesAndDashboard(t *testing.T) {
+	t.Parallel()
 	uses := rulesAndDashboardMetrics(t)
 
 	e := newEnv(t)

@@ -64,6 +64,7 @@ func expectResult(t *testing.T, rep *doctor.Report, check, subject string, statu
 // A healthy deployment passes every check, and doctor exits 0; a broken
 // one fails the check that names it.
 func TestDoctor(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()
@@ -192,6 +193,7 @@ func TestDoctor(t *testing.T) {
 
 // A rotation past its deadline is stuck; one rolled back is reported.
 func TestDoctorRotations(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	e := newEnvWith(t, func(c *Config) {
 		c.Now = clk.Now

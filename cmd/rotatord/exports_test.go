@@ -61,6 +61,7 @@ func serviceToken(t testing.TB, ac *jwt.AccountClaims, subject string) string {
 // token, renews it from Tick (once across replicas), and re-signs B when
 // A's exports change; changes that break B's imports are refused.
 func TestExportsImports(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	e := newEnvWith(t, func(c *Config) {
 		c.Now = clk.Now

@@ -19,6 +19,7 @@ import (
 )
 
 func TestServeRefusesToStart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	other := filepath.Join(t.TempDir(), "other.key")
 	if _, err := seal.WriteNewKeyFile(other); err != nil {
@@ -152,6 +153,7 @@ func e2eStoreDump(t *testing.T, dbURL string) string {
 // rotatord starts and serves the resolver while NATS is down; an account
 // change made meanwhile is pushed once NATS comes up.
 func TestStartsWhileNATSIsDown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	status, body := e.do("GET", "/readyz", "", nil)
 	if status != 503 || !strings.Contains(string(body), "nats not connected") {
@@ -186,6 +188,7 @@ func TestStartsWhileNATSIsDown(t *testing.T) {
 // With PostgreSQL gone, the resolver keeps answering from memory, readyz
 // says so, and the API answers 503 without leaking internals.
 func TestDatabaseDown(t *testing.T) {
+	t.Parallel()
 	dir, err := os.MkdirTemp("", "rotatord-pgdown-")
 	if err != nil {
 		t.Fatal(err)

@@ -92,6 +92,7 @@ func TestNoTokenHintPointsAtDev(t *testing.T) {
 // audit list shows the newest events first, pages on with --after, and
 // shows the oldest first on request; the API's order=desc does it.
 func TestAuditNewestFirst(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	for _, name := range []string{"a1", "a2", "a3"} {
@@ -145,6 +146,7 @@ func TestAuditNewestFirst(t *testing.T) {
 // rotations list without --agent lists the fleet's rotations, newest first,
 // by account and state, paged.
 func TestRotationsListFleet(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "ops"})
@@ -179,6 +181,7 @@ func TestRotationsListFleet(t *testing.T) {
 // Requests that change nothing are logged at debug, changes at info, and
 // the rotation's steps at info.
 func TestLogLevels(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	e.must(200, "GET", "/v1/accounts", nil)

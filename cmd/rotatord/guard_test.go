@@ -71,6 +71,7 @@ func (e *env) servedJWT(account string) *jwt.AccountClaims {
 // (cut off by the '*' entry that made room) is dropped too and made due
 // for rotation; an agent issued after the entries stays connected.
 func TestGuardRevocationLandsOnNATS(t *testing.T) {
+	t.Parallel()
 	const guard = 8 << 10
 	e := newEnvWith(t, func(c *Config) {
 		c.MaxAccountJWTBytes = guard
@@ -157,6 +158,7 @@ func TestGuardRevocationLandsOnNATS(t *testing.T) {
 // take it past the guard (validated against the spec by the client);
 // revocations still land.
 func TestGuardKeepRevocationsAPI(t *testing.T) {
+	t.Parallel()
 	const guard = 6 << 10
 	e := newEnvWith(t, func(c *Config) { c.MaxAccountJWTBytes = guard })
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "kept"})
@@ -203,6 +205,7 @@ func TestGuardKeepRevocationsAPI(t *testing.T) {
 // guard; the flag beats the environment; values the servers could not
 // take, or that leave no room for an account's claims, are refused.
 func TestMaxAccountJWTBytesConfig(t *testing.T) {
+	t.Parallel()
 	env := func(v string) func(string) string {
 		return func(k string) string {
 			if k == "ROTATORD_MAX_ACCOUNT_JWT_BYTES" {

@@ -24,6 +24,7 @@ import (
 // their permissions, JetStream works, and the next rotations run through
 // rotatord.
 func TestImportAccountModel(t *testing.T) {
+	t.Parallel()
 	var other, otherSK, olga, workerSK, wendy nkeys.KeyPair
 	var nscToken string
 	f := newNSCFixture(t, fixtureOptions{
@@ -256,6 +257,7 @@ func TestImportAccountModel(t *testing.T) {
 // JetStream has them only in its stored base claims: rotatord shows them,
 // keeps them when it re-signs, and stores them in its model from then on.
 func TestImportedBeforeClaimsModel(t *testing.T) {
+	t.Parallel()
 	f := newNSCFixture(t, fixtureOptions{appClaims: func(f *nscFixture, ac *jwt.AccountClaims) {
 		ac.Imports.Add(&jwt.Import{Name: "monitoring", Subject: jwt.Subject("$SYS.ACCOUNT." + ac.Subject + ".>"),
 			Account: pubOf(f.t, f.sys), Type: jwt.Stream})

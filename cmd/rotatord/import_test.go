@@ -265,6 +265,7 @@ func (e *env) hasOperator() bool {
 }
 
 func TestImportNSCStore(t *testing.T) {
+	t.Parallel()
 	f := newNSCFixture(t, fixtureOptions{})
 	e := newImportEnv(t)
 
@@ -493,6 +494,7 @@ func (e *env) accountJWT(pub string) string {
 }
 
 func TestImportNeedsOperatorSeed(t *testing.T) {
+	t.Parallel()
 	f := newNSCFixture(t, fixtureOptions{noOperatorSeeds: true})
 	e := newImportEnv(t)
 	_, _, err := e.cli(f.storeArgs()...)
@@ -533,6 +535,7 @@ func TestImportNeedsOperatorSeed(t *testing.T) {
 }
 
 func TestImportMalformedJWT(t *testing.T) {
+	t.Parallel()
 	f := newNSCFixture(t, fixtureOptions{})
 	garbage := filepath.Join(t.TempDir(), "garbage.jwt")
 	if err := os.WriteFile(garbage, []byte("eyJ0eXAiOiJKV1QifQ.not-a-jwt\n"), 0o600); err != nil {
@@ -569,6 +572,7 @@ func TestImportMalformedJWT(t *testing.T) {
 
 // Loose files: an operator JWT, account JWTs, a creds file and seed files.
 func TestImportLooseFiles(t *testing.T) {
+	t.Parallel()
 	f := newNSCFixture(t, fixtureOptions{})
 	e := newImportEnv(t)
 	dir := t.TempDir()
@@ -621,6 +625,7 @@ func TestImportLooseFiles(t *testing.T) {
 // on purpose; the ones it models (a user's response permissions and source
 // networks, an account's imports and JetStream) are kept.
 func TestImportUnmodeled(t *testing.T) {
+	t.Parallel()
 	f := newNSCFixture(t, fixtureOptions{
 		appClaims: func(f *nscFixture, ac *jwt.AccountClaims) {
 			// An import of the system account's export makes that export used.

@@ -107,6 +107,7 @@ var (
 // create a stream; KV and object store work with their documented
 // permissions; an account without JetStream has none.
 func TestJetStreamAgents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startJetStreamNATS(nil)
 	e.waitNATS()
@@ -325,6 +326,7 @@ func waitViolation(t testing.TB, errs <-chan error, subject string) {
 // A durable pull consumer keeps consuming across a rotation of its agent:
 // every message published meanwhile is delivered once the agent is back.
 func TestJetStreamConsumerAcrossRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startJetStreamNATS(nil)
 	e.waitNATS()

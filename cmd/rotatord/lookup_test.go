@@ -71,6 +71,7 @@ func (e *env) lookups(status string) int {
 }
 
 func TestCacheResolver(t *testing.T) {
+	t.Parallel()
 	// nats-server first: in cache mode it does not need rotatord to start.
 	e := newImportEnv(t)
 	if _, _, err := e.cli("init", "--operator", "cache-op"); err != nil {

@@ -342,6 +342,7 @@ func createAgent(e *env, name, account string) (agent map[string]any, creds stri
 }
 
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()
@@ -473,6 +474,7 @@ func contains(list []string, s string) bool {
 }
 
 func TestResolver(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	acc := e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	pub := acc["public_key"].(string)

@@ -98,6 +98,7 @@ func serving(e *env, account string, ms ...*Main) (stop func() []string) {
 // alone once the old line is dropped. A value sealed afterwards by the
 // removed key (a command run with an old file) is reported by status.
 func TestMasterKeyRotationWithTwoReplicas(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()
@@ -218,6 +219,7 @@ func TestMasterKeyRotationWithTwoReplicas(t *testing.T) {
 // serve refuses a multi-key file that group or others can read, before it
 // touches the database, as it refuses a single key.
 func TestMasterKeyFileOfTwoKeysOpenToOthers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	oldB64, _ := os.ReadFile(e.keyFile)
 	newKey, _ := newMasterKey(t)

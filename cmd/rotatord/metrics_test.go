@@ -91,6 +91,7 @@ func sampleKey(labels []*dto.LabelPair) string {
 // the alert, the agents by state, the resolver's cache hits and misses, the
 // pushes and the account JWT's size.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	e := newEnvWith(t, func(c *Config) {
 		c.Now = clk.Now
@@ -193,6 +194,7 @@ func TestMetrics(t *testing.T) {
 // 200 when it is back. (NATS down at start and PostgreSQL down are in
 // failure_test.go.)
 func TestReadyzFollowsNATS(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ns := e.startNATS()
 	e.waitNATS()
@@ -220,6 +222,7 @@ func (f failingStats) Stats(context.Context, time.Time, int) (*registry.Stats, e
 // Without the database the counts read from it are left out and
 // rotatord_stats_up says why; the scrape still succeeds.
 func TestStatsReaderDatabaseDown(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	r := newStatsReader(failingStats{errors.New("dial tcp: connection refused")}, time.Hour, time.Second, nil, discardLogger())
 	reg.MustRegister(r)
@@ -263,6 +266,7 @@ func (c *countingStats) Stats(ctx context.Context, now time.Time, top int) (*reg
 // A scrape flood reads nothing from the database: the registry gauges are
 // read once at start and then every 15s, whatever the scrapes.
 func TestMetricsScrapeFloodNoQueries(t *testing.T) {
+	t.Parallel()
 	var reads *countingStats
 	e := newEnvWith(t, func(*Config) {})
 	// A replica whose reader is counted (the env's own Main started before
@@ -314,6 +318,7 @@ func TestMetricsScrapeFloodNoQueries(t *testing.T) {
 // Per-account series only for the 100 largest account JWTs; every account
 // is in the totals.
 func TestMetricsBoundedAccounts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	for i := range 104 {
@@ -360,6 +365,7 @@ func TestMetricsBoundedAccounts(t *testing.T) {
 // rotatord_credentials_expiring counts the active credentials of active
 // agents that expire within the hour (or have), by rotatord's clock.
 func TestMetricsCredentialsExpiring(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	e := newEnvWith(t, func(c *Config) {
 		c.Now = clk.Now

@@ -53,6 +53,7 @@ func (p *testPKI) issueWith(name string, uris []string, dns []string) tls.Certif
 // valid the others are and whatever token comes with them; the agents' and
 // the resolver's endpoints take any.
 func TestMTLSAllowlist(t *testing.T) {
+	t.Parallel()
 	pki := newTestPKI(t, "rotatord test CA")
 	srvCert, srvKey := pki.issue("rotatord-server", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
 	e := newEnvWith(t, func(c *Config) {

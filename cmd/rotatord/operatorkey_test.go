@@ -133,6 +133,7 @@ func (a *authErrors) list() []string {
 // reconnects to the other server when its own restarts, and none is ever
 // refused.
 func TestOperatorKeyRotationWithTwoServers(t *testing.T) {
+	t.Parallel()
 	ports := freePorts(t, 4)
 	urls := fmt.Sprintf("nats://127.0.0.1:%d,nats://127.0.0.1:%d", ports[0], ports[1])
 	e := newEnvWith(t, func(c *Config) { c.NATSURL = urls })
@@ -324,6 +325,7 @@ func TestOperatorKeyRotationWithTwoServers(t *testing.T) {
 // a rotatord without NATS, and unknown IDs; every answer is checked
 // against api/openapi.yaml.
 func TestOperatorKeyRotationAPI(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t) // a NATS URL where no server listens yet
 	ctx := context.Background()
 	reader, _, err := e.main.Service.CreateToken(ctx, "test", "reader", rotatord.ScopeRead)

@@ -256,6 +256,7 @@ func TestDatabaseFrozenAndStopped(t *testing.T) {
 
 // ROTATORD_DB_TIMEOUT and ROTATORD_SERVER_FORGET_AFTER, and their flags.
 func TestPropagationConfig(t *testing.T) {
+	t.Parallel()
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	cfg := DefaultConfig()
 	if cfg.DBTimeout != 5*time.Second || cfg.ServerForgetAfter != 15*time.Minute {

@@ -221,6 +221,7 @@ func TestClusterServerBehind(t *testing.T) {
 // completed, by a connection with the old creds: refused every time.
 // Rotations of ten agents run at once, so re-signs are coalesced.
 func TestCompletedMeansRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.ResignEvery = time.Second })
 	e.startNATS()
 	e.waitNATS()
@@ -298,6 +299,7 @@ func TestCompletedMeansRefused(t *testing.T) {
 // account's row lock: while a revoke's push waits for the servers, another
 // write to the account goes through.
 func TestAccountWritesWhilePushHangs(t *testing.T) {
+	t.Parallel()
 	var target atomic.Value
 	target.Store("127.0.0.1:1")
 	px, err := tcpproxy.New(func() string { return target.Load().(string) })
@@ -390,6 +392,7 @@ func TestRevokeWhileCutOffFromNATS(t *testing.T) {
 // A rotation whose grace ends while NATS is down (for rotatord) rolls
 // back: the new key is revoked once NATS is back, the old one keeps working.
 func TestRollbackWhileNATSDown(t *testing.T) {
+	t.Parallel()
 	var target atomic.Value
 	target.Store("127.0.0.1:1")
 	px, err := tcpproxy.New(func() string { return target.Load().(string) })
@@ -473,6 +476,7 @@ func (e *env) try(method, path string, body any) (int, []byte, error) {
 // never pushed an older JWT of the account than one it got before, and
 // ends with the newest.
 func TestPushesNeverGoBack(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	b := e.startMain(e.config())
 	e.startNATS()

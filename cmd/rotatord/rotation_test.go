@@ -69,6 +69,7 @@ func (e *env) accountRevokes(account, key string, iat int64) bool {
 }
 
 func TestManualRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()
@@ -154,6 +155,7 @@ func TestManualRotation(t *testing.T) {
 // A scheduled rotation happens with no API call: the cron tick starts it
 // and the agent's own polling completes it.
 func TestScheduledRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()
@@ -234,6 +236,7 @@ func (c *clock) Advance(d time.Duration) {
 // An agent that never reconnects is rolled back, keeps working on its old
 // creds, and the alert reaches a webhook that was down at first.
 func TestRollbackAndAlert(t *testing.T) {
+	t.Parallel()
 	hook := &webhook{failFirst: 2}
 	srv := httptest.NewServer(hook)
 	defer srv.Close()

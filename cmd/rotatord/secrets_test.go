@@ -14,6 +14,7 @@ import (
 // others can read, with the chmod to run; serve does before it touches the
 // database.
 func TestMasterKeyFileOpenToOthers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if err := os.Chmod(e.keyFile, 0o644); err != nil {
 		t.Fatal(err)
@@ -44,6 +45,7 @@ func TestMasterKeyFileOpenToOthers(t *testing.T) {
 // fails as serve does (it said "nothing changed" and exited 0), and prints
 // no nats-server block.
 func TestInitWithWrongMasterKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	other := filepath.Join(t.TempDir(), "other.key")
 	if _, err := seal.WriteNewKeyFile(other); err != nil {

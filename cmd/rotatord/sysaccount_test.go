@@ -11,6 +11,7 @@ import (
 // reached no server after it). Its description may change, and a PATCH
 // that repeats the limits it has is fine. Revocations still reach NATS.
 func TestSystemAccountCannotBeCutOff(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()

@@ -251,6 +251,7 @@ func doWith(t testing.TB, c *http.Client, method, url, token string) (int, []byt
 // agent connects with creds and a certificate, rotates, and the old creds
 // are refused afterwards.
 func TestTLSStackRotation(t *testing.T) {
+	t.Parallel()
 	e, pki := newTLSEnv(t, true)
 	startTLSNATS(e, pki)
 	e.waitNATS()
@@ -323,6 +324,7 @@ func TestTLSStackRotation(t *testing.T) {
 // the bearer-token API does; the resolver, the agents' endpoints and the
 // health endpoints do not; nats-server refuses clients without one.
 func TestMTLSRefusals(t *testing.T) {
+	t.Parallel()
 	e, pki := newTLSEnv(t, true)
 	startTLSNATS(e, pki)
 	e.waitNATS()
@@ -448,6 +450,7 @@ func TestMTLSRefusals(t *testing.T) {
 // HTTPS without a client CA: no client certificate needed anywhere, plain
 // HTTP is refused, and a renewed certificate is served without a restart.
 func TestHTTPSWithoutClientCA(t *testing.T) {
+	t.Parallel()
 	e, pki := newTLSEnv(t, false)
 	e.http = pki.httpClient("")
 	e.must(200, "GET", "/v1/agents", nil)
@@ -484,6 +487,7 @@ func TestHTTPSWithoutClientCA(t *testing.T) {
 }
 
 func TestTLSConfigValidation(t *testing.T) {
+	t.Parallel()
 	pki := newTestPKI(t, "rotatord test CA")
 	cert, key := pki.issue("server", x509.ExtKeyUsageServerAuth, "127.0.0.1")
 	otherCert, _ := pki.issue("other", x509.ExtKeyUsageServerAuth, "127.0.0.1")
@@ -610,6 +614,7 @@ func TestTLSConfigValidation(t *testing.T) {
 // Every operation behind a bearer token declares 403, the answer to a
 // request without a client certificate when mTLS is on.
 func TestSpecDeclaresClientCertRefusal(t *testing.T) {
+	t.Parallel()
 	doc := apitest.Doc(t)
 	for path, item := range doc.Paths.Map() {
 		for method, op := range item.Operations() {

@@ -46,6 +46,7 @@ func (e *env) statusWith(m *Main, token, path string) int {
 // revoked and expired tokens refused on every replica from the next request
 // on, the last admin token kept, every change audited.
 func TestTokensAPI(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	e := newEnvWith(t, func(c *Config) { c.Now = clk.Now })
 	b := e.startMain(e.config()) // a second replica on the same database
@@ -189,6 +190,7 @@ func TestTokensAPI(t *testing.T) {
 }
 
 func TestTokensAPIBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, c := range []struct {
 		body any
@@ -217,6 +219,7 @@ func TestTokensAPIBadInput(t *testing.T) {
 // without secrets, revoke (and refuse the last admin token without
 // --force); a taken name is one line.
 func TestTokenCLI(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	db := []string{"--database-url", e.dbURL}
 	cli := func(args ...string) cliResult {

@@ -134,6 +134,7 @@ func newUserModelEnv(t *testing.T) *env {
 // read another service's subject, nor publish anywhere: a direction with
 // no allow entry denies ">". allow [">"] reaches everything.
 func TestDefaultDenyEndToEnd(t *testing.T) {
+	t.Parallel()
 	e := newUserModelEnv(t)
 	bare := addAgent(e, "bare", nil)
 	all := map[string]any{"allow": []string{">"}}
@@ -178,6 +179,7 @@ func TestDefaultDenyEndToEnd(t *testing.T) {
 // connect and are held to their own subjects. The same subjects given to an
 // agent directly are refused with the size message.
 func TestRoleTemplatesEndToEnd(t *testing.T) {
+	t.Parallel()
 	e := newUserModelEnv(t)
 	var templated, literal []string
 	for i := range 200 {
@@ -219,6 +221,7 @@ func TestRoleTemplatesEndToEnd(t *testing.T) {
 // The largest set of own subjects rotatord accepts connects for real: the
 // check is not looser than the server.
 func TestControlLineBoundary(t *testing.T) {
+	t.Parallel()
 	e := newUserModelEnv(t)
 	subjects := func(n int) []string {
 		out := make([]string, n)
@@ -261,6 +264,7 @@ func TestControlLineBoundary(t *testing.T) {
 
 // src and connection_types are enforced by the server.
 func TestSrcAndConnectionTypes(t *testing.T) {
+	t.Parallel()
 	e := newUserModelEnv(t)
 	_, err := connectAgent(e, addAgent(e, "far", map[string]any{"src": []string{"10.0.0.0/8"}}))
 	refused(t, "src 10.0.0.0/8 from 127.0.0.1", err)
@@ -276,6 +280,7 @@ func TestSrcAndConnectionTypes(t *testing.T) {
 // times is checked against the server's clock: a window around now
 // connects, one an hour ahead is refused.
 func TestConnectTimes(t *testing.T) {
+	t.Parallel()
 	e := newUserModelEnv(t)
 	now := time.Now().UTC()
 	window := func(from, to time.Duration) []map[string]string {
@@ -289,6 +294,7 @@ func TestConnectTimes(t *testing.T) {
 // resp lets a responder answer a request without a publish permission on
 // _INBOX.>; without it the reply is a violation.
 func TestResponsePermission(t *testing.T) {
+	t.Parallel()
 	e := newUserModelEnv(t)
 	requester := dialAgent(e, addAgent(e, "client", map[string]any{"permissions": map[string]any{
 		"pub": map[string]any{"allow": []string{"svc.>"}}, "sub": map[string]any{"allow": []string{"_INBOX.>"}}}}))
@@ -316,6 +322,7 @@ func TestResponsePermission(t *testing.T) {
 // server drops them, they reconnect at once with the same creds and are
 // held to the new scope. A description alone drops no one.
 func TestRoleScopeChangeReconnects(t *testing.T) {
+	t.Parallel()
 	e := newUserModelEnv(t)
 	e.must(201, "POST", "/v1/accounts/fleet/roles", map[string]any{"name": "reader",
 		"permissions": map[string]any{"sub": map[string]any{"allow": []string{"feed.a"}}}})
@@ -356,6 +363,7 @@ func TestRoleScopeChangeReconnects(t *testing.T) {
 
 // Bad claims are a 400 naming the field, on create and on change.
 func TestUserClaimsBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	e.must(201, "POST", "/v1/accounts/fleet/roles", map[string]any{"name": "worker"})
@@ -434,6 +442,7 @@ func TestUserClaimsBadInput(t *testing.T) {
 // ROTATORD_MAX_CONTROL_LINE follows the servers' max_control_line: raised
 // on both, an agent with 200 subjects of its own is accepted and connects.
 func TestMaxControlLineSetting(t *testing.T) {
+	t.Parallel()
 	getenv := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	cfg := DefaultConfig()
 	if cfg.MaxControlLine != 4096 {
