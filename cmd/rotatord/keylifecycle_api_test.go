@@ -12,6 +12,7 @@ import (
 // The key lifecycle's endpoints: scopes, bad input, one operation per
 // account, and the account's key rotation schedule.
 func TestKeyLifecycleAPI(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *Config) { c.TickSpec = "" })
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	createAgent(e, "kate", "fleet")
@@ -144,6 +145,7 @@ func asString(v any) string { s, _ := v.(string); return s }
 
 // The CLI of signing-key rotations, and accounts' key rotation schedule.
 func TestCLIKeyRotations(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startNATS()
 	e.waitNATS()

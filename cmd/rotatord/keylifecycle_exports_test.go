@@ -29,8 +29,12 @@ func streamToken(t testing.TB, ac *jwt.AccountClaims, subject string) string {
 // staged rotation removes the old key only once the servers hold them.
 // An importing agent keeps getting the exporter's messages throughout.
 func TestSigningKeyRotationOfAnExporter(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{rotatord.KeyModeStaged, rotatord.KeyModeEmergency} {
-		t.Run(mode, func(t *testing.T) { testRotateExporterKey(t, mode) })
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			testRotateExporterKey(t, mode)
+		})
 	}
 }
 

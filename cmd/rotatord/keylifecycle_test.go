@@ -23,16 +23,31 @@ import (
 	"github.com/rotatord/rotatord/pkg/agent"
 )
 
-// keyEnv is a rotatord with a fake Vault and an injected clock, whose tick
-// the test drives, with its nats-server and account "fleet".
+// keyEnv is a rotatord with an injected clock, whose tick the test
+// drives, with its nats-server and account "fleet", for poll and file
+// agents; it leaves the environment alone (its tests may run in parallel).
 func keyEnv(t *testing.T) (*env, *vaulttest.Server, *clock) {
+	t.Helper()
+	return newKeyEnv(t, nil)
+}
+
+// keyEnvVault is keyEnv with a fake Vault for Vault agents too (its token
+// is in the environment: not in parallel).
+func keyEnvVault(t *testing.T) (*env, *vaulttest.Server, *clock) {
 	t.Helper()
 	v := vaulttest.New(t, "root-token")
 	t.Setenv("VAULT_TOKEN", "root-token")
+	return newKeyEnv(t, v)
+}
+
+func newKeyEnv(t *testing.T, v *vaulttest.Server) (*env, *vaulttest.Server, *clock) {
+	t.Helper()
 	clk := &clock{}
 	fileDir := t.TempDir()
 	e := newEnvWith(t, func(c *Config) {
-		c.VaultAddr = v.URL()
+		if v != nil {
+			c.VaultAddr = v.URL()
+		}
 		c.FileDeliveryDir = fileDir
 		c.Now = clk.Now
 		c.TickSpec = ""
@@ -346,7 +361,7 @@ func num(v any) int { f, _ := v.(float64); return int(f) }
 // then leaves the account JWT.
 func TestStagedSigningKeyRotationEndToEnd(t *testing.T) {
 	t0 := time.Now()
-	e, v, clk := keyEnv(t)
+	e, v, clk := keyEnvVault(t)
 	const n = 50
 	ms := joinFleetN(e, v, clk, n-1, func(i int) rotatord.Delivery { // 10 Vault agents
 		return map[bool]rotatord.Delivery{true: rotatord.DeliveryVault, false: rotatord.DeliveryPoll}[i%5 == 1]
@@ -448,7 +463,7 @@ func TestStagedSigningKeyRotationEndToEnd(t *testing.T) {
 // an hour), Vault and file agents find new deliveries. A user JWT minted with the
 // old ("leaked") key is refused from then on.
 func TestEmergencySigningKeyRotationEndToEnd(t *testing.T) {
-	e, v, clk := keyEnv(t)
+	e, v, clk := keyEnvVault(t)
 	ms := joinFleetN(e, v, clk, 12, func(i int) rotatord.Delivery {
 		return []rotatord.Delivery{rotatord.DeliveryVault, rotatord.DeliveryPoll, rotatord.DeliveryFile}[i%3]
 	})
@@ -571,6 +586,7 @@ func mintWithSigningKey(t *testing.T, e *env, account string) string {
 // wave starts, and the agents keep working; the CLI's --wait shows the
 // progress and exits non-zero; abort ends it.
 func TestRotateAllCanaryHaltsEndToEnd(t *testing.T) {
+	t.Parallel()
 	e, v, clk := keyEnv(t)
 	ms := joinFleetN(e, v, clk, 10, func(int) rotatord.Delivery { return rotatord.DeliveryPoll }) // none looks for new creds
 	done := make(chan cliResult, 1)
@@ -629,6 +645,7 @@ func TestRotateAllCanaryHaltsEndToEnd(t *testing.T) {
 
 // A key rotation a replica left half done is finished by another replica.
 func TestKeyRotationResumedByAnotherReplica(t *testing.T) {
+	t.Parallel()
 	e, v, clk := keyEnv(t)
 	b := e.startMain(e.config()) // the replica that survives
 	ms := joinFleetN(e, v, clk, 6, func(int) rotatord.Delivery { return rotatord.DeliveryPoll })
@@ -675,6 +692,7 @@ func TestKeyRotationResumedByAnotherReplica(t *testing.T) {
 
 // The fleet rotation bar on a terminal, the plain lines otherwise.
 func TestFleetProgressOutput(t *testing.T) {
+	t.Parallel()
 	var f fleetView
 	if err := json.Unmarshal([]byte(`{"id":"f1","state":"running","waves":[1,10,100],"wave":2,"agents":200,"done":19,"failed":1,"waiting":180}`), &f); err != nil {
 		t.Fatal(err)
