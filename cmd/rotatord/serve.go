@@ -196,16 +196,25 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if natsTLS, err = natsTLSOptions(&m.Config, m.Log); err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}
+		// The first connect's callback may run before Connect returns:
+		// it waits until m.NATS is set (the pusher reads it).
+		natsSet := make(chan struct{})
 		m.NATS, err = sysconn.Connect(ctx, sysconn.Config{
 			URL: m.Config.NATSURL, Name: "rotatord", Log: m.Log,
 			Mint: m.Service.MintSystemUser, Options: natsTLS,
 			OnConnect: func(*nats.Conn) {
+				select {
+				case <-natsSet:
+				case <-bg.Done():
+					return
+				}
 				// Connect events may have been missed while disconnected.
 				m.Service.MarkEventsMissed()
 				m.discoverServers(bg)
 				m.kickPush()
 			},
 		})
+		close(natsSet)
 		if err != nil {
 			return err
 		}
