@@ -415,7 +415,8 @@ type Role struct {
 	Name        string
 	Description string
 	Template    UserTemplate
-	// SigningKeys are the role's live scoped keys, oldest first; new
+	// SigningKeys are the role's live scoped keys (not a staged one, which
+	// signs nothing yet), oldest first; new
 	// credentials are signed with the newest (SigningKey). More than one
 	// while a key is being replaced.
 	SigningKeys []string

@@ -158,6 +158,9 @@ type Account struct {
 	Agents      int
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	// KeyRotation schedules staged rotations of the account's signing key;
+	// nil when off (the default). Filled by the service's reads.
+	KeyRotation *KeyRotationPolicy
 }
 
 // PermissionList is one direction's allow and deny subject lists.

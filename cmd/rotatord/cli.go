@@ -34,9 +34,12 @@ const accountsUsage = `Usage:
   rotatord accounts list
   rotatord accounts show NAME
   rotatord accounts add NAME [--description TEXT] [limits] [jetstream] [--info-url URL] [--tag TAG...]
-                        [--from-file FILE]
+                        [--from-file FILE] [--key-rotation SCHEDULE]
   rotatord accounts update NAME [--description TEXT] [limits] [jetstream] [--no-jetstream]
                         [--info-url URL] [--tag TAG...] [--from-file FILE] [--keep-revocations true|false]
+                        [--key-rotation SCHEDULE|off]
+  rotatord accounts rotate-all NAME [--waves 1,10,100] [--halt-on-failure-rate 0.05] [--wait]
+  rotatord accounts rotate-key NAME [--role ROLE] [--mode staged|emergency] [--wait]
 
 Limits (-1: unlimited): --conn N --subs N --payload BYTES --data BYTES --imports N --exports N
 --leaf N --wildcards=true|false --disallow-bearer=true|false.
@@ -103,8 +106,11 @@ func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return dispatchCLI(ctx, "accounts", accountsUsage, map[string]cliCommand{
 		"list":   {"accounts list [flags]", runAccountsList},
 		"show":   {"accounts show NAME [flags]", runAccountsShow},
-		"add":    {"accounts add NAME [--description TEXT] [limits] [jetstream] [--from-file FILE] [flags]", runAccountsAdd},
-		"update": {"accounts update NAME [--description TEXT] [limits] [jetstream] [--from-file FILE] [--keep-revocations true|false] [flags]", runAccountsUpdate},
+		"add":    {"accounts add NAME [--description TEXT] [limits] [jetstream] [--from-file FILE] [--key-rotation SCHEDULE] [flags]", runAccountsAdd},
+		"update": {"accounts update NAME [--description TEXT] [limits] [jetstream] [--from-file FILE] [--keep-revocations true|false] [--key-rotation SCHEDULE|off] [flags]", runAccountsUpdate},
+		// Fleet and signing-key rotations (cli_keys.go).
+		"rotate-all": {"accounts rotate-all NAME [--waves 1,10,100] [--halt-on-failure-rate 0.05] [--wait] [flags]", runAccountsRotateAll},
+		"rotate-key": {"accounts rotate-key NAME [--role ROLE] [--mode staged|emergency] [--wait] [flags]", runAccountsRotateKey},
 	}, args, stdout, stderr)
 }
 

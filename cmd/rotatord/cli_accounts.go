@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // accountView is what the CLI reads of an Account.
@@ -33,6 +34,10 @@ type accountView struct {
 	Mappings        map[string][]json.RawMessage `json:"mappings"`
 	InfoURL         string                       `json:"info_url"`
 	Tags            []string                     `json:"tags"`
+	KeyRotation     *struct {
+		Schedule string     `json:"schedule"`
+		NextAt   *time.Time `json:"next_at"`
+	} `json:"key_rotation"`
 }
 
 // accountLimit is the Limits schema; -1 is unlimited.
@@ -285,6 +290,7 @@ func runAccountsShow(ctx context.Context, c *cli, args []string) error {
 func runAccountsAdd(ctx context.Context, c *cli, args []string) error {
 	var f accountFlags
 	f.bind(c, false)
+	keyRotation := c.fs.String("key-rotation", "", `schedule staged rotations of the account's signing key ("@every 2160h", a cron expression)`)
 	pos, err := c.parse(args, 1)
 	if err != nil {
 		return err
@@ -298,6 +304,9 @@ func runAccountsAdd(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *keyRotation != "" {
+		body["key_rotation"] = map[string]string{"schedule": *keyRotation}
+	}
 	raw, err := api.do(ctx, http.MethodPost, "/v1/accounts", nil, body)
 	if err != nil {
 		return err
@@ -309,6 +318,7 @@ func runAccountsUpdate(ctx context.Context, c *cli, args []string) error {
 	var f accountFlags
 	f.bind(c, true)
 	keep := c.fs.String("keep-revocations", "", "true: keep revocation entries until they expire; false: fold them into '*' (see README)")
+	keyRotation := c.fs.String("key-rotation", "", `schedule staged rotations of the account's signing key ("@every 2160h", a cron expression), or "off"`)
 	pos, err := c.parse(args, 1)
 	if err != nil {
 		return err
@@ -328,6 +338,13 @@ func runAccountsUpdate(ctx context.Context, c *cli, args []string) error {
 	patch, err := f.body(c, cur)
 	if err != nil {
 		return err
+	}
+	switch *keyRotation {
+	case "":
+	case "off":
+		patch["key_rotation"] = nil
+	default:
+		patch["key_rotation"] = map[string]string{"schedule": *keyRotation}
 	}
 	if *keep != "" {
 		b, err := strconv.ParseBool(*keep)
@@ -389,6 +406,11 @@ func (c *cli) printAccount(raw []byte) error {
 	t.row("Agents:", strconv.Itoa(a.Agents))
 	t.row("Revocations:", strconv.Itoa(a.Revocations))
 	t.row("Keep revocations:", strconv.FormatBool(a.KeepRevocations))
+	if k := a.KeyRotation; k != nil {
+		t.row("Key rotation:", k.Schedule+", next "+fmtTime(k.NextAt))
+	} else {
+		t.row("Key rotation:", "off")
+	}
 	return t.flush()
 }
 

@@ -44,6 +44,8 @@ Operator CLI, over the REST API (--url/ROTATORD_URL, --token/ROTATORD_TOKEN, -o 
   rotatord agents list|show|add|update|rotate|revoke|reissue
   rotatord roles list|show|add|update|delete ACCOUNT ...
   rotatord rotations list [--agent NAME] | show ID
+  rotatord key-rotations list|show|complete|abandon   signing-key rotations (accounts rotate-key starts one)
+  rotatord fleet-rotations list|show|resume|abort     rotations in waves (accounts rotate-all starts one)
   rotatord audit list [--agent NAME] [--action ACTION] [--since TIME]   (newest first)
   rotatord audit verify [flags]            check the audit trail's hash chain in the database
   rotatord operator rotate-key [--wait]    rotate the operator's signing key (restart the servers with each new block)
@@ -136,6 +138,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runRoles(ctx, args, stdout, stderr)
 	case "rotations":
 		return runRotations(ctx, args, stdout, stderr)
+	case "fleet-rotations":
+		return runFleetRotations(ctx, args, stdout, stderr)
 	case "audit":
 		if len(args) > 0 && args[0] == "verify" {
 			return runAuditVerify(ctx, cfg, args[1:], stdout, stderr)

@@ -196,16 +196,25 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if natsTLS, err = natsTLSOptions(&m.Config, m.Log); err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}
+		// The first connect's callback may run before Connect returns:
+		// it waits until m.NATS is set (the pusher reads it).
+		natsSet := make(chan struct{})
 		m.NATS, err = sysconn.Connect(ctx, sysconn.Config{
 			URL: m.Config.NATSURL, Name: "rotatord", Log: m.Log,
 			Mint: m.Service.MintSystemUser, Options: natsTLS,
 			OnConnect: func(*nats.Conn) {
+				select {
+				case <-natsSet:
+				case <-bg.Done():
+					return
+				}
 				// Connect events may have been missed while disconnected.
 				m.Service.MarkEventsMissed()
 				m.discoverServers(bg)
 				m.kickPush()
 			},
 		})
+		close(natsSet)
 		if err != nil {
 			return err
 		}
@@ -236,6 +245,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.goBackground(func() { m.Alerts.Run(bg, time.Minute, m.authWatch.AlertKicks()) })
 	}
 	m.goBackground(func() { m.Service.RunResigner(bg, 2*time.Second) })
+	// Fleet and signing-key rotations step at once when one changes here
+	// (an emergency re-issue must not wait for the tick), and every few
+	// seconds for those other replicas changed; Tick drives them too.
+	m.goBackground(func() { m.Service.RunKeyLifecycle(bg, 5*time.Second) })
 	m.goBackground(func() { m.Store.RunAuditSealer(bg, m.Log, auditSealInterval) })
 	m.goBackground(func() { m.Service.RunReplicaHeartbeat(bg, m.replica, rotatord.ReplicaHeartbeat) })
 	// The first reading before serving, so the first scrape has numbers.

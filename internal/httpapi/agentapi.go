@@ -48,6 +48,11 @@ type AgentLimits struct {
 	// MaxKeys bounds the addresses, agents, keys and proofs remembered
 	// (each); default 100,000.
 	MaxKeys int
+	// MaxInFlight bounds the agent requests doing database work at once
+	// (agentload.go); DefaultAgentMaxInFlight when 0. QueueWait bounds how
+	// long one waits for its turn; DefaultAgentQueueWait when 0.
+	MaxInFlight int
+	QueueWait   time.Duration
 }
 
 const (
@@ -67,6 +72,7 @@ type agentAPI struct {
 	refused *refusals.Counter
 	keys    *refusals.Memo[error]
 	used    *refusals.Memo[struct{}]
+	slots   agentSlots
 }
 
 func newAgentAPI(l AgentLimits, counter *refusals.Counter) *agentAPI {
@@ -85,6 +91,7 @@ func newAgentAPI(l AgentLimits, counter *refusals.Counter) *agentAPI {
 		refused: counter,
 		keys:    refusals.NewMemo[error](refusedKeyTTL, l.MaxKeys),
 		used:    refusals.NewMemo[struct{}](usedProofTTL, l.MaxKeys),
+		slots:   newAgentSlots(l.MaxInFlight, l.QueueWait),
 	}
 }
 
@@ -213,18 +220,20 @@ func (s *Server) agentCreds(w http.ResponseWriter, r *http.Request) {
 	if a == nil {
 		return
 	}
-	creds, err := s.svc.AgentCreds(r.Context(), a.proof)
-	if !s.finishAgent(w, r, a, err) {
-		return
-	}
-	if errors.Is(err, rotatord.ErrNotModified) {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	w.Write(creds) //nolint:errcheck // the agent went away; it will poll again
+	s.withSlot(w, r, func() {
+		creds, err := s.svc.AgentCreds(r.Context(), a.proof)
+		if !s.finishAgent(w, r, a, err) {
+			return
+		}
+		if errors.Is(err, rotatord.ErrNotModified) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		w.Write(creds) //nolint:errcheck // the agent went away; it will poll again
+	})
 }
 
 // agentKeyRequest is the body of an own-key POST.
@@ -249,14 +258,16 @@ func (s *Server) agentKey(w http.ResponseWriter, r *http.Request) {
 		s.refuseAgent(w, r, a.proof.Agent, a.proof.PublicKey, err)
 		return
 	}
-	res, err := s.svc.AgentKey(r.Context(), a.proof, in.PublicKey)
-	if !s.finishAgent(w, r, a, err) {
-		return
-	}
-	w.Header().Set("Location", "/v1/rotations/"+res.Rotation.ID)
-	writeJSON(w, http.StatusAccepted, map[string]any{
-		"id": res.Rotation.ID, "state": res.Rotation.State, "public_key": res.Credential.PublicKey,
-		"jwt": res.Credential.JWT, "expires_at": res.Credential.ExpiresAt.UTC(),
+	s.withSlot(w, r, func() {
+		res, err := s.svc.AgentKey(r.Context(), a.proof, in.PublicKey)
+		if !s.finishAgent(w, r, a, err) {
+			return
+		}
+		w.Header().Set("Location", "/v1/rotations/"+res.Rotation.ID)
+		writeJSON(w, http.StatusAccepted, map[string]any{
+			"id": res.Rotation.ID, "state": res.Rotation.State, "public_key": res.Credential.PublicKey,
+			"jwt": res.Credential.JWT, "expires_at": res.Credential.ExpiresAt.UTC(),
+		})
 	})
 }
 

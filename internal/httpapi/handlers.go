@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"time"
@@ -16,14 +17,23 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
 		Name        string                `json:"name"`
 		Description string                `json:"description"`
 		Limits      *rotatord.LimitsPatch `json:"limits"`
+		KeyRotation *keyScheduleInput     `json:"key_rotation"`
 		accountClaimsInput
 	}
 	if err := s.decode(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	acc, err := s.svc.CreateAccount(r.Context(), actor(r), rotate.AccountInput{Name: in.Name, Description: in.Description, Limits: in.Limits,
-		Claims: in.accountClaimsInput.patch()})
+	ai := rotate.AccountInput{Name: in.Name, Description: in.Description, Limits: in.Limits,
+		Claims: in.accountClaimsInput.patch()}
+	if in.KeyRotation != nil {
+		if in.KeyRotation.Schedule == "" {
+			s.writeError(w, r, rotatord.Errorf(rotatord.EINVALID, "key_rotation.schedule is empty: leave key_rotation out for none"))
+			return
+		}
+		ai.KeyRotationSchedule = in.KeyRotation.Schedule
+	}
+	acc, err := s.svc.CreateAccount(r.Context(), actor(r), ai)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -67,6 +77,7 @@ func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
 		Description     *string               `json:"description"`
 		Limits          *rotatord.LimitsPatch `json:"limits"`
 		KeepRevocations *bool                 `json:"keep_revocations"`
+		KeyRotation     json.RawMessage       `json:"key_rotation"`
 		accountClaimsInput
 	}
 	if err := s.decode(w, r, &in); err != nil {
@@ -76,6 +87,12 @@ func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	patch := rotate.AccountPatch{Description: in.Description, Limits: in.Limits, KeepRevocations: in.KeepRevocations,
 		Claims: in.accountClaimsInput.patch()}
+	if sched, err := keySchedulePatch(in.KeyRotation); err != nil {
+		s.writeError(w, r, err)
+		return
+	} else if sched != nil {
+		patch.KeyRotationSchedule = sched
+	}
 	if _, err := s.svc.UpdateAccount(r.Context(), actor(r), name, patch); err != nil {
 		s.writeError(w, r, err)
 		return

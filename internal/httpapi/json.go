@@ -28,6 +28,8 @@ type accountJSON struct {
 	// JWTVersion and Servers: see servers.go.
 	JWTVersion int64                `json:"jwt_version"`
 	Servers    *[]accountServerJSON `json:"servers,omitempty"`
+	// KeyRotation schedules staged signing-key rotations; null when off.
+	KeyRotation *keyScheduleJSON `json:"key_rotation"`
 	accountClaimsJSON
 }
 
@@ -41,6 +43,7 @@ func toAccountJSON(a *rotatord.Account) accountJSON {
 		SigningKeys: keys, JWTID: a.JWTID, Revocations: a.Revocations, KeepRevs: a.KeepRevocations, Agents: a.Agents,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
 		JWTBytes: len(a.JWT), JWTVersion: a.JWTVersion, accountClaimsJSON: toAccountClaimsJSON(a.Claims),
+		KeyRotation: toKeyScheduleJSON(a.KeyRotation),
 	}
 }
 

@@ -18,6 +18,9 @@ type keyServerJSON struct {
 	LastSeen  time.Time `json:"last_seen"`
 }
 
+// keyRotationJSON is a KeyRotation of any kind: the operator's (with its
+// servers) or an account's or role's (with its account, fleet rotation and
+// stragglers; null or empty for the operator's).
 type keyRotationJSON struct {
 	ID         string          `json:"id"`
 	Kind       string          `json:"kind"`
@@ -32,12 +35,29 @@ type keyRotationJSON struct {
 	UpdatedAt  time.Time       `json:"updated_at"`
 	StepAt     time.Time       `json:"step_started_at"`
 	FinishedAt *time.Time      `json:"finished_at"`
+
+	Account         *string  `json:"account"`
+	Role            *string  `json:"role"`
+	Mode            *string  `json:"mode"`
+	Trigger         string   `json:"trigger"`
+	FleetRotation   *string  `json:"fleet_rotation"`
+	Stragglers      int      `json:"stragglers"`
+	StragglerAgents []string `json:"straggler_agents"`
+	Reason          string   `json:"reason"`
 }
 
 func toKeyRotationJSON(k *rotatord.KeyRotation) keyRotationJSON {
 	out := keyRotationJSON{ID: k.ID, Kind: k.Kind, State: k.State, OldKeys: k.OldKeys, NewKey: k.NewKey,
 		Servers: []keyServerJSON{}, WaitingFor: []string{}, Waiting: k.Waiting, Actor: k.Actor,
-		CreatedAt: k.CreatedAt.UTC(), UpdatedAt: k.UpdatedAt.UTC(), StepAt: k.StepAt.UTC(), FinishedAt: k.FinishedAt}
+		CreatedAt: k.CreatedAt.UTC(), UpdatedAt: k.UpdatedAt.UTC(), StepAt: k.StepAt.UTC(), FinishedAt: k.FinishedAt,
+		Account: optString(k.Account), Role: optString(k.Role), Trigger: k.Trigger, FleetRotation: optString(k.FleetRotation),
+		Stragglers: k.Stragglers, StragglerAgents: nonNilStrings(k.StragglerAgents), Reason: k.Reason}
+	if k.Kind != rotatord.KeyRotationOperator {
+		out.Mode = optString(k.Mode)
+	}
+	if out.Trigger == "" {
+		out.Trigger = rotatord.TriggerManual
+	}
 	if out.OldKeys == nil {
 		out.OldKeys = []string{}
 	}

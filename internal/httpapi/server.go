@@ -154,12 +154,20 @@ func New(cfg Config) *Server {
 			r.Get("/audit/verify", s.verifyAudit)
 			r.Get("/agents/{name}/keys", s.listAgentKeys)
 			r.Get("/accounts/{name}/revocations", s.listRevocations)
+			// Fleet and signing-key rotations (keylifecycle.go).
+			r.Get("/fleet-rotations", s.listFleetRotations)
+			r.Get("/fleet-rotations/{id}", s.getFleetRotation)
+			r.Get("/key-rotations", s.listKeyRotations)
 			r.Get("/key-rotations/{id}", s.getKeyRotation)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeRotate))
 			r.Post("/agents/{name}/revoke", s.revokeAgent)
 			r.Post("/agents/{name}/rotate", s.rotateAgent)
+			// Fleet-wide rotations in waves (keylifecycle.go).
+			r.Post("/accounts/{name}/rotate-all", s.rotateAll)
+			r.Post("/fleet-rotations/{id}/resume", s.resumeFleetRotation)
+			r.Post("/fleet-rotations/{id}/abort", s.abortFleetRotation)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireClientCert, s.checkInput, s.requireScope(rotatord.ScopeAdmin))
@@ -176,6 +184,11 @@ func New(cfg Config) *Server {
 			r.Post("/accounts/{name}/roles", s.createRole)
 			r.Patch("/accounts/{name}/roles/{role}", s.updateRole)
 			r.Delete("/accounts/{name}/roles/{role}", s.deleteRole)
+			// Signing-key rotations (keylifecycle.go).
+			r.Post("/accounts/{name}/signing-keys/rotate", s.rotateSigningKey)
+			r.Post("/accounts/{name}/roles/{role}/rotate", s.rotateSigningKey)
+			r.Post("/key-rotations/{id}/complete", s.completeKeyRotation)
+			r.Post("/key-rotations/{id}/abandon", s.abandonKeyRotation)
 			r.Post("/operator/signing-keys/rotate", s.rotateOperatorKey)
 		})
 	})

@@ -72,15 +72,19 @@ func (s *Store) AddSigningKey(ctx context.Context, accountID int64, pub string, 
 // SigningKey returns the newest live signing key of the operator (accountID
 // 0) or of an account (not of its roles), as public key and encrypted seed.
 // A staged key (one added by a rotation, trusted but not signing yet) is not
-// returned.
+// returned. Inside a transaction it holds a KEY SHARE lock on the key until
+// the transaction ends: retiring the key (RetireSigningKeys) waits for every
+// transaction signing with it, so none commits a credential signed by a
+// key already retired.
 func (s *Store) SigningKey(ctx context.Context, accountID int64) (pub string, seedEnc []byte, err error) {
 	var row pgx.Row
+	lock := keyShare(ctx)
 	if accountID == 0 {
 		row = s.q(ctx).QueryRow(ctx, `SELECT public_key, seed_enc FROM signing_keys
-			WHERE owner_kind = 'operator' AND retired_at IS NULL AND NOT staged ORDER BY created_at DESC LIMIT 1`)
+			WHERE owner_kind = 'operator' AND retired_at IS NULL AND NOT staged ORDER BY created_at DESC, public_key DESC LIMIT 1`+lock)
 	} else {
 		row = s.q(ctx).QueryRow(ctx, `SELECT public_key, seed_enc FROM signing_keys
-			WHERE account_id = $1 AND role_id IS NULL AND retired_at IS NULL AND NOT staged ORDER BY created_at DESC LIMIT 1`, accountID)
+			WHERE account_id = $1 AND role_id IS NULL AND retired_at IS NULL AND NOT staged ORDER BY created_at DESC, public_key DESC LIMIT 1`+lock, accountID)
 	}
 	err = row.Scan(&pub, &seedEnc)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -104,4 +108,13 @@ func (s *Store) SigningKeys(ctx context.Context, accountID int64) ([]string, err
 		return nil, mapErr(fmt.Errorf("list signing keys: %w", err))
 	}
 	return keys, nil
+}
+
+// keyShare is the lock a signer takes on the signing key it reads: KEY
+// SHARE inside a transaction (see SigningKey), none outside one.
+func keyShare(ctx context.Context) string {
+	if _, ok := ctx.Value(txKey{}).(pgx.Tx); ok {
+		return " FOR KEY SHARE"
+	}
+	return ""
 }

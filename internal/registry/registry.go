@@ -314,6 +314,10 @@ func conflictMessage(e *pgconn.PgError) string {
 		return "a rotation of this agent is in flight"
 	case "credentials_public_key_key":
 		return "this public key is already in use"
+	case "fleet_rotations_one_per_account":
+		return "a fleet rotation of this account is in flight"
+	case "key_rotations_one_per_account":
+		return "a signing-key rotation of this account is in flight"
 	}
 	return "conflicts with an existing record"
 }

@@ -14,7 +14,7 @@ import (
 // The agent columns for its role and its other user claims (agentCols).
 const (
 	agentRoleCols = `g.claims, g.role_id, coalesce(r.name, ''),
-	coalesce((SELECT sk.public_key FROM signing_keys sk WHERE sk.role_id = g.role_id AND sk.retired_at IS NULL
+	coalesce((SELECT sk.public_key FROM signing_keys sk WHERE sk.role_id = g.role_id AND sk.retired_at IS NULL AND NOT sk.staged
 		ORDER BY sk.created_at DESC, sk.public_key DESC LIMIT 1), '')`
 	agentRoleFrom = ` LEFT JOIN roles r ON r.id = g.role_id`
 )
@@ -72,7 +72,7 @@ func (s *Store) refreshRoles(ctx context.Context, gs []*rotatord.Agent) error {
 		return nil
 	}
 	rows, err := s.q(ctx).Query(ctx, `SELECT g.id, g.role_id, coalesce(r.name, ''),
-		coalesce((SELECT sk.public_key FROM signing_keys sk WHERE sk.role_id = g.role_id AND sk.retired_at IS NULL
+		coalesce((SELECT sk.public_key FROM signing_keys sk WHERE sk.role_id = g.role_id AND sk.retired_at IS NULL AND NOT sk.staged
 			ORDER BY sk.created_at DESC, sk.public_key DESC LIMIT 1), '')
 		FROM agents g LEFT JOIN roles r ON r.id = g.role_id WHERE g.id = ANY($1)`, ids)
 	if err != nil {
@@ -114,7 +114,7 @@ func deref(s *string) string {
 
 const roleCols = `r.id, r.account_id, a.name, a.public_key, r.name, r.description, r.template, r.created_at, r.updated_at,
 	coalesce((SELECT array_agg(sk.public_key ORDER BY sk.created_at, sk.public_key) FROM signing_keys sk
-		WHERE sk.role_id = r.id AND sk.retired_at IS NULL), '{}'),
+		WHERE sk.role_id = r.id AND sk.retired_at IS NULL AND NOT sk.staged), '{}'),
 	(SELECT count(*) FROM agents g WHERE g.role_id = r.id)`
 
 const roleFrom = ` FROM roles r JOIN accounts a ON a.id = r.account_id`
@@ -251,10 +251,11 @@ func (s *Store) CountValidSignedBy(ctx context.Context, keys []string) (int, err
 }
 
 // SigningKeySeed returns the encrypted seed of a live signing key (of the
-// operator, an account or a role) by its public key, or ENOTFOUND.
+// operator, an account or a role) by its public key, or ENOTFOUND. Inside a
+// transaction it locks the key as SigningKey does.
 func (s *Store) SigningKeySeed(ctx context.Context, pub string) ([]byte, error) {
 	var enc []byte
-	err := s.q(ctx).QueryRow(ctx, `SELECT seed_enc FROM signing_keys WHERE public_key = $1 AND retired_at IS NULL`, pub).Scan(&enc)
+	err := s.q(ctx).QueryRow(ctx, `SELECT seed_enc FROM signing_keys WHERE public_key = $1 AND retired_at IS NULL`+keyShare(ctx), pub).Scan(&enc)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, rotatord.Errorf(rotatord.ENOTFOUND, "no live signing key %s", pub)
 	}

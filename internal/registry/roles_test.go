@@ -121,8 +121,10 @@ func TestSigningKeyBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.ApplyVersion(ctx, version, false); err != nil {
-		t.Fatalf("migrate down %d: %v", version, err)
+	// Down to before the migration, through every later one (they may
+	// reference what it made).
+	if _, err := p.DownTo(ctx, version-1); err != nil {
+		t.Fatalf("migrate down to %d: %v", version-1, err)
 	}
 
 	signer, _ := jwtissue.NewKey(nkeys.PrefixByteAccount)
@@ -141,8 +143,8 @@ func TestSigningKeyBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.ApplyVersion(ctx, version, true); err != nil {
-		t.Fatalf("migrate up %d: %v", version, err)
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatalf("migrate up from %d: %v", version-1, err)
 	}
 	c, err := s.FindCredentialByPublicKey(ctx, jwtissue.Public(user))
 	if err != nil {

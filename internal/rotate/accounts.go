@@ -17,6 +17,9 @@ type AccountInput struct {
 	Name        string
 	Description string
 	Limits      *rotatord.LimitsPatch // fields left nil are unlimited
+	// KeyRotationSchedule, when set, schedules staged rotations of the
+	// account's signing key (a cron expression or "@every 720h").
+	KeyRotationSchedule string
 	// Claims are JetStream, exports, imports and the other modeled
 	// claims; fields left nil are absent.
 	Claims ClaimsPatch
@@ -30,6 +33,9 @@ type AccountPatch struct {
 	// folded into '*' once rotatord manages all its users (see
 	// rotatord.Account.KeepRevocations).
 	KeepRevocations *bool
+	// KeyRotationSchedule sets the schedule of staged signing-key
+	// rotations; "" turns them off.
+	KeyRotationSchedule *string
 	// Claims changes JetStream, exports, imports and the other modeled
 	// claims. Changed exports re-sign and push the accounts that import
 	// from this one.
@@ -65,6 +71,11 @@ func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInpu
 	if err != nil {
 		return nil, err
 	}
+	if in.KeyRotationSchedule != "" {
+		if err := checkKeySchedule(in.KeyRotationSchedule); err != nil {
+			return nil, err
+		}
+	}
 	var acc *rotatord.Account
 	err = s.store.InTx(ctx, func(ctx context.Context) error {
 		if !in.Claims.empty() {
@@ -72,8 +83,13 @@ func (s *Service) CreateAccount(ctx context.Context, actor Actor, in AccountInpu
 				return err
 			}
 		}
-		acc, err = s.createAccount(ctx, actor, in, identity, false)
-		return err
+		if acc, err = s.createAccount(ctx, actor, in, identity, false); err != nil {
+			return err
+		}
+		if in.KeyRotationSchedule == "" {
+			return nil
+		}
+		return s.setKeySchedule(ctx, acc, in.KeyRotationSchedule)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create account %s: %w", in.Name, err)
@@ -173,7 +189,8 @@ func (s *Service) resignAccount(ctx context.Context, acc *rotatord.Account) erro
 	return s.resign(ctx, acc, false)
 }
 
-// Account returns the named account with its signing keys and claims.
+// Account returns the named account with its signing keys, claims and
+// key rotation schedule.
 func (s *Service) Account(ctx context.Context, name string) (*rotatord.Account, error) {
 	acc, err := s.store.FindAccountByName(ctx, name)
 	if err != nil {
@@ -183,6 +200,9 @@ func (s *Service) Account(ctx context.Context, name string) (*rotatord.Account, 
 		return nil, err
 	}
 	if _, err := claimsOf(acc); err != nil {
+		return nil, err
+	}
+	if err := s.fillKeySchedules(ctx, acc); err != nil {
 		return nil, err
 	}
 	return acc, nil
@@ -201,6 +221,9 @@ func (s *Service) Accounts(ctx context.Context) ([]*rotatord.Account, error) {
 		if _, err := claimsOf(a); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.fillKeySchedules(ctx, accs...); err != nil {
+		return nil, err
 	}
 	return accs, nil
 }
@@ -263,6 +286,11 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		}
 		exportsChanged := !reflect.DeepEqual(cur.Exports, next.Exports)
 		acc.Claims = &next
+		if p.KeyRotationSchedule != nil {
+			if err := s.setKeySchedule(ctx, acc, *p.KeyRotationSchedule); err != nil {
+				return err
+			}
+		}
 		if p.KeepRevocations != nil && *p.KeepRevocations != acc.KeepRevocations {
 			acc.KeepRevocations = *p.KeepRevocations
 			// The re-signer folds what can be folded now.
@@ -282,9 +310,12 @@ func (s *Service) UpdateAccount(ctx context.Context, actor Actor, name string, p
 		for _, imp := range importers {
 			resigned = append(resigned, imp.Name)
 		}
-		return s.audit(ctx, actor, "account.update", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey,
-			Details: map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations,
-				"claims": acc.Claims, "importers_resigned": resigned}})
+		details := map[string]any{"jwt_id": acc.JWTID, "limits": acc.Limits, "keep_revocations": acc.KeepRevocations,
+			"claims": acc.Claims, "importers_resigned": resigned}
+		if p.KeyRotationSchedule != nil {
+			details["key_rotation_schedule"] = *p.KeyRotationSchedule
+		}
+		return s.audit(ctx, actor, "account.update", rotatord.AuditEvent{Account: acc.Name, PublicKey: acc.PublicKey, Details: details})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update account %s: %w", name, err)

@@ -123,26 +123,24 @@ func (s *Service) joinRole(ctx context.Context, g *rotatord.Agent, account, name
 	return nil
 }
 
-// keySigner loads and decrypts a signing key by its public key (a role's
-// scoped key). Signers are cached by public key, so a replaced key is
-// simply a new entry.
+// keySigner returns a live signing key by its public key (a role's scoped
+// key): the database checks that it is live (and locks it as signer does),
+// and the opened key pair is cached by public key.
 func (s *Service) keySigner(ctx context.Context, pub string) (nkeys.KeyPair, error) {
-	if kp, ok := s.signers.Load(pub); ok {
-		return kp.(nkeys.KeyPair), nil
+	memo := memoOf(ctx)
+	if kp := memo.key(pub); kp != nil {
+		return kp, nil
 	}
 	enc, err := s.store.SigningKeySeed(ctx, pub)
 	if err != nil {
 		return nil, fmt.Errorf("load signing key %s: %w", pub, err)
 	}
-	seed, err := s.sealer.Open(enc, []byte(pub))
+	kp, err := s.openSigner(pub, enc, nkeys.PrefixByteAccount)
 	if err != nil {
-		return nil, fmt.Errorf("open signing key %s: %w", pub, err)
+		return nil, err
 	}
-	kp, err := jwtissue.FromSeed(seed, nkeys.PrefixByteAccount)
-	if err == nil {
-		s.signers.Store(pub, kp)
-	}
-	return kp, err
+	memo.setKey(pub, kp)
+	return kp, nil
 }
 
 // claimsDetails are an agent's claims for the audit trail.

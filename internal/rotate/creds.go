@@ -190,6 +190,12 @@ func (s *Service) AgentCreds(ctx context.Context, ap *AgentProof) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
+	if r == nil {
+		// A fleet rotation's current wave may be waiting for it (fleet.go).
+		if r, err = s.startOwnReissue(ctx, g); err != nil {
+			return nil, err
+		}
+	}
 	if r == nil || r.State == rotatord.RotationIssued || r.NewKey == presented.PublicKey {
 		return nil, rotatord.ErrNotModified
 	}

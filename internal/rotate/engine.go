@@ -130,6 +130,9 @@ func (s *Service) startRotation(ctx context.Context, actor Actor, agent, trigger
 // distributing, so those rotations are stored distributed at once. pub is
 // a key the agent generated (one agent only) or empty.
 func (s *Service) start(ctx context.Context, actor Actor, gs []*rotatord.Agent, trigger, pub string, now time.Time) ([]*rotatord.Rotation, error) {
+	if memoOf(ctx) == nil {
+		ctx = withSignerMemo(ctx) // one read of each signing key per batch
+	}
 	// Callers sort out the rotations with no room first (roomFor); this
 	// keeps one that did not from overfilling an account JWT.
 	if _, refused, err := s.roomFor(ctx, gs); err != nil {
@@ -293,7 +296,17 @@ func (s *Service) step(ctx context.Context, id string, expire bool) (r *rotatord
 			}
 		case rotatord.RotationDistributed:
 			if expire || (r.Deadline != nil && !now.Before(*r.Deadline)) {
-				after, err = s.rollback(ctx, g, r, now, "the agent did not reconnect with the new key before the deadline")
+				var held bool
+				if !expire {
+					// A rollback to credentials that stopped working would
+					// lock the agent out (keyhold.go).
+					if held, after, err = s.hold(ctx, g, r, now); err != nil {
+						return err
+					}
+				}
+				if !held {
+					after, err = s.rollback(ctx, g, r, now, "the agent did not reconnect with the new key before the deadline")
+				}
 				moved = err == nil
 			}
 		}
@@ -514,10 +527,15 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 	if err != nil {
 		return nil, err
 	}
+	dead, err := s.signedByRetired(ctx, olds)
+	if err != nil {
+		return nil, err
+	}
 	var retire []int64
 	revs := map[int64][]rotatord.Revocation{}
 	var accounts []int64
 	revoking := map[string]bool{} // rotation IDs whose old key is revoked now
+	deadByAccount := map[int64][]string{}
 	for _, it := range items {
 		old := olds[it.r.OldCredentialID]
 		if old == nil || (old.State != rotatord.CredentialActive && old.State != rotatord.CredentialPending) {
@@ -525,6 +543,13 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 		}
 		revoking[it.r.ID] = true
 		retire = append(retire, old.ID)
+		if dead[old.SigningKey] {
+			// Its signing key is out of the account JWT: the stored JWT
+			// refuses it already, and an entry would only grow the JWT
+			// (keyhold.go).
+			deadByAccount[it.g.AccountID] = append(deadByAccount[it.g.AccountID], it.r.ID)
+			continue
+		}
 		if revs[it.g.AccountID] == nil {
 			accounts = append(accounts, it.g.AccountID)
 		}
@@ -568,6 +593,9 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 	if err := s.store.UpdateRotations(ctx, rs); err != nil {
 		return nil, err
 	}
+	if err := s.stampSignedByRetired(ctx, deadByAccount); err != nil {
+		return nil, err
+	}
 	type finish struct {
 		fin Finisher
 		h   rotatord.Handoff
@@ -599,6 +627,9 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 			s.metrics.finished(rotatord.RotationCompleted, d)
 		}
 		s.kickResign()
+		for acc := range deadByAccount {
+			s.pushSoon(acc) // completes them (its JWT may be pushed already)
+		}
 		for _, f := range finishes {
 			if err := f.fin.Finish(context.WithoutCancel(ctx), f.h); err != nil {
 				s.log.Warn("clean up after delivery", "agent", f.h.Agent, "rotation", f.h.RotationID, "err", err)

@@ -40,7 +40,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	// alert on increase(rotatord_rotations_total{outcome="rolled_back"})
 	// then sees the first rollback after a restart, which a series that
 	// appears at 1 would hide.
-	for _, t := range []string{rotatord.TriggerSchedule, rotatord.TriggerManual, rotatord.TriggerAgent} {
+	for _, t := range []string{rotatord.TriggerSchedule, rotatord.TriggerManual, rotatord.TriggerAgent,
+		rotatord.TriggerFleet, rotatord.TriggerKeyRotation} {
 		m.startedVec.WithLabelValues(t)
 	}
 	for _, o := range []string{rotatord.RotationCompleted, rotatord.RotationRolledBack} {

@@ -110,38 +110,31 @@ func (s *Service) seal(kp nkeys.KeyPair) []byte {
 	return s.sealer.Seal(jwtissue.Seed(kp), []byte(jwtissue.Public(kp)))
 }
 
-// signer loads and decrypts the newest signing key of the operator
-// (accountID 0) or of an account.
-//
-// Signers are kept in memory once opened (signing is rotatord's job; their
-// seeds stay sealed in the database). The operator's is looked up in the
-// database each time and kept by public key, since its rotation switches
-// every replica to the new key at once (operatorkey.go); accounts' signing
-// keys do not rotate yet.
+// signer returns the newest signing key of the operator (accountID 0,
+// operatorkey.go) or of an account. For an account the database says which
+// key that is, every time (inside a transaction it also keeps the key from
+// being retired until the transaction ends, see
+// registry.Store.SigningKey); the opened key pairs are cached by public key
+// (signers.go), so a rotated key is simply another entry and a retired one
+// is dropped.
 func (s *Service) signer(ctx context.Context, accountID int64) (nkeys.KeyPair, error) {
 	if accountID == 0 {
 		return s.operatorSigner(ctx)
 	}
-	if kp, ok := s.signers.Load(accountID); ok {
-		return kp.(nkeys.KeyPair), nil
+	memo := memoOf(ctx)
+	if kp := memo.account(accountID); kp != nil {
+		return kp, nil
 	}
 	pub, enc, err := s.store.SigningKey(ctx, accountID)
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
-	seed, err := s.sealer.Open(enc, []byte(pub))
+	kp, err := s.openSigner(pub, enc, nkeys.PrefixByteAccount)
 	if err != nil {
-		return nil, fmt.Errorf("open signing key %s: %w", pub, err)
+		return nil, err
 	}
-	kind := nkeys.PrefixByteAccount
-	if accountID == 0 {
-		kind = nkeys.PrefixByteOperator
-	}
-	kp, err := jwtissue.FromSeed(seed, kind)
-	if err == nil {
-		s.signers.Store(accountID, kp)
-	}
-	return kp, err
+	memo.setAccount(accountID, kp)
+	return kp, nil
 }
 
 // MintSystemUser returns a new user of the system account, for rotatord's

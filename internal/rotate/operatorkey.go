@@ -152,11 +152,6 @@ func (s *Service) operatorForSigning(ctx context.Context) (*rotatord.Operator, *
 	return op, oc, identity, nil
 }
 
-// KeyRotation returns a signing-key rotation by ID.
-func (s *Service) KeyRotation(ctx context.Context, id string) (*rotatord.KeyRotation, error) {
-	return s.store.FindKeyRotation(ctx, id)
-}
-
 // RunKeyRotations moves operator signing-key rotations along every
 // interval, and at once after one starts on this replica, until ctx ends.
 func (s *Service) RunKeyRotations(ctx context.Context, interval time.Duration) {

@@ -300,9 +300,7 @@ func (s *Service) DeleteRole(ctx context.Context, actor Actor, account, name str
 	if err != nil {
 		return fmt.Errorf("delete role %s of %s: %w", name, account, err)
 	}
-	for _, k := range keys {
-		s.signers.Delete(k)
-	}
+	s.dropSigners(keys)
 	s.changed(ctx, acc.PublicKey)
 	s.pushSoon(acc.ID)
 	return nil
@@ -315,10 +313,20 @@ func (s *Service) scopedKeys(ctx context.Context, accountID int64) ([]jwtissue.S
 	if err != nil {
 		return nil, err
 	}
+	pending, err := s.store.PendingSigningKeys(ctx, accountID)
+	if err != nil {
+		return nil, err
+	}
 	var out []jwtissue.ScopedKey
 	for _, r := range roles {
 		for _, k := range r.SigningKeys {
 			out = append(out, jwtissue.ScopedKey{Key: k, Role: r.Name, Template: r.Template})
+		}
+		// A staged rotation's new key of the role, trusted before it signs.
+		for _, p := range pending {
+			if p.RoleID == r.ID {
+				out = append(out, jwtissue.ScopedKey{Key: p.PublicKey, Role: r.Name, Template: r.Template})
+			}
 		}
 	}
 	return out, nil

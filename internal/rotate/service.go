@@ -97,6 +97,8 @@ type Store interface {
 	RevokeToken(ctx context.Context, name string, at time.Time) error
 
 	RoleStore
+	// Fleet and signing-key rotations (keystore.go).
+	KeyLifecycleStore
 	// The fleet console's reads (console.go).
 	LastRotations(ctx context.Context, agentIDs []int64) (map[int64]*rotatord.Rotation, error)
 	ListAlertsBy(ctx context.Context, f rotatord.AlertFilter) ([]*rotatord.Alert, error)
@@ -265,7 +267,7 @@ type Service struct {
 	lastResign time.Time
 	lastPing   time.Time
 	lastRenew  time.Time
-	signers    sync.Map // account ID (int64), or a role key's public key (string) -> nkeys.KeyPair
+	signers    sync.Map // signing key's public key (string) -> nkeys.KeyPair of accounts and roles (signers.go)
 
 	// Operator signing-key rotation (operatorkey.go): the prober, how long
 	// a silent server is waited for, the kick of RunKeyRotations, and the
@@ -274,6 +276,12 @@ type Service struct {
 	serverLive time.Duration
 	keyKick    chan struct{}
 	opSigner   opSigner
+
+	// lifecycleKick wakes RunKeyLifecycle (keyrotation.go).
+	lifecycleKick     chan struct{}
+	lifecycleKickOnce sync.Once
+	// own gathers agents' own re-issues during a fleet rotation (fleet.go).
+	own ownBatches
 }
 
 // New returns a Service.

@@ -18,6 +18,7 @@ type TickResult struct {
 	Advanced  int // rotations moved along (distributed, completed, rolled back)
 	Resigned  int // accounts re-signed
 	Confirmed int // rotations confirmed by asking the servers (CONNZ)
+	KeySteps  int // steps of fleet and signing-key rotations (keyrotation.go)
 	// Activations counts accounts re-signed to renew the activation
 	// tokens of their imports.
 	Activations int
@@ -70,10 +71,18 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 		}
 	}
 
+	// Fleet and signing-key rotations: their waves start rotations the
+	// next tick advances.
+	n, err := s.driveKeyLifecycle(ctx)
+	res.KeySteps = n
+	if err != nil {
+		errs = append(errs, err)
+	}
+
 	if err := s.sweepRevocations(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
-	n, err := s.resignIfDue(ctx)
+	n, err = s.resignIfDue(ctx)
 	res.Resigned = n
 	if err != nil {
 		errs = append(errs, err)
@@ -137,13 +146,18 @@ const workers = 16
 // forEach runs fn for every item with a few workers; it logs failures and
 // returns how many succeeded.
 func forEach[T any](ctx context.Context, log *slog.Logger, items []T, fn func(context.Context, T) error) int {
+	return forEachN(ctx, log, workers, items, fn)
+}
+
+// forEachN is forEach with n workers.
+func forEachN[T any](ctx context.Context, log *slog.Logger, n int, items []T, fn func(context.Context, T) error) int {
 	var (
 		mu sync.Mutex
 		ok int
 		wg sync.WaitGroup
 	)
 	ch := make(chan T)
-	for range min(workers, len(items)) {
+	for range min(n, len(items)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

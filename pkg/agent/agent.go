@@ -203,6 +203,11 @@ type Client struct {
 
 	events     []event // callbacks to make, in order
 	delivering bool    // a goroutine is making them
+
+	// wake is closed (and replaced) when the servers refuse a key the
+	// client uses: Run and the watchers look for new creds at once
+	// (refresh.go).
+	wake chan struct{}
 }
 
 type event struct {
@@ -232,7 +237,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.RetryRefused <= 0 {
 		cfg.RetryRefused = time.Minute
 	}
-	return &Client{cfg: cfg, cur: c, refusedAt: map[string]time.Time{}, lastProof: map[string]int64{}, since: cfg.Now()}, nil
+	return &Client{cfg: cfg, cur: c, refusedAt: map[string]time.Time{}, lastProof: map[string]int64{}, since: cfg.Now(),
+		wake: make(chan struct{})}, nil
 }
 
 // PublicKey returns the key the client uses now.
@@ -556,6 +562,9 @@ func (c *Client) refuseLocked(k *creds, err error) {
 		return
 	}
 	k.refused = err
+	// New creds may be waiting (rotatord replaced the key, or its signing
+	// key was removed): look at once, not at the next interval.
+	c.wakeLocked()
 	switch {
 	case c.allRefusedLocked():
 		c.recordErrLocked(fmt.Errorf("servers refuse every key held (last %s): %w", k.pub, err))

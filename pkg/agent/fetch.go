@@ -264,20 +264,17 @@ func ownCreds(kp nkeys.KeyPair, token string) ([]byte, error) {
 }
 
 // Run calls Refresh every interval until ctx ends. Failures are logged and
-// retried at the next interval.
+// retried at the next interval. When the servers refuse the key in use
+// (rotatord replaced it, or removed the signing key that signed it), Run
+// refreshes at once, and while the servers refuse every key the client
+// holds it refreshes again quickly (from 250 ms, doubling, at most the
+// interval or 30 s) until new creds arrive.
 func (c *Client) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	c.poll(ctx, interval, func() {
 		if _, err := c.Refresh(ctx); err != nil && ctx.Err() == nil {
 			c.cfg.Log.Warn("refresh creds", "agent", c.cfg.Name, "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // SignRequest adds rotatord's proof of possession of kp to req (version 2):

@@ -16,7 +16,8 @@ import (
 
 // WatchFile reads the creds file at path every interval until ctx ends
 // (a mounted secret that some other process replaces) and switches to it
-// (Use) when its content changed. A file that cannot be read or does not
+// (Use) when its content changed. Like Run, it reads at once when the
+// servers refuse the key in use, and quickly while they refuse every key. A file that cannot be read or does not
 // parse yet (half written) is logged once and read again at the next
 // interval; so are creds the servers refused a moment ago (ErrRefused).
 func (c *Client) WatchFile(ctx context.Context, path string, interval time.Duration) {
@@ -49,7 +50,8 @@ func (c *Client) WatchFile(ctx context.Context, path string, interval time.Durat
 
 // WatchVault reads a Vault KV v2 secret (mount, path) every interval until
 // ctx ends and switches to the creds it holds (Use) when its public_key
-// differs from the key in use. rotatord's Vault delivery writes it to mount
+// differs from the key in use. Like Run, it reads at once when the servers
+// refuse the key in use, and quickly while they refuse every key. rotatord's Vault delivery writes it to mount
 // "secret", path "nats/{account}/{agent}" unless configured otherwise. The
 // secret holds the creds file in field "creds" (or fields "jwt" and
 // "seed"); for a key the agent generated itself (RotateOwnKey) it holds
@@ -158,20 +160,6 @@ func (c *Client) vaultCreds(data map[string]any) ([]byte, string, error) {
 		return nil, uc.Subject, err
 	}
 	return file, uc.Subject, nil
-}
-
-// poll runs check now and then every interval until ctx ends.
-func (c *Client) poll(ctx context.Context, interval time.Duration, check func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		check()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // problems logs a watcher's failures once each, not at every interval.

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/pkg/agent"
+)
+
+// BenchmarkEmergencyKeyRotation re-keys an account with n connected agents
+// after its signing key leaked: from the request (POST .../signing-keys/rotate
+// {"mode":"emergency"}) to every agent connected with credentials signed by
+// the new key and every rotation completed. Each simulated agent is a real
+// nats.go connection on pkg/agent running Run with an interval of an hour:
+// it comes back only because the servers drop it, it polls rotatord at once
+// (proof of possession of its old key) and reconnects. The nats-server runs
+// in a child process; rotatord, PostgreSQL and the agents share the cores.
+//
+//	go test -run '^$' -bench 'EmergencyKeyRotation/agents=1000$' -benchtime 1x -timeout 30m ./cmd/rotatord
+//	ROTATORD_BENCH_CPUPROFILE=/tmp/rekey.pprof go test -run '^$' -bench 'EmergencyKeyRotation/agents=10000$' -benchtime 1x -timeout 30m ./cmd/rotatord
+//
+// ROTATORD_BENCH_CPUPROFILE profiles rotatord's process (with the simulated
+// agents) during the timed part only, from the request to the last agent
+// confirmed; -cpuprofile would include creating and connecting the agents.
+func BenchmarkEmergencyKeyRotation(b *testing.B) {
+	for _, n := range []int{200, 1000, 10000} {
+		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
+			raiseFileLimit(b, uint64(2*n+4096))
+			for range b.N {
+				emergencyRekey(b, n)
+			}
+		})
+	}
+}
+
+func emergencyRekey(b *testing.B, n int) {
+	b.StopTimer()
+	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" }) // the benchmark ticks itself
+	natsURL, natsPID := e.startNATSProcess()
+	e.waitNATS()
+	ctx := context.Background()
+	svc := e.main.Service
+	if _, err := svc.CreateAccount(ctx, "bench", rotate.AccountInput{Name: "fleet"}); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	clients := make([]*agent.Client, n)
+	conns := make([]*nats.Conn, n)
+	dropped := make([]atomic.Int64, n) // unix nanos of the first drop
+	// Agents are separate processes in a real fleet; here they share one
+	// transport, bounded like a listener's backlog would be.
+	httpc := &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	work := make(chan int)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := fmt.Sprintf("agent-%05d", i)
+				_, creds, err := svc.CreateAgent(ctx, "bench", rotate.AgentInput{Name: name, Account: "fleet"})
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc})
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				// The server shares two cores with every agent, rotatord and
+				// PostgreSQL: a fleet reconnecting at once takes longer than
+				// nats.go's default 2 s to get through its handshakes, and
+				// abandoning them only makes the server start over.
+				nc, err := a.Connect(natsURL, nats.ReconnectBufSize(-1), nats.Timeout(10*time.Second), nats.DisconnectErrHandler(func(*nats.Conn, error) {
+					dropped[i].CompareAndSwap(0, time.Now().UnixNano())
+				}))
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				clients[i], conns[i] = a, nc
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatalf("set up agents: %v", err)
+	}
+	b.Cleanup(func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	})
+	// Each agent follows rotatord as a deployed one would, with a long
+	// interval: only the servers dropping it makes it look.
+	rctx, stopAgents := context.WithCancel(ctx)
+	var agentsWG sync.WaitGroup
+	for _, a := range clients {
+		agentsWG.Add(1)
+		go func() { defer agentsWG.Done(); a.Run(rctx, time.Hour) }()
+	}
+	b.Cleanup(func() { stopAgents(); agentsWG.Wait() })
+	time.Sleep(time.Second) // every Run did its first (empty) refresh
+	for i := range dropped {
+		dropped[i].Store(0)
+	}
+	b.Logf("created and connected %d agents in %s", n, time.Since(start).Round(time.Millisecond))
+
+	stopProfile := func() {}
+	postmaster := postmasterPID(b, e.main.Store.Pool())
+	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
+	tctx, stopTicks := context.WithCancel(ctx)
+	var tickWG sync.WaitGroup
+	b.Cleanup(func() { stopTicks(); tickWG.Wait() })
+	if path := os.Getenv("ROTATORD_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		var once sync.Once
+		stopProfile = func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }
+		b.Cleanup(stopProfile)
+	}
+	b.StartTimer()
+	t0 := time.Now()
+	tickWG.Add(1)
+	go func() {
+		defer tickWG.Done()
+		for tctx.Err() == nil {
+			if _, err := svc.Tick(tctx); err != nil && tctx.Err() == nil {
+				b.Logf("tick: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	k, err := svc.RotateSigningKey(ctx, "bench", "fleet", rotate.KeyRotationInput{Mode: rotatord.KeyModeEmergency})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tRequest := time.Since(t0)
+	go func() { // progress, for whoever watches a long run
+		for tctx.Err() == nil {
+			time.Sleep(5 * time.Second)
+			var states string
+			e.main.Store.Pool().QueryRow(tctx, `SELECT coalesce(string_agg(state || '=' || c, ' '), '') FROM (SELECT state, count(*) c FROM rotations GROUP BY state) x`).Scan(&states)
+			fmt.Fprintf(os.Stderr, "emergency re-key of %d agents: %s: %s\n", n, time.Since(t0).Round(time.Second), states)
+
+		}
+	}()
+	oldKeys := make([]string, n)
+	for i, a := range clients {
+		oldKeys[i] = a.PublicKey()
+	}
+	onNew := func(i int, a *agent.Client) bool {
+		// Decode (and so verify) only once the agent moved off its key.
+		if st := a.Status(); st.State != agent.StateConnected || st.PublicKey == oldKeys[i] {
+			return false
+		}
+		token, err := jwt.ParseDecoratedJWT(a.CredsFile())
+		if err != nil {
+			return false
+		}
+		uc, err := jwt.DecodeUserClaims(token)
+		return err == nil && uc.Issuer == k.NewKey
+	}
+	back := make([]time.Duration, n)
+	left := n
+	for left > 0 {
+		for i, a := range clients {
+			if back[i] == 0 && onNew(i, a) {
+				back[i] = time.Since(t0)
+				left--
+			}
+		}
+		if time.Since(t0) > 5*time.Minute {
+			b.Fatalf("%d of %d agents not back on the new key after 5m", left, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tAgents := time.Since(t0)
+	var done int
+	for {
+		err := e.main.Store.Pool().QueryRow(ctx, `SELECT count(*) FROM rotations WHERE state = 'completed' AND trigger = 'key_rotation'`).Scan(&done)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if done == n {
+			break
+		}
+		if time.Since(t0) > 5*time.Minute {
+			b.Fatalf("only %d of %d rotations completed after 5m", done, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tConfirmed := time.Since(t0)
+	b.StopTimer()
+	stopProfile()
+	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
+	stopTicks()
+	tickWG.Wait()
+
+	var lastDrop time.Duration
+	for i := range dropped {
+		at := dropped[i].Load()
+		if at == 0 {
+			b.Fatalf("agent %d was never dropped by the servers", i)
+		}
+		lastDrop = max(lastDrop, time.Unix(0, at).Sub(t0))
+	}
+	var lastStart time.Time
+	e.main.Store.Pool().QueryRow(ctx, `SELECT max(created_at) FROM rotations`).Scan(&lastStart)
+	sort.Slice(back, func(i, j int) bool { return back[i] < back[j] })
+	total := max(tAgents, tConfirmed)
+	b.ReportMetric(total.Seconds(), "s_total")
+	b.ReportMetric(lastDrop.Seconds(), "s_all_dropped")
+	b.ReportMetric(float64(n)/total.Seconds(), "agents/s")
+	b.Logf("%d agents: request answered %s; every old-key user dropped %s; all re-issues started %s; agents back on the new key: median %s, last %s; all rotations completed %s",
+		n, tRequest.Round(time.Millisecond), lastDrop.Round(time.Millisecond), lastStart.Sub(t0).Round(time.Millisecond),
+		back[n/2].Round(time.Millisecond), tAgents.Round(time.Millisecond), tConfirmed.Round(time.Millisecond))
+	b.Logf("CPU seconds during the run (2 cores = %.0f available): rotatord and the simulated agents %.1f, nats-server %.1f, postgresql %.1f",
+		2*total.Seconds(), cpu1[0]-cpu0[0], cpu1[1]-cpu0[1], cpu1[2]-cpu0[2])
+	// The work per agent, which does not depend on how busy the machine is.
+	var actions string
+	e.main.Store.Pool().QueryRow(ctx, `SELECT string_agg(action || ' ' || to_char(c::float / $2, 'FM990.00'), ', ' ORDER BY action)
+		FROM (SELECT action, count(*) c FROM audit_events WHERE at >= $1 GROUP BY action) x`, t0.Add(-time.Second), n).Scan(&actions)
+	b.Logf("per agent: %.2f refused reconnects; audit events %s", float64(authFailures(b, e.main))/float64(n), actions)
+}
+
+// authFailures is the authentication failures the servers reported to this
+// rotatord (rotatord_auth_failures_total).
+func authFailures(b *testing.B, m *Main) int {
+	req, _ := http.NewRequest("GET", m.URL()+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	total := 0.0
+	for name, v := range parseMetrics(b, resp.Body) {
+		if strings.HasPrefix(name, "rotatord_auth_failures_total") {
+			total += v
+		}
+	}
+	return int(total)
+}

@@ -1,0 +1,140 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/rotatord/rotatord/pkg/agent"
+)
+
+// setSigningKeys gives the fleet's account exactly these signing keys,
+// serves the JWT from the resolver and pushes it to the server, as rotatord
+// does; a removed key's users are dropped.
+func (f *fleet) setSigningKeys(t *testing.T, push bool, keys ...nkeys.KeyPair) {
+	t.Helper()
+	ac := jwt.NewAccountClaims(f.accPub)
+	for _, k := range keys {
+		ac.SigningKeys.Add(must(k.PublicKey()))
+	}
+	token := must(ac.Encode(f.op))
+	f.mu.Lock()
+	f.accounts[f.accPub] = token
+	f.mu.Unlock()
+	if !push {
+		return
+	}
+	sys := must(nkeys.CreateUser())
+	nc := must(natsConnectJWT(f.url, f.userJWT(t, must(sys.PublicKey()), f.sys), sys))
+	defer nc.Close()
+	msg, err := nc.Request("$SYS.REQ.ACCOUNT."+f.accPub+".CLAIMS.UPDATE", []byte(token), 5*time.Second)
+	if err != nil || !strings.Contains(string(msg.Data), "jwt updated") {
+		t.Fatalf("push account jwt: %v %v", msg, err)
+	}
+}
+
+// signedUser returns a creds file for a new user key, its JWT signed by one
+// of the account's signing keys.
+func (f *fleet) signedUser(t *testing.T, sk nkeys.KeyPair) ([]byte, string) {
+	t.Helper()
+	kp := must(nkeys.CreateUser())
+	pub := must(kp.PublicKey())
+	uc := jwt.NewUserClaims(pub)
+	uc.Name = "agent-kate"
+	uc.IssuerAccount = f.accPub
+	uc.Expires = time.Now().Add(time.Hour).Unix()
+	return userCreds(t, kp, must(uc.Encode(sk))), pub
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 20s waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// When its signing key is removed, the servers drop the agent; Run does not
+// wait for its interval (an hour here) to look for new creds, and keeps
+// looking quickly while rotatord has none yet.
+func TestRunRefreshesAtOnceWhenRefused(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	sk1, sk2 := must(nkeys.CreateAccount()), must(nkeys.CreateAccount())
+	f.setSigningKeys(t, false, sk1)
+	credsA, pubA := f.signedUser(t, sk1)
+	credsB, pubB := f.signedUser(t, sk2)
+	rd := newFakeRotatord(t, f, "agent-kate", pubA)
+	a, w := newClient(t, rd, credsA)
+	connect(t, a, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the first refresh", func() bool { return a.Status().State == agent.StateConnected })
+
+	// The emergency: the new key is trusted, the old one removed at once;
+	// rotatord has no new creds for the agent yet.
+	f.setSigningKeys(t, true, sk2)
+	waitFor(t, "the servers to refuse the old key", func() bool { return a.Status().State == agent.StateRejected })
+	time.Sleep(300 * time.Millisecond) // Run looked at once and found nothing
+	rd.setOffer(credsB, pubB)
+	waitFor(t, "the agent back on the new key", func() bool {
+		st := a.Status()
+		return st.State == agent.StateConnected && st.PublicKey == pubB
+	})
+	if _, rotated := w.seen(); len(rotated) != 1 || rotated[0] != pubB {
+		t.Fatalf("OnRotate got %v, want [%s]", rotated, pubB)
+	}
+}
+
+// The watchers look at once too: a Vault or file agent's new delivery is
+// picked up without waiting for the interval.
+func TestWatchFileLooksAtOnceWhenRefused(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	sk1, sk2 := must(nkeys.CreateAccount()), must(nkeys.CreateAccount())
+	f.setSigningKeys(t, false, sk1)
+	credsA, _ := f.signedUser(t, sk1)
+	credsB, pubB := f.signedUser(t, sk2)
+	path := t.TempDir() + "/agent.creds"
+	writeFile(t, path, credsA)
+	a, _ := newClient(t, nil, credsA)
+	connect(t, a, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.WatchFile(ctx, path, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(100 * time.Millisecond) // the first read
+	writeFile(t, path, credsB)         // delivered, but the interval is an hour
+	f.setSigningKeys(t, true, sk2)
+	waitFor(t, "the agent on the delivered creds", func() bool {
+		st := a.Status()
+		return st.State == agent.StateConnected && st.PublicKey == pubB
+	})
+}
+
+func natsConnectJWT(url, token string, kp nkeys.KeyPair) (*nats.Conn, error) {
+	return nats.Connect(url, nats.UserJWTAndSeed(token, string(must(kp.Seed()))))
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
