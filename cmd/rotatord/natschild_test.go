@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,13 @@ func runNATSChild() {
 		runNATSChildFromConfig(conf)
 		return
 	}
+	// ROTATORD_BENCH_NATS_CPUPROFILE profiles the server for as long as it
+	// runs (benchmarks set it to see where nats-server's CPU goes).
+	if path := os.Getenv("ROTATORD_BENCH_NATS_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	port, _ := strconv.Atoi(os.Getenv("NATS_PORT"))
 	ns, err := natsrun.Start(natsrun.Options{OperatorJWT: os.Getenv("NATS_OPERATOR_JWT"), SystemAccount: os.Getenv("NATS_SYSTEM_ACCOUNT"),
 		ResolverURL: os.Getenv("NATS_RESOLVER_URL"), Port: port, Name: os.Getenv("NATS_SERVER_NAME"), Configure: clusterFromEnv})
@@ -44,7 +52,6 @@ func runNATSChild() {
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin) //nolint:errcheck // returns when the parent closes stdin or dies
 	ns.Shutdown()
-	os.Exit(0)
 }
 
 // runNATSChildFromConfig runs a nats-server from a configuration file, as
