@@ -23,8 +23,9 @@ import (
 	"github.com/rotatord/rotatord/pkg/agent"
 )
 
-// raiseFileLimit makes room for one socket per simulated agent on both
-// ends (the nats-server runs in this process).
+// raiseFileLimit makes room for one NATS socket per simulated agent (the
+// nats-server runs in a child process, so its ends are not counted here;
+// the agents' HTTP connections share one capped transport).
 func raiseFileLimit(b *testing.B, need uint64) {
 	b.Helper()
 	var lim syscall.Rlimit

@@ -96,8 +96,21 @@ func (s *Store) AddFleetMembers(ctx context.Context, fleetID string, agentIDs []
 	if err != nil {
 		return mapErr(fmt.Errorf("add %d agents to fleet rotation %s: %w", len(agentIDs), fleetID, err))
 	}
+	if len(agentIDs) >= analyzeMembersAt {
+		// The scheduler counts a big wave every tick from now on: with
+		// the statistics of an empty table, the planner scans the whole
+		// wave once per agent it looks up. The transaction's own rows
+		// count (ANALYZE sees them); it takes no lock writers wait for.
+		if _, err := s.q(ctx).Exec(ctx, `ANALYZE fleet_rotation_agents`); err != nil {
+			return mapErr(fmt.Errorf("analyze members of fleet rotation %s: %w", fleetID, err))
+		}
+	}
 	return nil
 }
+
+// analyzeMembersAt is how many members make AddFleetMembers refresh the
+// table's statistics.
+const analyzeMembersAt = 500
 
 // FindFleetRotation returns a fleet rotation by ID, or ENOTFOUND (also for
 // an ID that is not a UUID).
@@ -212,41 +225,77 @@ func (s *Store) RunningFleetRotations(ctx context.Context, limit int) ([]string,
 // failed (rolled back), waiting (not started, or in flight) and in flight.
 // Auth failures are the agents not rolled back with an alert of one of
 // kinds since since[wave] (a wave missing from since counts none). The
-// result has one entry per wave that has agents, by wave number.
-func (s *Store) FleetProgress(ctx context.Context, fleetID string, kinds []string, since map[int]time.Time) (map[int]rotatord.FleetWave, error) {
+// result has one entry per wave that has agents, by wave number; with
+// wave > 0, only that wave's.
+func (s *Store) FleetProgress(ctx context.Context, fleetID string, wave int, kinds []string, since map[int]time.Time) (map[int]rotatord.FleetWave, error) {
 	waves := make([]int32, 0, len(since))
 	starts := make([]time.Time, 0, len(since))
 	for w, t := range since {
 		waves = append(waves, int32(w))
 		starts = append(starts, t)
 	}
+	// The scheduler asks every tick while a wave runs. Two queries whose
+	// plans do not depend on the table's statistics (members are added in
+	// bulk, well before an analyze): the counts look up each member's
+	// rotation by key, and the few agents with alerts are looked up as
+	// members, never the other way round (a join the planner nested per
+	// member cost half a second a call at 10,000 agents).
 	rows, err := s.q(ctx).Query(ctx, `
 		SELECT m.wave, count(*),
 			count(*) FILTER (WHERE m.state = 'skipped' OR r.state = 'completed'),
 			count(*) FILTER (WHERE m.state = 'rotating' AND r.state = 'rolled_back'),
 			count(*) FILTER (WHERE m.state = 'waiting' OR (m.state = 'rotating' AND r.state IN ('issued', 'distributed', 'confirmed'))),
-			count(*) FILTER (WHERE m.state = 'rotating' AND r.state IN ('issued', 'distributed', 'confirmed')),
-			count(*) FILTER (WHERE r.state IS DISTINCT FROM 'rolled_back' AND EXISTS (
-				SELECT 1 FROM alerts al JOIN unnest($2::int[], $3::timestamptz[]) AS w(wave, since) ON w.wave = m.wave
-				WHERE al.agent = g.name AND al.account = a.name AND al.kind = ANY($4) AND al.created_at >= w.since))
+			count(*) FILTER (WHERE m.state = 'rotating' AND r.state IN ('issued', 'distributed', 'confirmed'))
 		FROM fleet_rotation_agents m
-		JOIN agents g ON g.id = m.agent_id JOIN accounts a ON a.id = g.account_id
 		LEFT JOIN rotations r ON r.id = m.rotation_id
-		WHERE m.fleet_id = $1::uuid GROUP BY m.wave`, fleetID, waves, starts, kinds)
+		WHERE m.fleet_id = $1::uuid AND ($2::int = 0 OR m.wave = $2) GROUP BY m.wave`, fleetID, wave)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("count progress of fleet rotation %s: %w", fleetID, err))
 	}
-	defer rows.Close()
 	out := map[int]rotatord.FleetWave{}
 	for rows.Next() {
 		var w rotatord.FleetWave
-		if err := rows.Scan(&w.Wave, &w.Agents, &w.Done, &w.Failed, &w.Waiting, &w.InFlight, &w.AuthFailures); err != nil {
+		if err := rows.Scan(&w.Wave, &w.Agents, &w.Done, &w.Failed, &w.Waiting, &w.InFlight); err != nil {
+			rows.Close()
 			return nil, mapErr(fmt.Errorf("count progress of fleet rotation %s: %w", fleetID, err))
 		}
 		out[w.Wave] = w
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, mapErr(fmt.Errorf("count progress of fleet rotation %s: %w", fleetID, err))
+	}
+	if len(waves) == 0 {
+		return out, nil
+	}
+	rows, err = s.q(ctx).Query(ctx, `
+		WITH w AS (SELECT * FROM unnest($2::int[], $3::timestamptz[]) AS w(wave, since)),
+		flagged AS MATERIALIZED (
+			SELECT DISTINCT g.id, w.wave FROM alerts al
+			JOIN w ON al.created_at >= w.since
+			JOIN accounts a ON a.name = al.account
+			JOIN agents g ON g.account_id = a.id AND g.name = al.agent
+			WHERE al.agent <> '' AND al.kind = ANY($4) AND al.created_at >= (SELECT min(since) FROM w))
+		SELECT m.wave, count(*) FROM flagged f
+		JOIN fleet_rotation_agents m ON m.fleet_id = $1::uuid AND m.agent_id = f.id AND m.wave = f.wave
+		LEFT JOIN rotations r ON r.id = m.rotation_id
+		WHERE r.state IS DISTINCT FROM 'rolled_back' AND ($5::int = 0 OR m.wave = $5)
+		GROUP BY m.wave`, fleetID, waves, starts, kinds, wave)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("count auth failures of fleet rotation %s: %w", fleetID, err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n, failures int
+		if err := rows.Scan(&n, &failures); err != nil {
+			return nil, mapErr(fmt.Errorf("count auth failures of fleet rotation %s: %w", fleetID, err))
+		}
+		w := out[n]
+		w.AuthFailures = failures
+		out[n] = w
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(fmt.Errorf("count auth failures of fleet rotation %s: %w", fleetID, err))
 	}
 	return out, nil
 }

@@ -190,7 +190,7 @@ func (s *Service) fillProgress(ctx context.Context, f *rotatord.FleetRotation) e
 			since[l.Wave] = *l.StartedAt
 		}
 	}
-	counts, err := s.store.FleetProgress(ctx, f.ID, authFailureKinds, since)
+	counts, err := s.store.FleetProgress(ctx, f.ID, 0, authFailureKinds, since)
 	if err != nil {
 		return err
 	}
@@ -384,7 +384,7 @@ func (s *Service) advanceWaves(ctx context.Context, f *rotatord.FleetRotation) (
 	}
 	for {
 		l := waveLog(f, f.Wave)
-		counts, err := s.store.FleetProgress(ctx, f.ID, authFailureKinds, map[int]time.Time{f.Wave: *l.StartedAt})
+		counts, err := s.store.FleetProgress(ctx, f.ID, f.Wave, authFailureKinds, map[int]time.Time{f.Wave: *l.StartedAt})
 		if err != nil {
 			return false, false, err
 		}

@@ -18,7 +18,7 @@ type KeyLifecycleStore interface {
 	ListFleetRotations(ctx context.Context, f rotatord.FleetFilter) ([]*rotatord.FleetRotation, error)
 	ActiveFleetRotation(ctx context.Context, accountID int64) (*rotatord.FleetRotation, error)
 	RunningFleetRotations(ctx context.Context, limit int) ([]string, error)
-	FleetProgress(ctx context.Context, fleetID string, kinds []string, since map[int]time.Time) (map[int]rotatord.FleetWave, error)
+	FleetProgress(ctx context.Context, fleetID string, wave int, kinds []string, since map[int]time.Time) (map[int]rotatord.FleetWave, error)
 	WaitingMembers(ctx context.Context, fleetID string, wave int) ([]int64, error)
 	LockWaitingMembers(ctx context.Context, fleetID string, agentIDs []int64, skip bool) ([]int64, error)
 	WaitingFleetOf(ctx context.Context, agentID int64) (*rotatord.FleetRotation, error)

@@ -200,6 +200,7 @@ type Client struct {
 	rotations      int
 	fallbacks      int
 	rejectedRounds int
+	pollers        int // Run and watchers looking for new creds (refresh.go)
 
 	events     []event // callbacks to make, in order
 	delivering bool    // a goroutine is making them
@@ -472,14 +473,55 @@ func (c *Client) sign(nonce []byte) ([]byte, error) {
 }
 
 func (c *Client) reconnectDelay(int) time.Duration {
+	c.awaitRefusal()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != StateRejected {
 		return reconnectWait + rand.N(reconnectJitter)
 	}
+	if c.pollers > 0 {
+		// Run or a watcher looks for new creds at once and then with a
+		// growing delay, and makes nats.go try after each look (probe):
+		// trying the refused keys in between only costs the servers a
+		// handshake and rotatord an auth failure.
+		return maxRejectedWait
+	}
 	d := rejectedWait << min(c.rejectedRounds, 10)
 	c.rejectedRounds++
 	return min(d, maxRejectedWait)
+}
+
+// refusalReportWait bounds how long reconnectDelay waits for nats.go to
+// report the refusal of the attempt that just failed.
+const refusalReportWait = 100 * time.Millisecond
+
+// awaitRefusal waits until the refusal of the attempt that just failed has
+// been recorded. nats.go reports it through the error callback, from its
+// callback goroutine, and asks for the delay before the next attempt at
+// once: without the wait the client would not yet know the key was
+// refused, would wait the short delay and present the same key again (a
+// second refusal per agent when a fleet is dropped at once and the
+// callbacks lag).
+func (c *Client) awaitRefusal() {
+	c.mu.Lock()
+	nc := c.nc
+	c.mu.Unlock()
+	if nc == nil {
+		return
+	}
+	if err := nc.LastError(); err == nil || !isAuthError(err) {
+		return
+	}
+	deadline := time.Now().Add(refusalReportWait)
+	for {
+		c.mu.Lock()
+		pending := len(c.attempts) > 0
+		c.mu.Unlock()
+		if !pending || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // connected runs after a connect or reconnect succeeded (nats.go calls it

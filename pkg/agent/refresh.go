@@ -41,12 +41,21 @@ func (c *Client) lockedOut() bool {
 // key in use is refused, and with a short, growing delay while every key
 // held is refused.
 func (c *Client) poll(ctx context.Context, interval time.Duration, check func()) {
+	c.mu.Lock()
+	c.pollers++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.pollers--
+		c.mu.Unlock()
+	}()
 	var quick time.Duration
 	for {
 		wake := c.woken() // before check: a refusal during it counts
 		check()
 		next := interval
 		if c.lockedOut() {
+			c.probe()
 			if quick == 0 {
 				quick = firstQuickLook
 			} else {
@@ -64,6 +73,21 @@ func (c *Client) poll(ctx context.Context, interval time.Duration, check func())
 		case <-t.C:
 		case <-wake:
 			t.Stop()
+		}
+	}
+}
+
+// probe makes nats.go try the servers again now, while every key held is
+// refused and the connection is down: with a poller, its reconnect delay
+// waits for the looks (reconnectDelay), so a refusal that was temporary
+// (an account a server had not loaded yet) is found out after each look.
+func (c *Client) probe() {
+	c.mu.Lock()
+	nc := c.nc
+	c.mu.Unlock()
+	if nc != nil && nc.IsReconnecting() {
+		if err := nc.ForceReconnect(); err != nil {
+			c.cfg.Log.Debug("probe the servers", "agent", c.cfg.Name, "err", err)
 		}
 	}
 }
