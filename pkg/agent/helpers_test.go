@@ -174,8 +174,10 @@ type fakeRotatord struct {
 	proofs     map[string]bool // signatures seen, to refuse replays
 	offer      []byte
 	offerPub   string
-	posts      [][]byte // POST bodies, as received
-	postStatus int      // when not 0, POST answers this status with an error
+	posts      [][]byte      // POST bodies, as received
+	postStatus int           // when not 0, POST answers this status with an error
+	getDelay   time.Duration // how long a GET takes
+	gets       int           // GETs answered
 }
 
 func newFakeRotatord(t *testing.T, f *fleet, name string, keys ...string) *fakeRotatord {
@@ -249,6 +251,12 @@ func (rd *fakeRotatord) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet:
+		rd.gets++
+		if d := rd.getDelay; d > 0 {
+			rd.mu.Unlock()
+			time.Sleep(d)
+			rd.mu.Lock()
+		}
 		if rd.offer == nil || rd.offerPub == pub {
 			w.WriteHeader(http.StatusNotModified)
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,4 +138,71 @@ func writeFile(t *testing.T, path string, data []byte) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// authFailures counts the servers' reports of refused connects.
+func (f *fleet) authFailures(t *testing.T) *atomic.Int64 {
+	t.Helper()
+	sys := must(nkeys.CreateUser())
+	nc := must(natsConnectJWT(f.url, f.userJWT(t, must(sys.PublicKey()), f.sys), sys))
+	t.Cleanup(nc.Close)
+	var n atomic.Int64
+	if _, err := nc.Subscribe("$SYS.SERVER.*.CLIENT.AUTH.ERR", func(*nats.Msg) { n.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return &n
+}
+
+// While every key it holds is refused, an agent on Run tries the servers
+// after each look for new creds, not in between: when rotatord is slow to
+// answer (a whole fleet asks at once), retrying the refused key only costs
+// the servers handshakes and rotatord auth failures. A refusal that was
+// temporary is still found out: after a look that found nothing, the
+// client tries again.
+func TestRunTriesTheServersAfterEachLook(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	sk1, sk2 := must(nkeys.CreateAccount()), must(nkeys.CreateAccount())
+	f.setSigningKeys(t, false, sk1)
+	credsA, pubA := f.signedUser(t, sk1)
+	rd := newFakeRotatord(t, f, "agent-kate", pubA)
+	a, _ := newClient(t, rd, credsA)
+	connect(t, a, f)
+	refused := f.authFailures(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the first refresh", func() bool { return a.Status().State == agent.StateConnected })
+
+	rd.mu.Lock()
+	rd.getDelay = 1500 * time.Millisecond
+	rd.gets = 0
+	rd.mu.Unlock()
+	f.setSigningKeys(t, true, sk2) // the agent's key is no longer trusted
+	waitFor(t, "the servers to refuse the old key", func() bool { return a.Status().State == agent.StateRejected })
+	time.Sleep(4 * time.Second)
+	rd.mu.Lock()
+	looks := rd.gets
+	rd.mu.Unlock()
+	// One refusal after the drop, then at most one per look (the last
+	// look may be under way). The reconnect backoff alone would have
+	// tried about five times in these 4 s.
+	if n := refused.Load(); n < 1 || n > int64(looks)+1 {
+		t.Fatalf("%d refused connects with %d looks in 4s; want 1 to %d", n, looks, looks+1)
+	}
+	if looks < 2 {
+		t.Fatalf("%d looks in 4s while refused; want at least 2", looks)
+	}
+
+	// The refusal turns out temporary: the key is trusted again and
+	// rotatord has nothing new. The next look's probe gets the agent in.
+	f.setSigningKeys(t, true, sk1, sk2)
+	waitFor(t, "the agent back on its key", func() bool {
+		st := a.Status()
+		return st.State == agent.StateConnected && st.PublicKey == pubA
+	})
 }
