@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -176,7 +178,9 @@ func emergencyRekey(b *testing.B, n int) {
 		oldKeys[i] = a.PublicKey()
 	}
 	onNew := func(i int, a *agent.Client) bool {
-		// Decode (and so verify) only once the agent moved off its key.
+		// Decode only once the agent moved off its key, and without a
+		// signature check (the servers made it): the watching must not
+		// take the CPU the run is measured on.
 		if st := a.Status(); st.State != agent.StateConnected || st.PublicKey == oldKeys[i] {
 			return false
 		}
@@ -184,8 +188,7 @@ func emergencyRekey(b *testing.B, n int) {
 		if err != nil {
 			return false
 		}
-		uc, err := jwt.DecodeUserClaims(token)
-		return err == nil && uc.Issuer == k.NewKey
+		return unverifiedIssuer(token) == k.NewKey
 	}
 	back := make([]time.Duration, n)
 	left := n
@@ -199,7 +202,7 @@ func emergencyRekey(b *testing.B, n int) {
 		if time.Since(t0) > 5*time.Minute {
 			b.Fatalf("%d of %d agents not back on the new key after 5m", left, n)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 	tAgents := time.Since(t0)
 	var done int
@@ -266,4 +269,23 @@ func authFailures(b *testing.B, m *Main) int {
 		}
 	}
 	return int(total)
+}
+
+// unverifiedIssuer is the iss claim of a JWT, "" when it is unreadable.
+func unverifiedIssuer(token string) string {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Issuer string `json:"iss"`
+	}
+	if json.Unmarshal(payload, &c) != nil {
+		return ""
+	}
+	return c.Issuer
 }

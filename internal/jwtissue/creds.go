@@ -66,6 +66,18 @@ func Creds(userJWT string, seed []byte) ([]byte, error) {
 // a JWT (three non-empty base64url parts, nothing else: no line break can
 // break the creds frame) whose claims are a user's.
 func checkUserJWTFrame(token string) error {
+	if _, err := UnverifiedUserSubject(token); err != nil {
+		return fmt.Errorf("cannot be serialized as a user config: %w", err)
+	}
+	return nil
+}
+
+// UnverifiedUserSubject returns the user key a user JWT is for, without
+// checking its signature: for an agent reading creds it was handed (by
+// rotatord, a file or Vault), where the servers decide whether the JWT is
+// trusted and a signature check would only show that it was signed by the
+// key its own claims name, which anyone can arrange.
+func UnverifiedUserSubject(token string) (string, error) {
 	var c struct {
 		Subject string `json:"sub"`
 		Nats    struct {
@@ -73,12 +85,12 @@ func checkUserJWTFrame(token string) error {
 		} `json:"nats"`
 	}
 	if err := decodeUnverified(token, &c); err != nil {
-		return err
+		return "", err
 	}
 	if c.Nats.Type != jwt.UserClaim || !nkeys.IsValidPublicUserKey(c.Subject) {
-		return fmt.Errorf("%.20q cannot be serialized as a user config", string(c.Nats.Type))
+		return "", fmt.Errorf("not a user jwt (type %.20q)", string(c.Nats.Type))
 	}
-	return nil
+	return c.Subject, nil
 }
 
 // decodeUnverified decodes token's claims into v WITHOUT checking its

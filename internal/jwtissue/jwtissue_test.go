@@ -143,3 +143,35 @@ func TestEncodeAccountKeepsBase(t *testing.T) {
 		t.Error("a malformed base was accepted")
 	}
 }
+
+func TestUnverifiedUserSubject(t *testing.T) {
+	user, acc := mustKey(t, nkeys.PrefixByteUser), mustKey(t, nkeys.PrefixByteAccount)
+	userJWT, err := jwt.NewUserClaims(Public(user)).Encode(acc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub, err := UnverifiedUserSubject(userJWT); err != nil || sub != Public(user) {
+		t.Fatalf("user jwt: %q, %v; want %s", sub, err, Public(user))
+	}
+	// The signature is not what it reads: a JWT whose signature was
+	// replaced still names its user (the servers refuse it).
+	head, _, _ := strings.Cut(userJWT, ".")
+	forged := userJWT[:strings.LastIndex(userJWT, ".")+1] + strings.Repeat("A", 86)
+	if sub, err := UnverifiedUserSubject(forged); err != nil || sub != Public(user) {
+		t.Fatalf("re-signed user jwt: %q, %v", sub, err)
+	}
+	accJWT, err := jwt.NewAccountClaims(Public(acc)).Encode(acc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, token := range map[string]string{
+		"account jwt": accJWT,
+		"garbage":     "not a jwt",
+		"two parts":   head + ".e30",
+		"line break":  strings.Replace(userJWT, ".", ".\n", 1),
+	} {
+		if sub, err := UnverifiedUserSubject(token); err == nil {
+			t.Errorf("%s: got subject %q, want an error", name, sub)
+		}
+	}
+}
