@@ -475,3 +475,8 @@ func (r RotationPolicy) Validate() error {
 func (r RotationPolicy) String() string {
 	return fmt.Sprintf("%s grace %s", r.Schedule, r.Grace)
 }
+
+// DefaultMaxAccountJWTBytes is the default account JWT size guard
+// (ROTATORD_MAX_ACCOUNT_JWT_BYTES): half of nats-server's default max
+// payload (1 MiB), so that a push always fits with room to spare.
+const DefaultMaxAccountJWTBytes = 512 << 10

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/httpapi"
 	"github.com/rotatord/rotatord/internal/ratelimit"
 	"github.com/rotatord/rotatord/internal/rotate"
@@ -121,7 +122,7 @@ func DefaultConfig() Config {
 		AgentRate:              httpapi.DefaultAgentRate,
 		AgentRotateMinInterval: rotate.DefaultAgentRotateMinInterval,
 		MaxControlLine:         4096, // nats-server's default
-		MaxAccountJWTBytes:     512 << 10,
+		MaxAccountJWTBytes:     rotatord.DefaultMaxAccountJWTBytes,
 		DBTimeout:              httpapi.DefaultDBTimeout,
 		ServerForgetAfter:      rotate.DefaultServerForgetAfter,
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
+	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/doctor"
 	"github.com/rotatord/rotatord/internal/natsrun"
 	"github.com/rotatord/rotatord/internal/seal"
@@ -32,7 +33,7 @@ func (e *env) doctorConfig() Config {
 
 func doctorOpts() doctorOptions {
 	// A generous timeout: each probe bounds only what fails to answer.
-	return doctorOptions{now: time.Now, timeout: 20 * time.Second, maxJWT: doctor.DefaultMaxAccountJWTBytes,
+	return doctorOptions{now: time.Now, timeout: 20 * time.Second, maxJWT: rotatord.DefaultMaxAccountJWTBytes,
 		stuckAfter: time.Minute, rollbacks: 24 * time.Hour}
 }
 

@@ -408,6 +408,7 @@ func fleetRotation(b *testing.B, n int) {
 		2*tRevoked.Seconds(), cpu1[0]-cpu0[0], cpu1[1]-cpu0[1], cpu1[2]-cpu0[2])
 	b.Logf("account jwt: %d bytes, %d revocation entries, %d versions stored during the run; %d of %d agents connected at the end; %d fetches retried",
 		len(acc.JWT), len(ac.Revocations), acc.JWTVersion-accBefore.JWTVersion, connected, n, retries.Load())
+	b.Logf("pushes %v; auth failures %d", metricsWith(b, e.main, "rotatord_pushes_total"), authFailures(b, e.main))
 }
 
 // BenchmarkRevokeToDrop measures the time from sending

@@ -256,19 +256,29 @@ func emergencyRekey(b *testing.B, n int) {
 // authFailures is the authentication failures the servers reported to this
 // rotatord (rotatord_auth_failures_total).
 func authFailures(b *testing.B, m *Main) int {
+	total := 0.0
+	for _, v := range metricsWith(b, m, "rotatord_auth_failures_total") {
+		total += v
+	}
+	return int(total)
+}
+
+// metricsWith is the samples of this rotatord's /metrics whose series
+// starts with prefix (name and labels, as exposed).
+func metricsWith(b *testing.B, m *Main, prefix string) map[string]float64 {
 	req, _ := http.NewRequest("GET", m.URL()+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return -1
+		return nil
 	}
 	defer resp.Body.Close()
-	total := 0.0
+	out := map[string]float64{}
 	for name, v := range parseMetrics(b, resp.Body) {
-		if strings.HasPrefix(name, "rotatord_auth_failures_total") {
-			total += v
+		if strings.HasPrefix(name, prefix) {
+			out[name] = v
 		}
 	}
-	return int(total)
+	return out
 }
 
 // unverifiedIssuer is the iss claim of a JWT, "" when it is unreadable.

@@ -93,8 +93,6 @@ const (
 	ResolverTimeout = 1900 * time.Millisecond
 	// JWTWarnShare is the share of the guard at which an account JWT warns.
 	JWTWarnShare = 0.8
-	// DefaultMaxAccountJWTBytes is ROTATORD_MAX_ACCOUNT_JWT_BYTES's default.
-	DefaultMaxAccountJWTBytes = 512 << 10
 	// sample is how many rotations, problems or accounts a message names.
 	sample = 5
 )
@@ -452,7 +450,7 @@ type Sources struct {
 	Rotations func(ctx context.Context, now time.Time) (stuck []*rotatord.Rotation, nStuck int, rolled []*rotatord.Rotation, nRolled int, err error)
 	// Audit verifies the audit chain, and counts events left unsealed.
 	Audit func(ctx context.Context) (*auditchain.Report, int, error)
-	// MaxAccountJWTBytes is the guard (default DefaultMaxAccountJWTBytes).
+	// MaxAccountJWTBytes is the guard (default rotatord.DefaultMaxAccountJWTBytes).
 	MaxAccountJWTBytes int
 	// RollbacksWithin is how far back rollbacks count (default 24h).
 	RollbacksWithin time.Duration
@@ -467,7 +465,7 @@ func Run(ctx context.Context, src Sources) *Report {
 		src.Now = time.Now
 	}
 	if src.MaxAccountJWTBytes <= 0 {
-		src.MaxAccountJWTBytes = DefaultMaxAccountJWTBytes
+		src.MaxAccountJWTBytes = rotatord.DefaultMaxAccountJWTBytes
 	}
 	if src.RollbacksWithin <= 0 {
 		src.RollbacksWithin = 24 * time.Hour

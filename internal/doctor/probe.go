@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
+
+	"github.com/rotatord/rotatord/internal/varz"
 )
 
 // Server is one nats-server as its VARZ describes it.
@@ -86,7 +88,7 @@ func ProbeNATS(ctx context.Context, urls string, connect func(url string) (*nats
 		return p
 	}
 	for _, s := range ids {
-		p.Servers = append(p.Servers, varz(ctx, nc, s, now, timeout))
+		p.Servers = append(p.Servers, serverVarz(ctx, nc, s, now, timeout))
 	}
 	return p
 }
@@ -131,8 +133,8 @@ func pingServers(ctx context.Context, nc *nats.Conn, timeout time.Duration) ([]S
 	}
 }
 
-// varz asks one server for its VARZ.
-func varz(ctx context.Context, nc *nats.Conn, s Server, now func() time.Time, timeout time.Duration) Server {
+// serverVarz asks one server for its VARZ.
+func serverVarz(ctx context.Context, nc *nats.Conn, s Server, now func() time.Time, timeout time.Duration) Server {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	s.Sent = now()
@@ -142,28 +144,9 @@ func varz(ctx context.Context, nc *nats.Conn, s Server, now func() time.Time, ti
 		s.Err = err
 		return s
 	}
-	var reply struct {
-		Data struct {
-			ID                    string            `json:"server_id"`
-			Name                  string            `json:"server_name"`
-			Version               string            `json:"version"`
-			Now                   time.Time         `json:"now"`
-			MaxPayload            int               `json:"max_payload"`
-			TrustedOperatorsJWT   []string          `json:"trusted_operators_jwt"`
-			TrustedOperatorsClaim []json.RawMessage `json:"trusted_operators_claim"`
-			SystemAccount         string            `json:"system_account"`
-		} `json:"data"`
-		Error *struct {
-			Code        int    `json:"code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(m.Data, &reply); err != nil {
-		s.Err = fmt.Errorf("decode varz: %w", err)
-		return s
-	}
-	if reply.Error != nil {
-		s.Err = fmt.Errorf("varz: %s (%d)", reply.Error.Description, reply.Error.Code)
+	reply, err := varz.Parse(m.Data)
+	if err != nil {
+		s.Err = err
 		return s
 	}
 	d := reply.Data
@@ -171,21 +154,7 @@ func varz(ctx context.Context, nc *nats.Conn, s Server, now func() time.Time, ti
 	if d.Name != "" {
 		s.Name = d.Name
 	}
-	// The JWTs are what the server verifies with; the decoded claims are
-	// a fallback.
-	for _, t := range d.TrustedOperatorsJWT {
-		if oc, err := jwt.DecodeOperatorClaims(t); err == nil {
-			s.TrustedOperators = append(s.TrustedOperators, oc)
-		}
-	}
-	if len(s.TrustedOperators) == 0 {
-		for _, raw := range d.TrustedOperatorsClaim {
-			var oc jwt.OperatorClaims
-			if json.Unmarshal(raw, &oc) == nil && oc.Subject != "" {
-				s.TrustedOperators = append(s.TrustedOperators, &oc)
-			}
-		}
-	}
+	s.TrustedOperators = d.TrustedOperators()
 	return s
 }
 

@@ -45,7 +45,7 @@ type Config struct {
 	// token: every API call it makes needs one); nil for none.
 	Console http.Handler
 	// MaxAccountJWTBytes is the guard account JWTs stay under, shown as
-	// jwt_max_bytes in the account JSON (DefaultMaxAccountJWTBytes when 0).
+	// jwt_max_bytes in the account JSON (rotatord.DefaultMaxAccountJWTBytes when 0).
 	MaxAccountJWTBytes int64
 	// AuditVerify serves GET /v1/audit/verify (422 unsupported when nil);
 	// AuditVerifyWait is how long a request waits for a run (20 s when 0).
@@ -60,9 +60,6 @@ type Config struct {
 	// (DefaultDBTimeout when zero): past it the request answers 503.
 	DBTimeout time.Duration
 }
-
-// DefaultMaxAccountJWTBytes is the default of ROTATORD_MAX_ACCOUNT_JWT_BYTES.
-const DefaultMaxAccountJWTBytes = 512 << 10
 
 // Server is the HTTP handler of rotatord.
 type Server struct {
@@ -105,7 +102,7 @@ func New(cfg Config) *Server {
 	}
 	s.maxJWT = cfg.MaxAccountJWTBytes
 	if s.maxJWT <= 0 {
-		s.maxJWT = DefaultMaxAccountJWTBytes
+		s.maxJWT = rotatord.DefaultMaxAccountJWTBytes
 	}
 	if cfg.AuditVerify != nil {
 		s.verifier = newAuditVerifier(cfg.AuditVerify, cfg.AuditVerifyWait)

@@ -2,14 +2,13 @@ package resolver
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 
 	"github.com/rotatord/rotatord"
+	"github.com/rotatord/rotatord/internal/varz"
 )
 
 // VarzSubject asks every nats-server of the cluster for its VARZ.
@@ -19,20 +18,6 @@ const VarzSubject = "$SYS.REQ.SERVER.PING.VARZ"
 // last one: the servers of a cluster answer within milliseconds of each
 // other.
 const varzQuiet = 200 * time.Millisecond
-
-type varzReply struct {
-	Server struct {
-		ID   string `json:"id"`
-		Name string `json:"name"`
-	} `json:"server"`
-	Data *struct {
-		// The operator JWTs of the server's configuration (operator: ...);
-		// empty when the operators were given in code rather than config.
-		JWTs []string `json:"trusted_operators_jwt"`
-		// Their claims, always reported.
-		Claims []json.RawMessage `json:"trusted_operators_claim"`
-	} `json:"data"`
-}
 
 // TrustedOperators asks every server ($SYS.REQ.SERVER.PING.VARZ) which
 // operators it trusts, with their signing keys, and returns the answers that
@@ -77,34 +62,19 @@ func (p *Pusher) TrustedOperators(ctx context.Context, wait time.Duration) ([]ro
 	}
 }
 
-// parseVarz reads a VARZ reply's trusted operators: from the configured
-// JWTs when there are any (checking their signatures), else from the
-// claims.
+// parseVarz reads a VARZ reply's trusted operators (varz.Data's
+// TrustedOperators), with their signing keys.
 func parseVarz(data []byte) (rotatord.ServerTrust, bool) {
-	var r varzReply
-	if json.Unmarshal(data, &r) != nil || r.Server.ID == "" || r.Data == nil {
+	r, err := varz.Parse(data)
+	if err != nil || r.Server.ID == "" {
 		return rotatord.ServerTrust{}, false
 	}
 	t := rotatord.ServerTrust{ServerID: r.Server.ID, ServerName: r.Server.Name, Operators: map[string][]string{}}
 	if t.ServerName == "" {
 		t.ServerName = t.ServerID
 	}
-	add := func(oc *jwt.OperatorClaims) {
+	for _, oc := range r.Data.TrustedOperators() {
 		t.Operators[oc.Subject] = append(t.Operators[oc.Subject], oc.SigningKeys...)
-	}
-	if len(r.Data.JWTs) > 0 {
-		for _, token := range r.Data.JWTs {
-			if oc, err := jwt.DecodeOperatorClaims(token); err == nil {
-				add(oc)
-			}
-		}
-		return t, true
-	}
-	for _, raw := range r.Data.Claims {
-		var oc jwt.OperatorClaims
-		if json.Unmarshal(raw, &oc) == nil && oc.Subject != "" {
-			add(&oc)
-		}
 	}
 	return t, true
 }

@@ -55,11 +55,6 @@ import (
 	"github.com/rotatord/rotatord"
 )
 
-// DefaultMaxAccountJWTBytes is the default account JWT size guard: half
-// of nats-server's default max payload (1 MiB), so that a push always fits
-// with room to spare.
-const DefaultMaxAccountJWTBytes = 512 << 10
-
 // MinMaxAccountJWTBytes is the smallest guard rotatord accepts: an account
 // JWT without any revocation entry is about 1 KiB.
 const MinMaxAccountJWTBytes = 4 << 10

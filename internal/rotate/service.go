@@ -213,7 +213,7 @@ type Config struct {
 	// zero.
 	KeyRotationServerLive time.Duration
 	// MaxAccountJWTBytes is the size guard of account JWTs
-	// (DefaultMaxAccountJWTBytes when 0): rotatord never stores a larger
+	// (rotatord.DefaultMaxAccountJWTBytes when 0): rotatord never stores a larger
 	// one, and makes room when a revocation would cross it (guard.go).
 	MaxAccountJWTBytes int
 }
@@ -326,7 +326,7 @@ func New(cfg Config) *Service {
 		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine),
 		prober:     cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
 		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1),
-		maxJWT: cmp.Or(max(cfg.MaxAccountJWTBytes, 0), DefaultMaxAccountJWTBytes)}
+		maxJWT: cmp.Or(max(cfg.MaxAccountJWTBytes, 0), rotatord.DefaultMaxAccountJWTBytes)}
 }
 
 // Actor names who asked for a change, for the audit trail.
