@@ -169,6 +169,14 @@ func parseCreds(file []byte) (*creds, error) {
 const (
 	reconnectWait   = 100 * time.Millisecond
 	reconnectJitter = 100 * time.Millisecond
+	// maxReconnectWait caps the backoff while attempts fail for other
+	// reasons than a refusal (a server too busy to finish handshakes, or
+	// down): a fleet retrying every 100 ms would keep a busy server busy.
+	maxReconnectWait = 2 * time.Second
+	// connectTimeout is the default handshake timeout (nats.Timeout):
+	// nats.go's 2 s is short for a server that a whole fleet reconnects
+	// to at once, and each abandoned handshake makes it start over.
+	connectTimeout  = 10 * time.Second
 	rejectedWait    = 250 * time.Millisecond
 	maxRejectedWait = 30 * time.Second
 	// attempts whose outcome nats.go never reports (a timeout after
@@ -351,8 +359,10 @@ func (c *Client) flush() {
 
 // Connect connects to NATS with the current creds; later reconnects use
 // whatever creds are current then. opts may add anything but credentials
-// and the reconnect delay, which is the client's own (quick, and backing
-// off while the servers refuse every key); handlers in opts (connect,
+// and the reconnect delay, which is the client's own (quick at first,
+// doubling up to 2 s while attempts fail, and backing off further while the
+// servers refuse every key); the handshake timeout is 10 s unless opts set
+// one (nats.Timeout); handlers in opts (connect,
 // reconnect, disconnect, closed, error) are called after the client's own.
 // If the servers refuse the newest key at once and the client holds a
 // previous one, Connect tries that one. A Client makes one connection.
@@ -369,7 +379,7 @@ func (c *Client) Connect(url string, opts ...nats.Option) (*nats.Conn, error) {
 			return nil, fmt.Errorf("connect agent %s: %w", c.cfg.Name, err)
 		}
 	}
-	all := []nats.Option{nats.Name(c.cfg.Name), nats.MaxReconnects(-1)}
+	all := []nats.Option{nats.Name(c.cfg.Name), nats.MaxReconnects(-1), nats.Timeout(connectTimeout)}
 	all = append(all, opts...)
 	all = append(all,
 		nats.CustomReconnectDelay(c.reconnectDelay),
@@ -475,12 +485,14 @@ func (c *Client) sign(nonce []byte) ([]byte, error) {
 	return k.kp.Sign(nonce)
 }
 
-func (c *Client) reconnectDelay(int) time.Duration {
+func (c *Client) reconnectDelay(attempts int) time.Duration {
 	c.awaitRefusal()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != StateRejected {
-		return reconnectWait + rand.N(reconnectJitter)
+		// Quick at first, doubling (with jitter) while attempts fail.
+		d := min(reconnectWait<<min(max(attempts-1, 0), 5), maxReconnectWait)
+		return d + rand.N(max(d/2, reconnectJitter))
 	}
 	if c.pollers > 0 {
 		// Run or a watcher looks for new creds at once and then with a
