@@ -251,6 +251,9 @@ func emergencyRekey(b *testing.B, n int) {
 	e.main.Store.Pool().QueryRow(ctx, `SELECT string_agg(action || ' ' || to_char(c::float / $2, 'FM990.00'), ', ' ORDER BY action)
 		FROM (SELECT action, count(*) c FROM audit_events WHERE at >= $1 GROUP BY action) x`, t0.Add(-time.Second), n).Scan(&actions)
 	b.Logf("per agent: %.2f refused reconnects; audit events %s", float64(authFailures(b, e.main))/float64(n), actions)
+	var versions int64
+	e.main.Store.Pool().QueryRow(ctx, `SELECT jwt_version FROM accounts WHERE name = 'fleet'`).Scan(&versions)
+	b.Logf("account jwt version at the end %d; pushes %v", versions, metricsWith(b, e.main, "rotatord_pushes_total"))
 }
 
 // authFailures is the authentication failures the servers reported to this
