@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,6 +53,20 @@ type Pusher struct {
 	quiet   time.Duration
 	log     *slog.Logger
 	pushes  *prometheus.CounterVec
+	late    atomic.Pointer[func(accountPub, accountJWT string, r ServerReply)]
+}
+
+// lateFor is how long past its timeout a push still listens for the
+// replies of servers that did not answer in time.
+const lateFor = 3
+
+// OnLateReply sets what gets the replies that come after a push gave up
+// waiting (a server busy re-checking thousands of connected users answers
+// late): the push is applied all the same, and recording it saves sending
+// the same JWT again. Replies come from a goroutine of their own, for up
+// to three push timeouts after the push returned.
+func (p *Pusher) OnLateReply(f func(accountPub, accountJWT string, r ServerReply)) {
+	p.late.Store(&f)
 }
 
 // NewPusher returns a Pusher over the connection that conn returns (nil
@@ -112,7 +127,12 @@ func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string, expect
 		p.pushes.WithLabelValues("error").Inc()
 		return res, fmt.Errorf("push %s: subscribe: %w", accountPub, err)
 	}
-	defer sub.Unsubscribe() //nolint:errcheck // the inbox is unique
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			sub.Unsubscribe() //nolint:errcheck // the inbox is unique
+		}
+	}()
 	// Up to 64 replies wait in the channel; more servers than that must not
 	// be dropped as a slow consumer.
 	sub.SetPendingLimits(-1, -1) //nolint:errcheck // only fails on a closed subscription
@@ -136,39 +156,78 @@ func (p *Pusher) Push(ctx context.Context, accountPub, accountJWT string, expect
 	for {
 		select {
 		case <-ctx.Done():
+			if late := p.late.Load(); late != nil && (len(waiting) > 0 || !res.Acked()) {
+				handedOff = true
+				go p.lateReplies(sub, replies, accountPub, accountJWT, seen, *late)
+			}
 			return p.done(accountPub, res)
 		case <-quiet:
 			return p.done(accountPub, res)
 		case m := <-replies:
-			var r claimUpdateReply
-			if err := json.Unmarshal(m.Data, &r); err != nil {
-				p.log.Warn("unreadable push reply", "account", accountPub, "err", err)
+			reply, ok := p.reply(accountPub, m, seen)
+			if !ok {
 				continue
 			}
-			if seen[r.Server.ID] {
-				continue // both subjects reach a server only once, but be sure
-			}
-			seen[r.Server.ID] = true
-			reply := ServerReply{Server: r.Server.server()}
-			switch {
-			case r.Error != nil:
+			switch reply.Status {
+			case rotatord.ServerFailed:
 				res.Failed++
-				reply.Status, reply.Error = rotatord.ServerFailed, r.Error.Description
-				p.log.Warn("nats-server refused account jwt", "account", accountPub, "server", r.Server.Name, "reason", r.Error.Description)
-			case r.Data != nil && (r.Data.Message == "jwt update skipped" || r.Data.Message == "jwt update cache skipped"):
-				// Full-resolver servers say the first, cache-mode servers the
-				// second, when they do not hold the account.
+			case rotatord.ServerSkipped:
 				res.Skipped++
-				reply.Status = rotatord.ServerSkipped
 			default:
-				// "jwt updated" (or "jwt updated cache"): applied.
 				res.Updated++
-				reply.Status = rotatord.ServerUpdated
 			}
 			res.Replies = append(res.Replies, reply)
-			delete(waiting, r.Server.ID)
+			delete(waiting, reply.Server.ID)
 			if len(waiting) == 0 {
 				quiet = time.After(p.quiet)
+			}
+		}
+	}
+}
+
+// reply reads a server's answer to a push; ok is false for an unreadable
+// one or a second one of the same server.
+func (p *Pusher) reply(accountPub string, m *nats.Msg, seen map[string]bool) (ServerReply, bool) {
+	var r claimUpdateReply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		p.log.Warn("unreadable push reply", "account", accountPub, "err", err)
+		return ServerReply{}, false
+	}
+	if seen[r.Server.ID] {
+		return ServerReply{}, false // both subjects reach a server only once, but be sure
+	}
+	seen[r.Server.ID] = true
+	reply := ServerReply{Server: r.Server.server()}
+	switch {
+	case r.Error != nil:
+		reply.Status, reply.Error = rotatord.ServerFailed, r.Error.Description
+		p.log.Warn("nats-server refused account jwt", "account", accountPub, "server", r.Server.Name, "reason", r.Error.Description)
+	case r.Data != nil && (r.Data.Message == "jwt update skipped" || r.Data.Message == "jwt update cache skipped"):
+		// Full-resolver servers say the first, cache-mode servers the
+		// second, when they do not hold the account.
+		reply.Status = rotatord.ServerSkipped
+	default:
+		// "jwt updated" (or "jwt updated cache"): applied.
+		reply.Status = rotatord.ServerUpdated
+	}
+	return reply, true
+}
+
+// lateReplies hands the replies that come after the push returned to late,
+// for lateFor push timeouts, then unsubscribes.
+func (p *Pusher) lateReplies(sub *nats.Subscription, replies <-chan *nats.Msg, accountPub, accountJWT string,
+	seen map[string]bool, late func(accountPub, accountJWT string, r ServerReply)) {
+	defer sub.Unsubscribe() //nolint:errcheck // the inbox is unique
+	t := time.NewTimer(lateFor * p.timeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case m := <-replies:
+			if reply, ok := p.reply(accountPub, m, seen); ok {
+				p.log.Info("late reply to an account push", "account", accountPub, "server", reply.Server.Name, "status", reply.Status)
+				late(accountPub, accountJWT, reply)
 			}
 		}
 	}

@@ -172,12 +172,7 @@ func (s *Service) pushOnce(accountID int64, force bool) (PushOutcome, error) {
 		}
 		return nil
 	})
-	for _, r := range done {
-		s.metrics.finished(rotatord.RotationCompleted, r.FinishedAt.Sub(r.CreatedAt))
-	}
-	for _, d := range took {
-		s.propagation.propagation.Observe(d.Seconds())
-	}
+	s.countSettled(done, took)
 	if err != nil {
 		switch {
 		case errors.Is(err, resolver.ErrNotConnected):
@@ -294,6 +289,63 @@ func (s *Service) recordPush(ctx context.Context, acc *rotatord.Account, servers
 		s.log.Warn("nats-servers did not answer the account push", "account", acc.Name, "version", v, "servers", len(missed))
 	}
 	return out, done, took, nil
+}
+
+// lateReply records a server's reply that came after its push gave up
+// waiting, as the push would have: a server busy re-checking the users of
+// a big account (each push makes it verify every connected user again)
+// answers after the push timeout, and sending the same JWT again would
+// only double that work. A reply for a JWT that is no longer the stored
+// one is left to the push of the newer one.
+func (s *Service) lateReply(accountPub, accountJWT string, r resolver.ServerReply) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cluster.PushBudget)
+	defer cancel()
+	acc, err := s.store.FindAccountByPublicKey(ctx, accountPub)
+	if err != nil {
+		s.log.Warn("record a late push reply", "account", accountPub, "server", r.Server.Name, "err", err)
+		return
+	}
+	var (
+		done []*rotatord.Rotation
+		took []time.Duration
+	)
+	err = s.store.WithAccountLock(ctx, acc.ID, func(ctx context.Context) error {
+		acc, err := s.store.FindAccount(ctx, acc.ID)
+		if err != nil || acc.JWT != accountJWT {
+			return err
+		}
+		servers, err := s.store.AccountServers(ctx, acc.ID)
+		if err != nil {
+			return err
+		}
+		res := resolver.PushResult{Replies: []resolver.ServerReply{r}}
+		switch r.Status {
+		case rotatord.ServerFailed:
+			res.Failed = 1
+		case rotatord.ServerSkipped:
+			res.Skipped = 1
+		default:
+			res.Updated = 1
+		}
+		_, done, took, err = s.recordPush(ctx, acc, servers, nil, res, s.now())
+		return err
+	})
+	if err != nil {
+		s.log.Warn("record a late push reply", "account", acc.Name, "server", r.Server.Name, "err", err)
+		return
+	}
+	s.countSettled(done, took)
+}
+
+// countSettled counts the rotations a push completed and how long the
+// revocations it landed took.
+func (s *Service) countSettled(done []*rotatord.Rotation, took []time.Duration) {
+	for _, r := range done {
+		s.metrics.finished(rotatord.RotationCompleted, r.FinishedAt.Sub(r.CreatedAt))
+	}
+	for _, d := range took {
+		s.propagation.propagation.Observe(d.Seconds())
+	}
 }
 
 // settle records that version of acc's JWT is pushed, completes the

@@ -148,6 +148,12 @@ type Pusher interface {
 	Push(ctx context.Context, accountPub, accountJWT string, expect []string) (resolver.PushResult, error)
 }
 
+// latePusher is a Pusher that hands over the replies that come after a
+// push gave up waiting (resolver.Pusher does).
+type latePusher interface {
+	OnLateReply(func(accountPub, accountJWT string, r resolver.ServerReply))
+}
+
 // Prober asks the nats-servers who they are and what they hold.
 type Prober interface {
 	// Ping returns the servers that answer $SYS.REQ.SERVER.PING within wait.
@@ -318,7 +324,7 @@ func New(cfg Config) *Service {
 	if serverLive <= 0 {
 		serverLive = DefaultKeyRotationServerLive
 	}
-	return &Service{opProber: cfg.OperatorProber, serverLive: serverLive, keyKick: make(chan struct{}, 1), activations: activations,
+	s := &Service{opProber: cfg.OperatorProber, serverLive: serverLive, keyKick: make(chan struct{}, 1), activations: activations,
 		agentRotateEvery: agentEvery, store: cfg.Store, sealer: cfg.Sealer, pusher: cfg.Pusher, log: log, now: now,
 		public: cfg.PublicURL, changed: changed, distributors: cfg.Distributors, metrics: newMetrics(cfg.Metrics),
 		jitter: !cfg.NoJitter, resignDelay: delay, resignEvery: every,
@@ -327,6 +333,10 @@ func New(cfg Config) *Service {
 		prober:     cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
 		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1),
 		maxJWT: cmp.Or(max(cfg.MaxAccountJWTBytes, 0), rotatord.DefaultMaxAccountJWTBytes)}
+	if lp, ok := cfg.Pusher.(latePusher); ok {
+		lp.OnLateReply(s.lateReply)
+	}
+	return s
 }
 
 // Actor names who asked for a change, for the audit trail.
