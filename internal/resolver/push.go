@@ -77,7 +77,7 @@ func NewPusher(conn func() *nats.Conn, timeout, quiet time.Duration, log *slog.L
 	p := &Pusher{conn: conn, timeout: timeout, quiet: quiet, log: log,
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rotatord_pushes_total",
-			Help: "Account JWT pushes to NATS by outcome (acked, no_ack, not_connected, error).",
+			Help: "Account JWT pushes to NATS by outcome (acked, no_ack, not_connected, error; late_ack: a push that was no_ack or partly answered, answered later).",
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
@@ -220,12 +220,17 @@ func (p *Pusher) lateReplies(sub *nats.Subscription, replies <-chan *nats.Msg, a
 	defer sub.Unsubscribe() //nolint:errcheck // the inbox is unique
 	t := time.NewTimer(lateFor * p.timeout)
 	defer t.Stop()
+	counted := false
 	for {
 		select {
 		case <-t.C:
 			return
 		case m := <-replies:
 			if reply, ok := p.reply(accountPub, m, seen); ok {
+				if !counted {
+					counted = true
+					p.pushes.WithLabelValues("late_ack").Inc()
+				}
 				p.log.Info("late reply to an account push", "account", accountPub, "server", reply.Server.Name, "status", reply.Status)
 				late(accountPub, accountJWT, reply)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rotatord/rotatord"
 )
@@ -90,6 +91,9 @@ func TestPushLateReply(t *testing.T) {
 	defer mu.Unlock()
 	if len(late) != 1 || late[0].Server.ID != "S2" || late[0].Status != rotatord.ServerUpdated || jwts[0] != "the.jwt.v2" {
 		t.Fatalf("late replies %+v (jwts %v); want S2's update only", late, jwts)
+	}
+	if n := testutil.ToFloat64(p.pushes.WithLabelValues("late_ack")); n != 1 {
+		t.Fatalf("late_ack pushes counted %v, want 1", n)
 	}
 }
 
