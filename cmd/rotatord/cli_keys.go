@@ -51,19 +51,21 @@ Start one with rotatord accounts rotate-all ACCOUNT [--waves 1,10,100] [--halt-o
 
 func runKeyRotations(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatchCLI(ctx, "key-rotations", keyRotationsUsage, map[string]cliCommand{
-		"list":     {"key-rotations list [--account ACCOUNT] [flags]", runKeyRotationsList},
+		"list": {"key-rotations list [--account ACCOUNT] [flags]",
+			listByAccount("key rotation", "/v1/key-rotations", "key_rotations", printKeyRotations)},
 		"show":     {"key-rotations show ID [--wait] [flags]", runKeyRotationsShow},
-		"complete": {"key-rotations complete ID [flags]", keyRotationAction("complete")},
-		"abandon":  {"key-rotations abandon ID [flags]", keyRotationAction("abandon")},
+		"complete": {"key-rotations complete ID [flags]", rotationAction(keyRotationPath, "complete", (*cli).printKeyRotation)},
+		"abandon":  {"key-rotations abandon ID [flags]", rotationAction(keyRotationPath, "abandon", (*cli).printKeyRotation)},
 	}, args, stdout, stderr)
 }
 
 func runFleetRotations(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatchCLI(ctx, "fleet-rotations", fleetRotationsUsage, map[string]cliCommand{
-		"list":   {"fleet-rotations list [--account ACCOUNT] [flags]", runFleetRotationsList},
+		"list": {"fleet-rotations list [--account ACCOUNT] [flags]",
+			listByAccount("fleet rotation", "/v1/fleet-rotations", "fleet_rotations", printFleets)},
 		"show":   {"fleet-rotations show ID [--wait] [flags]", runFleetRotationsShow},
-		"resume": {"fleet-rotations resume ID [flags]", fleetRotationAction("resume")},
-		"abort":  {"fleet-rotations abort ID [flags]", fleetRotationAction("abort")},
+		"resume": {"fleet-rotations resume ID [flags]", rotationAction(fleetRotationPath, "resume", (*cli).printFleet)},
+		"abort":  {"fleet-rotations abort ID [flags]", rotationAction(fleetRotationPath, "abort", (*cli).printFleet)},
 	}, args, stdout, stderr)
 }
 
@@ -327,25 +329,49 @@ func (c *cli) printStarted(raw []byte, what, id, account, state string) error {
 	return t.flush()
 }
 
-func runFleetRotationsList(ctx context.Context, c *cli, args []string) error {
-	account := c.fs.String("account", "", "only fleet rotations of this account")
-	limit := c.fs.Int("limit", 20, "at most this many, newest first")
-	if _, err := c.parse(args, 0); err != nil {
-		return err
+// listByAccount lists a collection of rotations (key "key" of the
+// answer), newest first, optionally of one account.
+func listByAccount[T any](what, path, key string, table func(io.Writer, []T) error) func(context.Context, *cli, []string) error {
+	return func(ctx context.Context, c *cli, args []string) error {
+		account := c.fs.String("account", "", "only "+what+"s of this account")
+		limit := c.fs.Int("limit", 20, "at most this many, newest first")
+		if _, err := c.parse(args, 0); err != nil {
+			return err
+		}
+		api, err := c.client()
+		if err != nil {
+			return err
+		}
+		q := url.Values{}
+		if *account != "" {
+			q.Set("account", *account)
+		}
+		page, err := api.list(ctx, path, q, key, *limit, min(*limit, 100))
+		if err != nil {
+			return err
+		}
+		return printPage(c, key, page, table)
 	}
-	api, err := c.client()
-	if err != nil {
-		return err
+}
+
+// rotationAction POSTs .../action to the rotation ID names and prints
+// the answer.
+func rotationAction(path func(string) string, action string, print func(*cli, []byte) error) func(context.Context, *cli, []string) error {
+	return func(ctx context.Context, c *cli, args []string) error {
+		pos, err := c.parse(args, 1)
+		if err != nil {
+			return err
+		}
+		api, err := c.client()
+		if err != nil {
+			return err
+		}
+		raw, err := api.do(ctx, http.MethodPost, path(pos[0])+"/"+action, nil, nil)
+		if err != nil {
+			return err
+		}
+		return print(c, raw)
 	}
-	q := url.Values{}
-	if *account != "" {
-		q.Set("account", *account)
-	}
-	page, err := api.list(ctx, "/v1/fleet-rotations", q, "fleet_rotations", *limit, min(*limit, 100))
-	if err != nil {
-		return err
-	}
-	return printPage(c, "fleet_rotations", page, printFleets)
 }
 
 func runFleetRotationsShow(ctx context.Context, c *cli, args []string) error {
@@ -374,45 +400,6 @@ func runFleetRotationsShow(ctx context.Context, c *cli, args []string) error {
 	return c.fleetOutcome(raw, f)
 }
 
-func fleetRotationAction(action string) func(context.Context, *cli, []string) error {
-	return func(ctx context.Context, c *cli, args []string) error {
-		pos, err := c.parse(args, 1)
-		if err != nil {
-			return err
-		}
-		api, err := c.client()
-		if err != nil {
-			return err
-		}
-		raw, err := api.do(ctx, http.MethodPost, fleetRotationPath(pos[0])+"/"+action, nil, nil)
-		if err != nil {
-			return err
-		}
-		return c.printFleet(raw)
-	}
-}
-
-func runKeyRotationsList(ctx context.Context, c *cli, args []string) error {
-	account := c.fs.String("account", "", "only key rotations of this account")
-	limit := c.fs.Int("limit", 20, "at most this many, newest first")
-	if _, err := c.parse(args, 0); err != nil {
-		return err
-	}
-	api, err := c.client()
-	if err != nil {
-		return err
-	}
-	q := url.Values{}
-	if *account != "" {
-		q.Set("account", *account)
-	}
-	page, err := api.list(ctx, "/v1/key-rotations", q, "key_rotations", *limit, min(*limit, 100))
-	if err != nil {
-		return err
-	}
-	return printPage(c, "key_rotations", page, printKeyRotations)
-}
-
 func runKeyRotationsShow(ctx context.Context, c *cli, args []string) error {
 	w := bindWait(c, "key rotation")
 	pos, err := c.parse(args, 1)
@@ -437,24 +424,6 @@ func runKeyRotationsShow(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	return c.keyRotationOutcome(raw, k)
-}
-
-func keyRotationAction(action string) func(context.Context, *cli, []string) error {
-	return func(ctx context.Context, c *cli, args []string) error {
-		pos, err := c.parse(args, 1)
-		if err != nil {
-			return err
-		}
-		api, err := c.client()
-		if err != nil {
-			return err
-		}
-		raw, err := api.do(ctx, http.MethodPost, keyRotationPath(pos[0])+"/"+action, nil, nil)
-		if err != nil {
-			return err
-		}
-		return c.printKeyRotation(raw)
-	}
 }
 
 // poller polls one resource, riding out a few failed polls (a replica
