@@ -171,16 +171,9 @@ func (s *Store) UpdateFleetRotation(ctx context.Context, f *rotatord.FleetRotati
 
 // ListFleetRotations returns fleet rotations matching f, newest first.
 func (s *Store) ListFleetRotations(ctx context.Context, f rotatord.FleetFilter) ([]*rotatord.FleetRotation, error) {
-	var after any
-	if f.After != "" {
-		if !isUUID(f.After) {
-			return nil, rotatord.Errorf(rotatord.EINVALID, "after %.40q is not a fleet rotation id", f.After)
-		}
-		after = f.After
-	}
-	limit := any(nil)
-	if f.Limit > 0 {
-		limit = f.Limit
+	after, limit, err := pageArgs(f.After, f.Limit, "fleet rotation")
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.q(ctx).Query(ctx, `SELECT `+fleetCols+fleetFrom+`
 		WHERE ($1 = '' OR a.name = $1)

@@ -177,16 +177,9 @@ func (s *Store) KeyRotationsInFlight(ctx context.Context, kind string) ([]string
 
 // ListKeyRotations returns key rotations matching f, newest first.
 func (s *Store) ListKeyRotations(ctx context.Context, f rotatord.KeyRotationFilter) ([]*rotatord.KeyRotation, error) {
-	var after any
-	if f.After != "" {
-		if !isUUID(f.After) {
-			return nil, rotatord.Errorf(rotatord.EINVALID, "after %.40q is not a key rotation id", f.After)
-		}
-		after = f.After
-	}
-	limit := any(nil)
-	if f.Limit > 0 {
-		limit = f.Limit
+	after, limit, err := pageArgs(f.After, f.Limit, "key rotation")
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.q(ctx).Query(ctx, `SELECT `+keyRotationCols+keyRotationFrom+`
 		WHERE ($1 = '' OR a.name = $1)

@@ -115,19 +115,28 @@ func (s *Store) InFlightRotation(ctx context.Context, agentID int64) (*rotatord.
 	return r, nil
 }
 
+// pageArgs turns a page's start (the UUID of the last item of the previous
+// page, "" for the first) and size (0 for no limit) into query arguments,
+// nil for none; a start that is not a UUID is EINVALID.
+func pageArgs(after string, limit int, what string) (afterArg, limitArg any, err error) {
+	if after != "" {
+		if !isUUID(after) {
+			return nil, nil, rotatord.Errorf(rotatord.EINVALID, "after %.40q is not a %s id", after, what)
+		}
+		afterArg = after
+	}
+	if limit > 0 {
+		limitArg = limit
+	}
+	return afterArg, limitArg, nil
+}
+
 // ListRotations returns rotations matching f, newest first; f.After, when
 // set, is the ID of the last rotation of the previous page.
 func (s *Store) ListRotations(ctx context.Context, f rotatord.RotationFilter) ([]*rotatord.Rotation, error) {
-	var from any
-	if f.After != "" {
-		if !isUUID(f.After) {
-			return nil, rotatord.Errorf(rotatord.EINVALID, "after %.40q is not a rotation id", f.After)
-		}
-		from = f.After
-	}
-	limit := any(nil)
-	if f.Limit > 0 {
-		limit = f.Limit
+	from, limit, err := pageArgs(f.After, f.Limit, "rotation")
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+`
 		WHERE ($1::bigint = 0 OR r.agent_id = $1) AND ($2 = '' OR a.name = $2) AND ($3 = '' OR r.state = $3)
