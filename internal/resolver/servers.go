@@ -67,7 +67,26 @@ func WatchServers(nc *nats.Conn, seen func(rotatord.Server), gone func(id string
 // those that answered within wait (it returns early once answers stop
 // coming for a moment).
 func (p *Pusher) Ping(ctx context.Context, wait time.Duration) ([]rotatord.Server, error) {
-	nc := p.conn()
+	// Servers of a cluster answer within milliseconds of each other.
+	out, err := askAll(ctx, p.conn(), PingSubject, wait, 100*time.Millisecond, func(data []byte) (rotatord.Server, string, bool) {
+		var s statszMsg
+		if json.Unmarshal(data, &s) != nil || s.Server.ID == "" {
+			return rotatord.Server{}, "", false
+		}
+		return s.Server.server(), s.Server.ID, true
+	})
+	if err != nil && err != ErrNotConnected {
+		return nil, fmt.Errorf("ping nats-servers: %w", err)
+	}
+	return out, err
+}
+
+// askAll publishes a request on subject that every server answers (one of
+// $SYS.REQ.SERVER.PING's) and collects the answers parse reads (once per
+// server ID) until wait is over or none came for quiet. ErrNotConnected
+// without a connection.
+func askAll[T any](ctx context.Context, nc *nats.Conn, subject string, wait, quiet time.Duration,
+	parse func([]byte) (T, string, bool)) ([]T, error) {
 	if nc == nil || !nc.IsConnected() {
 		return nil, ErrNotConnected
 	}
@@ -75,34 +94,32 @@ func (p *Pusher) Ping(ctx context.Context, wait time.Duration) ([]rotatord.Serve
 	replies := make(chan *nats.Msg, 64)
 	sub, err := nc.ChanSubscribe(inbox, replies)
 	if err != nil {
-		return nil, fmt.Errorf("ping nats-servers: %w", err)
+		return nil, err
 	}
 	defer sub.Unsubscribe()      //nolint:errcheck // unique inbox
 	sub.SetPendingLimits(-1, -1) //nolint:errcheck // only fails on a closed subscription
-	if err := nc.PublishRequest(PingSubject, inbox, nil); err != nil {
-		return nil, fmt.Errorf("ping nats-servers: %w", err)
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var (
-		out   []rotatord.Server
-		seen  = map[string]bool{}
-		quiet <-chan time.Time
+		out     []T
+		seen    = map[string]bool{}
+		quietCh <-chan time.Time
 	)
 	for {
 		select {
 		case <-ctx.Done():
 			return out, nil
-		case <-quiet:
+		case <-quietCh:
 			return out, nil
 		case m := <-replies:
-			var s statszMsg
-			if json.Unmarshal(m.Data, &s) == nil && s.Server.ID != "" && !seen[s.Server.ID] {
-				seen[s.Server.ID] = true
-				out = append(out, s.Server.server())
+			if v, id, ok := parse(m.Data); ok && !seen[id] {
+				seen[id] = true
+				out = append(out, v)
 			}
-			// Servers of a cluster answer within milliseconds of each other.
-			quiet = time.After(100 * time.Millisecond)
+			quietCh = time.After(quiet)
 		}
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/varz"
 )
@@ -24,42 +22,14 @@ const varzQuiet = 200 * time.Millisecond
 // came within wait (it returns early once answers stop coming for a moment).
 // ErrNotConnected without a NATS connection.
 func (p *Pusher) TrustedOperators(ctx context.Context, wait time.Duration) ([]rotatord.ServerTrust, error) {
-	nc := p.conn()
-	if nc == nil || !nc.IsConnected() {
-		return nil, ErrNotConnected
-	}
-	inbox := nc.NewInbox()
-	replies := make(chan *nats.Msg, 64)
-	sub, err := nc.ChanSubscribe(inbox, replies)
-	if err != nil {
+	out, err := askAll(ctx, p.conn(), VarzSubject, wait, varzQuiet, func(data []byte) (rotatord.ServerTrust, string, bool) {
+		t, ok := parseVarz(data)
+		return t, t.ServerID, ok
+	})
+	if err != nil && err != ErrNotConnected {
 		return nil, fmt.Errorf("ask nats-servers for varz: %w", err)
 	}
-	defer sub.Unsubscribe()      //nolint:errcheck // a unique inbox
-	sub.SetPendingLimits(-1, -1) //nolint:errcheck // fails only on a closed subscription
-	if err := nc.PublishRequest(VarzSubject, inbox, nil); err != nil {
-		return nil, fmt.Errorf("ask nats-servers for varz: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	var (
-		out   []rotatord.ServerTrust
-		seen  = map[string]bool{}
-		quiet <-chan time.Time
-	)
-	for {
-		select {
-		case <-ctx.Done():
-			return out, nil
-		case <-quiet:
-			return out, nil
-		case m := <-replies:
-			if t, ok := parseVarz(m.Data); ok && !seen[t.ServerID] {
-				seen[t.ServerID] = true
-				out = append(out, t)
-			}
-			quiet = time.After(varzQuiet)
-		}
-	}
+	return out, err
 }
 
 // parseVarz reads a VARZ reply's trusted operators (varz.Data's
