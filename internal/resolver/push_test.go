@@ -20,22 +20,10 @@ import (
 // re-checking the users of a big account): the push reports no ack, and
 // the reply reaches the late handler with what the server said.
 func TestPushLateReply(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := plainServer(t)
 	// The fake servers: S1 answers at once, S2 after 300 ms, S3 after 5 s
 	// (past the late window).
-	fake, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Close)
+	fake := connectTo(t, ns)
 	answer := func(id string, after time.Duration) {
 		if _, err := fake.Subscribe("$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE", func(m *nats.Msg) {
 			go func() {
@@ -52,11 +40,7 @@ func TestPushLateReply(t *testing.T) {
 	if err := fake.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := connectTo(t, ns)
 
 	p := NewPusher(func() *nats.Conn { return nc }, 150*time.Millisecond, 5*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	var (
@@ -100,20 +84,8 @@ func TestPushLateReply(t *testing.T) {
 // The late window ends: a push no server answers listens for its window,
 // then unsubscribes.
 func TestPushLateWindowEnds(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	ns := plainServer(t)
+	nc := connectTo(t, ns)
 	p := NewPusher(func() *nats.Conn { return nc }, 100*time.Millisecond, 5*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	called := make(chan ServerReply, 1)
 	p.OnLateReply(func(_, _ string, r ServerReply) { called <- r })
@@ -129,4 +101,30 @@ func TestPushLateWindowEnds(t *testing.T) {
 	if n := nc.NumSubscriptions(); n != 0 {
 		t.Fatalf("%d subscriptions left after the late window", n)
 	}
+}
+
+// plainServer is a nats-server without accounts: the tests play its
+// servers' part on $SYS subjects themselves.
+func plainServer(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return ns
+}
+
+func connectTo(t *testing.T, ns *server.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
