@@ -44,6 +44,58 @@ func raiseFileLimit(b *testing.B, need uint64) {
 	}
 }
 
+// connectAgents creates n agents (agent-00000 on) in account fleet, each a
+// pkg/agent client with its own NATS connection (options of opts(i), and
+// no reconnect buffer), 16 at a time; the connections close at the end.
+func connectAgents(b *testing.B, e *env, natsURL string, n int, httpc *http.Client, opts func(i int) []nats.Option) ([]*agent.Client, []*nats.Conn) {
+	b.Helper()
+	ctx := context.Background()
+	clients := make([]*agent.Client, n)
+	conns := make([]*nats.Conn, n)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	work := make(chan int)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := fmt.Sprintf("agent-%05d", i)
+				_, creds, err := e.main.Service.CreateAgent(ctx, "bench", rotate.AgentInput{Name: name, Account: "fleet"})
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc})
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				nc, err := a.Connect(natsURL, append([]nats.Option{nats.ReconnectBufSize(-1)}, opts(i)...)...)
+				if err != nil {
+					failed.Store(err)
+					continue
+				}
+				clients[i], conns[i] = a, nc
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatalf("set up agents: %v", err)
+	}
+	b.Cleanup(func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	})
+	return clients, conns
+}
+
 // BenchmarkFleetRotation rotates every agent of one account end to end:
 // the scheduler starts the rotations, each simulated agent (a real nats.go
 // connection on pkg/agent) fetches its creds with a proof of possession and
@@ -175,50 +227,8 @@ func fleetRotation(b *testing.B, n int) {
 	}
 	// Create the agents and connect them (not timed).
 	start := time.Now()
-	clients := make([]*agent.Client, n)
-	conns := make([]*nats.Conn, n)
 	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	var wg sync.WaitGroup
-	var failed atomic.Value
-	work := make(chan int)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				name := fmt.Sprintf("agent-%05d", i)
-				_, creds, err := svc.CreateAgent(ctx, "bench", rotate.AgentInput{Name: name, Account: "fleet"})
-				if err != nil {
-					failed.Store(err)
-					continue
-				}
-				a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc})
-				if err != nil {
-					failed.Store(err)
-					continue
-				}
-				nc, err := a.Connect(natsURL, nats.ReconnectBufSize(-1))
-				if err != nil {
-					failed.Store(err)
-					continue
-				}
-				clients[i], conns[i] = a, nc
-			}
-		}()
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
-		b.Fatalf("set up agents: %v", err)
-	}
-	b.Cleanup(func() {
-		for _, nc := range conns {
-			nc.Close()
-		}
-	})
+	clients, conns := connectAgents(b, e, natsURL, n, httpc, func(int) []nats.Option { return nil })
 	b.Logf("created and connected %d agents in %s", n, time.Since(start).Round(time.Millisecond))
 	// The old credentials must be older than the compaction margin for the
 	// folded '*' entry to cover them, as they would be after a day.

@@ -60,59 +60,15 @@ func emergencyRekey(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	clients := make([]*agent.Client, n)
-	conns := make([]*nats.Conn, n)
 	dropped := make([]atomic.Int64, n) // unix nanos of the first drop
 	// Agents are separate processes in a real fleet; here they share one
 	// transport, bounded like a listener's backlog would be.
 	httpc := &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
-	var wg sync.WaitGroup
-	var failed atomic.Value
-	work := make(chan int)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				name := fmt.Sprintf("agent-%05d", i)
-				_, creds, err := svc.CreateAgent(ctx, "bench", rotate.AgentInput{Name: name, Account: "fleet"})
-				if err != nil {
-					failed.Store(err)
-					continue
-				}
-				a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc})
-				if err != nil {
-					failed.Store(err)
-					continue
-				}
-				// The server shares two cores with every agent, rotatord and
-				// PostgreSQL: a fleet reconnecting at once takes longer than
-				// nats.go's default 2 s to get through its handshakes, and
-				// abandoning them only makes the server start over.
-				nc, err := a.Connect(natsURL, nats.ReconnectBufSize(-1), nats.Timeout(10*time.Second), nats.DisconnectErrHandler(func(*nats.Conn, error) {
-					dropped[i].CompareAndSwap(0, time.Now().UnixNano())
-				}))
-				if err != nil {
-					failed.Store(err)
-					continue
-				}
-				clients[i], conns[i] = a, nc
-			}
-		}()
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
-		b.Fatalf("set up agents: %v", err)
-	}
-	b.Cleanup(func() {
-		for _, nc := range conns {
-			nc.Close()
-		}
+	clients, _ := connectAgents(b, e, natsURL, n, httpc, func(i int) []nats.Option {
+		return []nats.Option{nats.DisconnectErrHandler(func(*nats.Conn, error) {
+			dropped[i].CompareAndSwap(0, time.Now().UnixNano())
+		})}
 	})
 	// Each agent follows rotatord as a deployed one would, with a long
 	// interval: only the servers dropping it makes it look.
