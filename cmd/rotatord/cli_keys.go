@@ -53,7 +53,8 @@ func runKeyRotations(ctx context.Context, args []string, stdout, stderr io.Write
 	return dispatchCLI(ctx, "key-rotations", keyRotationsUsage, map[string]cliCommand{
 		"list": {"key-rotations list [--account ACCOUNT] [flags]",
 			listByAccount("key rotation", "/v1/key-rotations", "key_rotations", printKeyRotations)},
-		"show":     {"key-rotations show ID [--wait] [flags]", runKeyRotationsShow},
+		"show": {"key-rotations show ID [--wait] [flags]",
+			showRotation("key rotation", keyRotationPath, (*cli).printKeyRotation, (*cli).waitKeyRotation, (*cli).keyRotationOutcome)},
 		"complete": {"key-rotations complete ID [flags]", rotationAction(keyRotationPath, "complete", (*cli).printKeyRotation)},
 		"abandon":  {"key-rotations abandon ID [flags]", rotationAction(keyRotationPath, "abandon", (*cli).printKeyRotation)},
 	}, args, stdout, stderr)
@@ -63,7 +64,8 @@ func runFleetRotations(ctx context.Context, args []string, stdout, stderr io.Wri
 	return dispatchCLI(ctx, "fleet-rotations", fleetRotationsUsage, map[string]cliCommand{
 		"list": {"fleet-rotations list [--account ACCOUNT] [flags]",
 			listByAccount("fleet rotation", "/v1/fleet-rotations", "fleet_rotations", printFleets)},
-		"show":   {"fleet-rotations show ID [--wait] [flags]", runFleetRotationsShow},
+		"show": {"fleet-rotations show ID [--wait] [flags]",
+			showRotation("fleet rotation", fleetRotationPath, (*cli).printFleet, (*cli).waitFleet, (*cli).fleetOutcome)},
 		"resume": {"fleet-rotations resume ID [flags]", rotationAction(fleetRotationPath, "resume", (*cli).printFleet)},
 		"abort":  {"fleet-rotations abort ID [flags]", rotationAction(fleetRotationPath, "abort", (*cli).printFleet)},
 	}, args, stdout, stderr)
@@ -374,56 +376,36 @@ func rotationAction(path func(string) string, action string, print func(*cli, []
 	}
 }
 
-func runFleetRotationsShow(ctx context.Context, c *cli, args []string) error {
-	w := bindWait(c, "fleet rotation")
-	pos, err := c.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	api, err := c.client()
-	if err != nil {
-		return err
-	}
-	if !*w.wait {
-		raw, err := api.get(ctx, fleetRotationPath(pos[0]), nil, nil)
+// showRotation shows the rotation ID names, or with --wait follows it
+// until it stops and prints how it ended.
+func showRotation[T any](what string, path func(string) string, print func(*cli, []byte) error,
+	wait func(*cli, context.Context, *apiClient, string, *progress) ([]byte, T, error),
+	outcome func(*cli, []byte, T) error) func(context.Context, *cli, []string) error {
+	return func(ctx context.Context, c *cli, args []string) error {
+		w := bindWait(c, what)
+		pos, err := c.parse(args, 1)
 		if err != nil {
 			return err
 		}
-		return c.printFleet(raw)
-	}
-	ctx, cancel := w.context(ctx)
-	defer cancel()
-	raw, f, err := c.waitFleet(ctx, api, pos[0], c.newProgress())
-	if err != nil {
-		return err
-	}
-	return c.fleetOutcome(raw, f)
-}
-
-func runKeyRotationsShow(ctx context.Context, c *cli, args []string) error {
-	w := bindWait(c, "key rotation")
-	pos, err := c.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	api, err := c.client()
-	if err != nil {
-		return err
-	}
-	if !*w.wait {
-		raw, err := api.get(ctx, keyRotationPath(pos[0]), nil, nil)
+		api, err := c.client()
 		if err != nil {
 			return err
 		}
-		return c.printKeyRotation(raw)
+		if !*w.wait {
+			raw, err := api.get(ctx, path(pos[0]), nil, nil)
+			if err != nil {
+				return err
+			}
+			return print(c, raw)
+		}
+		ctx, cancel := w.context(ctx)
+		defer cancel()
+		raw, v, err := wait(c, ctx, api, pos[0], c.newProgress())
+		if err != nil {
+			return err
+		}
+		return outcome(c, raw, v)
 	}
-	ctx, cancel := w.context(ctx)
-	defer cancel()
-	raw, k, err := c.waitKeyRotation(ctx, api, pos[0], c.newProgress())
-	if err != nil {
-		return err
-	}
-	return c.keyRotationOutcome(raw, k)
 }
 
 // poller polls one resource, riding out a few failed polls (a replica
