@@ -26,6 +26,37 @@ const verifyPage = 1000
 // it as unsealed; younger ones may still be on their way to the chain.
 const DefaultUnsealedAge = 5 * time.Minute
 
+// takeQueuedSQL takes up to $1 events off the sealing queue, oldest first,
+// and returns them. Queue rows of events that are gone stay, for
+// VerifyAudit to report. Rows of events already in the chain (the queue is
+// not append-only) are dropped, never sealed twice.
+//
+// The queue is walked in order, and each taken row's event and link are
+// looked up by their keys (subqueries in a select list, and a lateral one
+// that cannot be flattened, run once per row), whatever the tables'
+// statistics say: joined, the planner merged or hashed the batch with the
+// whole trail, so every batch cost more as the trail grew (100,000 events:
+// 25 to 40 ms a batch instead of 13).
+const takeQueuedSQL = `
+	WITH batch AS (
+		DELETE FROM audit_unsealed
+		WHERE event_id IN (
+			SELECT q.event_id FROM (
+				SELECT u.event_id, (SELECT true FROM audit_events e WHERE e.id = u.event_id) AS present
+				FROM audit_unsealed u ORDER BY u.event_id) q
+			WHERE q.present LIMIT $1)
+		RETURNING event_id
+	)
+	SELECT e.id, e.at, e.actor, e.action, e.account, e.agent, e.public_key, e.rotation, e.details
+	FROM batch b, LATERAL (
+		SELECT e.id, e.at, e.actor, e.action, e.account, e.agent, e.public_key,
+		       coalesce(e.rotation_id::text, '') AS rotation, e.details::text AS details,
+		       EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = e.id) AS sealed
+		FROM audit_events e WHERE e.id = b.event_id
+		OFFSET 0) e
+	WHERE NOT e.sealed
+	ORDER BY e.id`
+
 // SealAudit appends up to limit queued audit events to the hash chain, in
 // one transaction of its own, and returns how many it sealed. Fewer than
 // limit means the queue was drained, or another sealer (maybe on another
@@ -46,22 +77,7 @@ func (s *Store) SealAudit(ctx context.Context, limit int) (int, error) {
 		if !locked {
 			return nil
 		}
-		// Queue rows of events that are gone stay, for VerifyAudit to
-		// report. Rows of events already in the chain (the queue is not
-		// append-only) are dropped, never sealed twice.
-		rows, err := q.Query(ctx, `
-			WITH batch AS (
-				DELETE FROM audit_unsealed
-				WHERE event_id IN (
-					SELECT u.event_id FROM audit_unsealed u JOIN audit_events e ON e.id = u.event_id
-					ORDER BY u.event_id LIMIT $1)
-				RETURNING event_id
-			)
-			SELECT e.id, e.at, e.actor, e.action, e.account, e.agent, e.public_key,
-			       coalesce(e.rotation_id::text, ''), e.details::text
-			FROM batch b JOIN audit_events e ON e.id = b.event_id
-			WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = e.id)
-			ORDER BY e.id`, limit)
+		rows, err := q.Query(ctx, takeQueuedSQL, limit)
 		if err != nil {
 			return mapErr(fmt.Errorf("take queued events: %w", err))
 		}
