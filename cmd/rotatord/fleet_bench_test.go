@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -63,6 +64,56 @@ func agentDialer(i int) *net.Dialer {
 	}
 }
 
+// agentLogs counts the simulated agents' log lines by level and message
+// (logged() lists them).
+var agentLogs = &logCounter{}
+
+type logCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *logCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h *logCounter) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *logCounter) WithGroup(string) slog.Handler                { return h }
+func (h *logCounter) Handle(_ context.Context, r slog.Record) error {
+	key := r.Level.String() + " " + r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			msg := a.Value.String()
+			if i := strings.Index(msg, ": "); i > 0 && i < len(msg)-2 {
+				msg = msg[strings.LastIndex(msg, ": ")+2:]
+			}
+			key += " (" + msg + ")"
+		}
+		return true
+	})
+	h.mu.Lock()
+	if h.n == nil {
+		h.n = map[string]int{}
+	}
+	h.n[key]++
+	h.mu.Unlock()
+	return nil
+}
+
+// take returns the counts so far, most frequent first, and starts over.
+func (h *logCounter) take() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	keys := make([]string, 0, len(h.n))
+	for k := range h.n {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return h.n[keys[i]] > h.n[keys[j]] })
+	var out []string
+	for _, k := range keys {
+		out = append(out, fmt.Sprintf("%d× %s", h.n[k], k))
+	}
+	h.n = nil
+	return strings.Join(out, "; ")
+}
+
 // connectAgents creates n agents (agent-00000 on) in account fleet, each a
 // pkg/agent client with its own NATS connection (from its agentDialer, with
 // the options of opts(i), and no reconnect buffer), 16 at a time; the
@@ -86,7 +137,7 @@ func connectAgents(b *testing.B, e *env, natsURL string, n int, httpc *http.Clie
 					failed.Store(err)
 					continue
 				}
-				a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc})
+				a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc, Log: slog.New(agentLogs)})
 				if err != nil {
 					failed.Store(err)
 					continue
@@ -278,6 +329,7 @@ func fleetRotation(b *testing.B, n int) {
 	postmaster := postmasterPID(b, e.main.Store.Pool())
 	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
 	stopProfile := startTimedProfile(b)
+	stopNATSProfile := profileNATS(b, natsPID)
 	b.StartTimer()
 	t0 := time.Now()
 	tctx, stop := context.WithCancel(ctx)
@@ -395,6 +447,7 @@ func fleetRotation(b *testing.B, n int) {
 	tRevoked := time.Since(t0)
 	b.StopTimer()
 	stopProfile()
+	stopNATSProfile()
 	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
 	stop()
 	tickWG.Wait()

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,8 +65,8 @@ func emergencyRekey(b *testing.B, n int) {
 	dropped := make([]atomic.Int64, n) // unix nanos of the first drop
 	// Agents are separate processes in a real fleet; here they share one
 	// transport, bounded like a listener's backlog would be.
-	httpc := &http.Client{Timeout: 30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
+	answers := &countingTransport{base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
+	httpc := &http.Client{Timeout: 30 * time.Second, Transport: answers}
 	clients, _ := connectAgents(b, e, natsURL, n, httpc, func(i int) []nats.Option {
 		return []nats.Option{nats.DisconnectErrHandler(func(*nats.Conn, error) {
 			dropped[i].CompareAndSwap(0, time.Now().UnixNano())
@@ -79,7 +81,15 @@ func emergencyRekey(b *testing.B, n int) {
 		go func() { defer agentsWG.Done(); a.Run(rctx, time.Hour) }()
 	}
 	b.Cleanup(func() { stopAgents(); agentsWG.Wait() })
-	time.Sleep(time.Second) // every Run did its first (empty) refresh
+	// Every Run does a first (empty) refresh: at 10,000 agents they take
+	// seconds, and must be over before the timed part.
+	answers.reset()
+	for deadline := time.Now().Add(2 * time.Minute); answers.total() < n; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d agents did their first refresh after 2m", answers.total(), n)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
 	for i := range dropped {
 		dropped[i].Store(0)
 	}
@@ -103,6 +113,9 @@ func emergencyRekey(b *testing.B, n int) {
 		stopProfile = func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }
 		b.Cleanup(stopProfile)
 	}
+	answers.reset()
+	agentLogs.take()
+	stopNATSProfile := profileNATS(b, natsPID)
 	b.StartTimer()
 	t0 := time.Now()
 	tickWG.Add(1)
@@ -178,18 +191,21 @@ func emergencyRekey(b *testing.B, n int) {
 	tConfirmed := time.Since(t0)
 	b.StopTimer()
 	stopProfile()
+	stopNATSProfile()
 	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
 	stopTicks()
 	tickWG.Wait()
 
-	var lastDrop time.Duration
+	drops := make([]time.Duration, n)
 	for i := range dropped {
 		at := dropped[i].Load()
 		if at == 0 {
 			b.Fatalf("agent %d was never dropped by the servers", i)
 		}
-		lastDrop = max(lastDrop, time.Unix(0, at).Sub(t0))
+		drops[i] = time.Unix(0, at).Sub(t0)
 	}
+	slices.Sort(drops)
+	lastDrop := drops[n-1]
 	var lastStart time.Time
 	e.main.Store.Pool().QueryRow(ctx, `SELECT max(created_at) FROM rotations`).Scan(&lastStart)
 	sort.Slice(back, func(i, j int) bool { return back[i] < back[j] })
@@ -197,8 +213,9 @@ func emergencyRekey(b *testing.B, n int) {
 	b.ReportMetric(total.Seconds(), "s_total")
 	b.ReportMetric(lastDrop.Seconds(), "s_all_dropped")
 	b.ReportMetric(float64(n)/total.Seconds(), "agents/s")
-	b.Logf("%d agents: request answered %s; every old-key user dropped %s; all re-issues started %s; agents back on the new key: median %s, last %s; all rotations completed %s",
-		n, tRequest.Round(time.Millisecond), lastDrop.Round(time.Millisecond), lastStart.Sub(t0).Round(time.Millisecond),
+	b.Logf("%d agents: request answered %s; old-key users dropped: first %s, median %s, last %s; all re-issues started %s; agents back on the new key: median %s, last %s; all rotations completed %s",
+		n, tRequest.Round(time.Millisecond), drops[0].Round(time.Millisecond), drops[n/2].Round(time.Millisecond),
+		lastDrop.Round(time.Millisecond), lastStart.Sub(t0).Round(time.Millisecond),
 		back[n/2].Round(time.Millisecond), tAgents.Round(time.Millisecond), tConfirmed.Round(time.Millisecond))
 	b.Logf("CPU seconds during the run (2 cores = %.0f available): rotatord and the simulated agents %.1f, nats-server %.1f, postgresql %.1f",
 		2*total.Seconds(), cpu1[0]-cpu0[0], cpu1[1]-cpu0[1], cpu1[2]-cpu0[2])
@@ -206,7 +223,9 @@ func emergencyRekey(b *testing.B, n int) {
 	var actions string
 	e.main.Store.Pool().QueryRow(ctx, `SELECT string_agg(action || ' ' || to_char(c::float / $2, 'FM990.00'), ', ' ORDER BY action)
 		FROM (SELECT action, count(*) c FROM audit_events WHERE at >= $1 GROUP BY action) x`, t0.Add(-time.Second), n).Scan(&actions)
-	b.Logf("per agent: %.2f refused reconnects; audit events %s", float64(authFailures(b, e.main))/float64(n), actions)
+	b.Logf("agents' log lines: %s", agentLogs.take())
+	b.Logf("per agent: %.2f refused reconnects; agent API answers %s; audit events %s",
+		float64(authFailures(b, e.main))/float64(n), answers.perAgent(n), actions)
 	var versions int64
 	e.main.Store.Pool().QueryRow(ctx, `SELECT jwt_version FROM accounts WHERE name = 'fleet'`).Scan(&versions)
 	b.Logf("account jwt version at the end %d; pushes %v", versions, metricsWith(b, e.main, "rotatord_pushes_total"))
@@ -257,4 +276,59 @@ func unverifiedIssuer(token string) string {
 		return ""
 	}
 	return c.Issuer
+}
+
+// countingTransport counts the agents' HTTP answers by status.
+type countingTransport struct {
+	base   http.RoundTripper
+	mu     sync.Mutex
+	status map[string]int
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	key := "error"
+	if err == nil {
+		key = strconv.Itoa(resp.StatusCode)
+	}
+	t.mu.Lock()
+	if t.status == nil {
+		t.status = map[string]int{}
+	}
+	t.status[req.Method+" "+key]++
+	t.mu.Unlock()
+	return resp, err
+}
+
+// total is how many answers (and errors) were counted.
+func (t *countingTransport) total() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, c := range t.status {
+		n += c
+	}
+	return n
+}
+
+func (t *countingTransport) reset() {
+	t.mu.Lock()
+	t.status = nil
+	t.mu.Unlock()
+}
+
+// perAgent lists the counts divided by n, in key order.
+func (t *countingTransport) perAgent(n int) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keys := make([]string, 0, len(t.status))
+	for k := range t.status {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []string
+	for _, k := range keys {
+		out = append(out, fmt.Sprintf("%s %.2f", k, float64(t.status[k])/float64(n)))
+	}
+	return strings.Join(out, ", ")
 }

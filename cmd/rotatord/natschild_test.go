@@ -7,9 +7,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -27,12 +31,26 @@ func runNATSChild() {
 		runNATSChildFromConfig(conf)
 		return
 	}
-	// ROTATORD_BENCH_NATS_CPUPROFILE profiles the server for as long as it
-	// runs (benchmarks set it to see where nats-server's CPU goes).
+	// ROTATORD_BENCH_NATS_CPUPROFILE profiles the server from SIGUSR1 to
+	// SIGUSR2 (profileNATS: a benchmark's timed part).
 	if path := os.Getenv("ROTATORD_BENCH_NATS_CPUPROFILE"); path != "" {
-		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
-			defer func() { pprof.StopCPUProfile(); f.Close() }()
-		}
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
+		go func() {
+			var f *os.File
+			for sig := range sigs {
+				switch {
+				case sig == syscall.SIGUSR1 && f == nil:
+					if g, err := os.Create(path); err == nil && pprof.StartCPUProfile(g) == nil {
+						f = g
+					}
+				case sig == syscall.SIGUSR2 && f != nil:
+					pprof.StopCPUProfile()
+					f.Close()
+					f = nil
+				}
+			}
+		}()
 	}
 	port, _ := strconv.Atoi(os.Getenv("NATS_PORT"))
 	ns, err := natsrun.Start(natsrun.Options{OperatorJWT: os.Getenv("NATS_OPERATOR_JWT"), SystemAccount: os.Getenv("NATS_SYSTEM_ACCOUNT"),
@@ -104,6 +122,26 @@ func clusterFromEnv(o *server.Options) {
 		}
 	}
 	o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+}
+
+// profileNATS starts the CPU profile of the child nats-server pid when
+// ROTATORD_BENCH_NATS_CPUPROFILE names its file, and returns what stops it.
+func profileNATS(tb testing.TB, pid int) (stop func()) {
+	if os.Getenv("ROTATORD_BENCH_NATS_CPUPROFILE") == "" {
+		return func() {}
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		tb.Fatalf("start the profile of nats-server: %v", err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			syscall.Kill(pid, syscall.SIGUSR2) //nolint:errcheck // the child may be gone
+			time.Sleep(200 * time.Millisecond) // it writes the profile
+		})
+	}
+	tb.Cleanup(stop)
+	return stop
 }
 
 // natsChild is how to run one child nats-server.
