@@ -147,6 +147,12 @@ const (
 	maxProofHeader = 200
 )
 
+// ReconnectAfterHeader is the header of an agent's creds answer that tells
+// it when to reconnect with them: a number of seconds (with a fraction),
+// absent for at once. rotatord paces a fleet's reconnects with it (after an
+// emergency rotation, every agent fetches its creds at the same moment).
+const ReconnectAfterHeader = "Rotatord-Reconnect-After"
+
 // EmptyBodyHash is BodyHash of an empty body.
 const EmptyBodyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 

@@ -559,3 +559,54 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// Creds answers pace the agents' reconnects: past the burst of
+// ROTATORD_AGENT_RECONNECT_RATE, each answer with new creds says how long
+// to wait (Rotatord-Reconnect-After), one rate interval after the last;
+// "not modified" answers take no slot.
+func TestAgentCredsPaceReconnects(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(c *Config) { c.TickSpec = ""; c.AgentReconnectRate = mustRate(t, "6/m:1") })
+	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
+	var keys []nkeys.KeyPair
+	for _, name := range []string{"ann", "bob", "cid"} {
+		_, creds := createAgent(e, name, "fleet")
+		keys = append(keys, userKey(t, creds))
+	}
+	now := time.Now()
+	get := func(name string, kp nkeys.KeyPair) agentAnswer {
+		t.Helper()
+		p := "/v1/agents/" + name + "/creds"
+		now = now.Add(-time.Second) // a proof of its own
+		return agentCall(t, e, e.main, "GET", p, proofFor(t, kp, "GET", p, "", now), "")
+	}
+	if a := get("ann", keys[0]); a.status != 304 || a.header.Get(rotatord.ReconnectAfterHeader) != "" {
+		t.Fatalf("nothing new = %d, %q", a.status, a.header.Get(rotatord.ReconnectAfterHeader))
+	}
+	var first time.Time
+	for i, name := range []string{"ann", "bob", "cid"} {
+		e.must(202, "POST", "/v1/agents/"+name+"/rotate", nil)
+		a := get(name, keys[i])
+		answered := time.Now()
+		if a.status != 200 {
+			t.Fatalf("creds of %s = %d %s", name, a.status, a.body)
+		}
+		v := a.header.Get(rotatord.ReconnectAfterHeader)
+		if i == 0 {
+			if v != "" {
+				t.Fatalf("first creds carry %s %q; want none (the burst)", rotatord.ReconnectAfterHeader, v)
+			}
+			first = answered
+			continue
+		}
+		sec, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("creds of %s: %s %q", name, rotatord.ReconnectAfterHeader, v)
+		}
+		// At 6 a minute, reconnects are 10 s apart from the first one.
+		at := answered.Add(time.Duration(sec * float64(time.Second)))
+		if want := first.Add(time.Duration(i) * 10 * time.Second); at.Sub(want).Abs() > time.Second {
+			t.Fatalf("%s reconnects %s after the first; want %s", name, at.Sub(first), want.Sub(first))
+		}
+	}
+}

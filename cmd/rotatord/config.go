@@ -54,6 +54,10 @@ type Config struct {
 	AgentFailRate          ratelimit.Rate
 	AgentRate              ratelimit.Rate
 	AgentRotateMinInterval time.Duration
+	// AgentReconnectRate paces the reconnects of agents handed new creds
+	// (past its burst); off with AgentReconnectOff.
+	AgentReconnectRate ratelimit.Rate
+	AgentReconnectOff  bool
 	// TickSpec is the robfig/cron schedule of the rotation scheduler's tick;
 	// empty turns the scheduler off (tests drive Tick themselves).
 	TickSpec string
@@ -121,6 +125,7 @@ func DefaultConfig() Config {
 		AgentFailRate:          httpapi.DefaultAgentFailRate,
 		AgentRate:              httpapi.DefaultAgentRate,
 		AgentRotateMinInterval: rotate.DefaultAgentRotateMinInterval,
+		AgentReconnectRate:     httpapi.DefaultAgentReconnectRate,
 		MaxControlLine:         4096, // nats-server's default
 		MaxAccountJWTBytes:     rotatord.DefaultMaxAccountJWTBytes,
 		DBTimeout:              httpapi.DefaultDBTimeout,
@@ -158,6 +163,7 @@ var envNames = map[string]string{
 	"agent-fail-rate":           "ROTATORD_AGENT_FAIL_RATE",
 	"agent-rate":                "ROTATORD_AGENT_RATE",
 	"agent-rotate-min-interval": "ROTATORD_AGENT_ROTATE_MIN_INTERVAL",
+	"agent-reconnect-rate":      "ROTATORD_AGENT_RECONNECT_RATE",
 	"max-control-line":          "ROTATORD_MAX_CONTROL_LINE",
 	// The account JWT guard.
 	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
@@ -292,6 +298,8 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.Var(&c.AgentFailRate, n, "refused agent API requests allowed per source address, RATE/UNIT[:BURST] "+help)
 		case "agent-rate":
 			fs.Var(&c.AgentRate, n, "authenticated agent API requests allowed per agent, RATE/UNIT[:BURST] "+help)
+		case "agent-reconnect-rate":
+			fs.Var(reconnectRate{c}, n, "reconnects of agents handed new creds, RATE/UNIT[:BURST] per replica, or off "+help)
 		case "agent-rotate-min-interval":
 			fs.DurationVar(&c.AgentRotateMinInterval, n, c.AgentRotateMinInterval, "least time between two rotations an agent starts itself "+help)
 		case "max-control-line":
@@ -425,6 +433,11 @@ func (c *Config) agentFromEnv(getenv func(string) string) {
 			}
 		}
 	}
+	if v := getenv(envNames["agent-reconnect-rate"]); v != "" {
+		if err := (reconnectRate{c}).Set(v); err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s: %w", envNames["agent-reconnect-rate"], err))
+		}
+	}
 	if v := getenv(envNames["agent-rotate-min-interval"]); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -435,6 +448,31 @@ func (c *Config) agentFromEnv(getenv func(string) string) {
 	}
 }
 
+// reconnectRate is the flag.Value of --agent-reconnect-rate: a rate, or off.
+type reconnectRate struct{ c *Config }
+
+func (r reconnectRate) String() string {
+	if r.c == nil {
+		return ""
+	}
+	if r.c.AgentReconnectOff {
+		return "off"
+	}
+	return r.c.AgentReconnectRate.String()
+}
+
+func (r reconnectRate) Set(s string) error {
+	if strings.TrimSpace(s) == "off" {
+		r.c.AgentReconnectOff = true
+		return nil
+	}
+	if err := r.c.AgentReconnectRate.Set(s); err != nil {
+		return fmt.Errorf("%w, or off", err)
+	}
+	r.c.AgentReconnectOff = false
+	return nil
+}
+
 // validateAgentLimits checks the agent API's limits.
 func (c *Config) validateAgentLimits() []error {
 	var errs []error
@@ -443,6 +481,9 @@ func (c *Config) validateAgentLimits() []error {
 	}
 	if !c.AgentRate.Valid() {
 		errs = append(errs, fmt.Errorf("agent rate %v is not a rate such as 5/s:10", c.AgentRate))
+	}
+	if !c.AgentReconnectOff && !c.AgentReconnectRate.Valid() {
+		errs = append(errs, fmt.Errorf("agent reconnect rate %v is not a rate such as 1000/s:1000, or off", c.AgentReconnectRate))
 	}
 	if c.AgentRotateMinInterval < time.Second || c.AgentRotateMinInterval > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("agent rotate min interval %s must be between 1s and 720h", c.AgentRotateMinInterval))

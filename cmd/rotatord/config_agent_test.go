@@ -53,3 +53,33 @@ func TestAgentLimitsConfig(t *testing.T) {
 		t.Errorf("Validate() with a zero interval = %v", err)
 	}
 }
+
+func TestAgentReconnectRateConfig(t *testing.T) {
+	t.Parallel()
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	c := DefaultConfig()
+	if c.AgentReconnectRate.String() != "1000/s:1000" || c.AgentReconnectOff {
+		t.Fatalf("default = %v (off %v)", c.AgentReconnectRate, c.AgentReconnectOff)
+	}
+	c.fromEnv(env(map[string]string{"ROTATORD_AGENT_RECONNECT_RATE": "200/s:50"}))
+	if c.AgentReconnectRate.PerSecond != 200 || c.AgentReconnectRate.Burst != 50 || c.AgentReconnectOff {
+		t.Fatalf("from env = %+v (off %v)", c.AgentReconnectRate, c.AgentReconnectOff)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.bind(fs, "agent-reconnect-rate")
+	if err := fs.Parse([]string{"--agent-reconnect-rate", "off"}); err != nil || !c.AgentReconnectOff {
+		t.Fatalf("--agent-reconnect-rate off: %v, off %v", err, c.AgentReconnectOff)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("off is valid: %v", err)
+	}
+	if err := fs.Parse([]string{"--agent-reconnect-rate", "never"}); err == nil {
+		t.Fatal("--agent-reconnect-rate never was taken")
+	}
+	bad := DefaultConfig()
+	bad.fromEnv(env(map[string]string{"ROTATORD_AGENT_RECONNECT_RATE": "0/s"}))
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "ROTATORD_AGENT_RECONNECT_RATE") {
+		t.Errorf("Validate() with 0/s = %v; want it to name ROTATORD_AGENT_RECONNECT_RATE", err)
+	}
+}

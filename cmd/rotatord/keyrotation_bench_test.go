@@ -40,6 +40,9 @@ import (
 // ROTATORD_BENCH_CPUPROFILE profiles rotatord's process (with the simulated
 // agents) during the timed part only, from the request to the last agent
 // confirmed; -cpuprofile would include creating and connecting the agents.
+// ROTATORD_BENCH_NATS_CPUPROFILE profiles the nats-server's over the same
+// part, and ROTATORD_AGENT_RECONNECT_RATE tries another pace of the
+// fleet's return.
 func BenchmarkEmergencyKeyRotation(b *testing.B) {
 	for _, n := range []int{200, 1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
@@ -53,7 +56,15 @@ func BenchmarkEmergencyKeyRotation(b *testing.B) {
 
 func emergencyRekey(b *testing.B, n int) {
 	b.StopTimer()
-	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" }) // the benchmark ticks itself
+	e := newEnvWith(b, func(c *Config) {
+		c.TickSpec = "" // the benchmark ticks itself
+		// The pacing of the fleet's return may be tried at other rates.
+		if v := os.Getenv(envNames["agent-reconnect-rate"]); v != "" {
+			if err := (reconnectRate{c}).Set(v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	natsURL, natsPID := e.startNATSProcess()
 	e.waitNATS()
 	ctx := context.Background()

@@ -163,7 +163,7 @@ func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) 
 	cfg.bind(fs, "database-url", "listen", "public-url", "nats-url", "master-key-file", "alert-webhook", "log-level", "log-format", "no-migrate",
 		"vault-auth", "vault-role-id", "vault-secret-id-file", "vault-k8s-role", "vault-mount", "vault-path", "file-delivery-dir",
 		"auth-fail-threshold", "auth-fail-window", "max-account-jwt-bytes",
-		"agent-fail-rate", "agent-rate", "agent-rotate-min-interval",
+		"agent-fail-rate", "agent-rate", "agent-rotate-min-interval", "agent-reconnect-rate",
 		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "tls-client-allowed", "nats-ca-file", "nats-cert-file", "nats-key-file",
 		"max-control-line")
 	cfg.bind(fs, "db-timeout", "server-forget-after")

@@ -273,8 +273,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// Only with a client CA does the listener ask for certificates.
 		RequireClientCert: m.Config.TLSClientCAFile != "",
 		ClientAllowed:     m.Config.clientAllowed(),
-		AgentLimits:       httpapi.AgentLimits{FailRate: m.Config.AgentFailRate, Rate: m.Config.AgentRate},
-		Refusals:          m.Refusals,
+		AgentLimits: httpapi.AgentLimits{FailRate: m.Config.AgentFailRate, Rate: m.Config.AgentRate,
+			ReconnectRate: m.Config.AgentReconnectRate, NoReconnectPacing: m.Config.AgentReconnectOff},
+		Refusals: m.Refusals,
 		// The fleet console and what it reads.
 		Console:            console.Handler(),
 		MaxAccountJWTBytes: m.Config.MaxAccountJWTBytes,

@@ -53,6 +53,11 @@ type AgentLimits struct {
 	// long one waits for its turn; DefaultAgentQueueWait when 0.
 	MaxInFlight int
 	QueueWait   time.Duration
+	// ReconnectRate paces the reconnects of agents handed new creds
+	// (reconnectpace.go); DefaultAgentReconnectRate when not valid, none
+	// with NoReconnectPacing.
+	ReconnectRate     ratelimit.Rate
+	NoReconnectPacing bool
 }
 
 const (
@@ -73,6 +78,8 @@ type agentAPI struct {
 	keys    *refusals.Memo[error]
 	used    *refusals.Memo[struct{}]
 	slots   agentSlots
+	// reconnects paces the reconnects of agents given new creds.
+	reconnects reconnectPacer
 }
 
 func newAgentAPI(l AgentLimits, counter *refusals.Counter) *agentAPI {
@@ -92,6 +99,8 @@ func newAgentAPI(l AgentLimits, counter *refusals.Counter) *agentAPI {
 		keys:    refusals.NewMemo[error](refusedKeyTTL, l.MaxKeys),
 		used:    refusals.NewMemo[struct{}](usedProofTTL, l.MaxKeys),
 		slots:   newAgentSlots(l.MaxInFlight, l.QueueWait),
+
+		reconnects: newReconnectPacer(l.ReconnectRate, l.NoReconnectPacing),
 	}
 }
 
@@ -231,6 +240,7 @@ func (s *Server) agentCreds(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		s.setReconnectAfter(w)
 		w.WriteHeader(http.StatusOK)
 		w.Write(creds) //nolint:errcheck // the agent went away; it will poll again
 	})

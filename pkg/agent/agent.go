@@ -179,6 +179,9 @@ const (
 	connectTimeout  = 10 * time.Second
 	rejectedWait    = 250 * time.Millisecond
 	maxRejectedWait = 30 * time.Second
+	// maxPacedWait bounds the wait rotatord may ask for before moving to
+	// new creds (ReconnectAfterHeader).
+	maxPacedWait = time.Minute
 	// attempts whose outcome nats.go never reports (a timeout after
 	// CONNECT) must not pile up.
 	maxAttemptLog = 16
@@ -212,6 +215,9 @@ type Client struct {
 	fallbacks      int
 	rejectedRounds int
 	pollers        int // Run and watchers looking for new creds (refresh.go)
+	// paced is the reconnect rotatord scheduled for new creds (the
+	// Rotatord-Reconnect-After of its answer), until it fires.
+	paced *time.Timer
 
 	events     []event // callbacks to make, in order
 	delivering bool    // a goroutine is making them
@@ -489,6 +495,11 @@ func (c *Client) reconnectDelay(attempts int) time.Duration {
 	c.awaitRefusal()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.paced != nil {
+		// rotatord said when to reconnect with the new creds: the paced
+		// reconnect ends this wait (reconnectIn).
+		return maxRejectedWait
+	}
 	if c.state != StateRejected {
 		// Quick at first, doubling (with jitter) while attempts fail.
 		d := min(reconnectWait<<min(max(attempts-1, 0), 5), maxReconnectWait)
@@ -693,11 +704,13 @@ func (c *Client) closed(*nats.Conn) {
 // connect on). Errors: creds that do not parse; ErrRefused for a key the
 // servers refused less than Config.RetryRefused ago; a closed connection.
 func (c *Client) Use(file []byte) error {
-	_, err := c.use(file)
+	_, err := c.use(file, 0)
 	return err
 }
 
-func (c *Client) use(file []byte) (bool, error) {
+// use switches to file; a new key moves the connection over after the
+// given wait (0: at once).
+func (c *Client) use(file []byte, after time.Duration) (bool, error) {
 	next, err := parseCreds(file)
 	if err != nil {
 		return false, err
@@ -761,7 +774,41 @@ func (c *Client) use(file []byte) (bool, error) {
 	if nc == nil {
 		return true, nil
 	}
+	if after > 0 {
+		c.reconnectIn(nc, min(after, maxPacedWait))
+		return true, nil
+	}
 	return true, c.forceReconnect(nc)
+}
+
+// reconnectIn moves the connection over to the current creds after d, as
+// rotatord asked: it paces the reconnects of a fleet it re-issued at once.
+// Meanwhile a client the servers refuse waits (reconnectDelay), and one
+// still connected stays on its key.
+func (c *Client) reconnectIn(nc *nats.Conn, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.paced != nil {
+		c.paced.Stop()
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		c.mu.Lock()
+		if c.paced == t {
+			c.paced = nil
+		}
+		// Connected on the newest key already (an attempt that did not
+		// wait): nothing to move.
+		done := c.state == StateConnected && c.presented == c.cur
+		c.mu.Unlock()
+		if done && nc.IsConnected() {
+			return
+		}
+		if err := c.forceReconnect(nc); err != nil {
+			c.cfg.Log.Debug("paced reconnect", "agent", c.cfg.Name, "err", err)
+		}
+	})
+	c.paced = t
 }
 
 func (c *Client) forceReconnect(nc *nats.Conn) error {

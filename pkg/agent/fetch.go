@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -158,11 +159,26 @@ func (c *Client) Refresh(ctx context.Context) (bool, error) {
 	default:
 		return false, fmt.Errorf("fetch creds: %w", apiError(resp.status, resp.header, resp.body))
 	}
-	switched, err := c.use(resp.body)
+	switched, err := c.use(resp.body, reconnectAfter(resp.header))
 	if err != nil {
 		return false, fmt.Errorf("fetched creds: %w", err)
 	}
 	return switched, nil
+}
+
+// reconnectAfter is the wait rotatord asks for before reconnecting with the
+// creds it answered (rotatord.ReconnectAfterHeader); 0 when absent or not a
+// number of seconds.
+func reconnectAfter(h http.Header) time.Duration {
+	v := h.Get(rotatord.ReconnectAfterHeader)
+	if v == "" {
+		return 0
+	}
+	sec, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(sec) || sec <= 0 {
+		return 0
+	}
+	return time.Duration(min(sec, maxPacedWait.Seconds()) * float64(time.Second))
 }
 
 // RotateOwnKey rotates to a key pair the agent generates itself: it sends

@@ -178,6 +178,10 @@ type fakeRotatord struct {
 	postStatus int           // when not 0, POST answers this status with an error
 	getDelay   time.Duration // how long a GET takes
 	gets       int           // GETs answered
+	// reconnectAfter, when set, is the Rotatord-Reconnect-After of the
+	// answers with creds; offeredAt is when the last of them was sent.
+	reconnectAfter string
+	offeredAt      time.Time
 }
 
 func newFakeRotatord(t *testing.T, f *fleet, name string, keys ...string) *fakeRotatord {
@@ -262,6 +266,10 @@ func (rd *fakeRotatord) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if rd.reconnectAfter != "" {
+			w.Header().Set(rotatord.ReconnectAfterHeader, rd.reconnectAfter)
+		}
+		rd.offeredAt = time.Now()
 		w.Write(rd.offer)
 	case http.MethodPost:
 		rd.posts = append(rd.posts, body)

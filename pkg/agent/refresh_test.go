@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -204,5 +205,65 @@ func TestRunTriesTheServersAfterEachLook(t *testing.T) {
 	waitFor(t, "the agent back on its key", func() bool {
 		st := a.Status()
 		return st.State == agent.StateConnected && st.PublicKey == pubA
+	})
+}
+
+// rotatord paces a fleet's return: creds it answers with
+// Rotatord-Reconnect-After are used that long after, both by an agent the
+// servers refuse (it does not try the refused key meanwhile) and by a
+// connected one (its connection moves over then).
+func TestAgentReconnectsWhenRotatordSays(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	sk1, sk2 := must(nkeys.CreateAccount()), must(nkeys.CreateAccount())
+	f.setSigningKeys(t, false, sk1)
+	credsA, pubA := f.signedUser(t, sk1)
+	rd := newFakeRotatord(t, f, "agent-kate", pubA)
+	rd.reconnectAfter = "1.500"
+	a, _ := newClient(t, rd, credsA)
+	connect(t, a, f)
+	refused := f.authFailures(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the first look", func() bool {
+		rd.mu.Lock()
+		defer rd.mu.Unlock()
+		return rd.gets == 1
+	})
+
+	// Dropped: the old key is refused, the agent looks, gets creds to use
+	// in 1.5 s, and waits.
+	credsB, pubB := f.signedUser(t, sk2)
+	rd.setOffer(credsB, pubB)
+	f.setSigningKeys(t, true, sk2)
+	waitFor(t, "the agent on its new key", func() bool {
+		st := a.Status()
+		return st.State == agent.StateConnected && st.PublicKey == pubB
+	})
+	rd.mu.Lock()
+	waited := time.Since(rd.offeredAt)
+	rd.mu.Unlock()
+	if waited < 1400*time.Millisecond {
+		t.Fatalf("reconnected %s after the creds came; rotatord said 1.5 s", waited)
+	}
+	if n := refused.Load(); n != 1 {
+		t.Fatalf("%d refused connects; want 1 (the dropped key, once)", n)
+	}
+
+	// Connected: a poll finds new creds; the connection moves after 1.5 s.
+	credsC, pubC := f.signedUser(t, sk2)
+	rd.setOffer(credsC, pubC)
+	if _, err := a.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if k := f.connectedKeys(t); !slices.Contains(k, pubB) || slices.Contains(k, pubC) {
+		t.Fatalf("connected keys half a second after the creds came: %v; want still %s", k, pubB)
+	}
+	waitFor(t, "the agent on the next key", func() bool {
+		st := a.Status()
+		return st.State == agent.StateConnected && st.PublicKey == pubC
 	})
 }

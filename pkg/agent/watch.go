@@ -36,7 +36,7 @@ func (c *Client) WatchFile(ctx context.Context, path string, interval time.Durat
 			p.report(fmt.Errorf("creds file unreadable or half written, will read it again: %w", err))
 			return
 		}
-		if _, err := c.use(data); err != nil {
+		if _, err := c.use(data, 0); err != nil {
 			p.report(err)
 			if errors.Is(err, ErrRefused) {
 				return // try the same content again later
@@ -89,7 +89,7 @@ func (c *Client) WatchVault(ctx context.Context, client *vaultapi.Client, mount,
 			seen = version
 			return
 		}
-		if _, err := c.use(file); err != nil {
+		if _, err := c.use(file, 0); err != nil {
 			p.report(err)
 			if errors.Is(err, ErrRefused) {
 				return
