@@ -157,6 +157,40 @@ func (f *fleet) authFailures(t *testing.T) *atomic.Int64 {
 	return &n
 }
 
+// running is an agent connected on creds signed by the fleet's signing key
+// sk1 (sk2 is not trusted yet), running Run with an interval of an hour
+// until the test ends, and the servers' refusals counted from then on.
+type running struct {
+	f        *fleet
+	sk1, sk2 nkeys.KeyPair
+	pubA     string
+	rd       *fakeRotatord
+	a        *agent.Client
+	refused  *atomic.Int64
+}
+
+// startRunning starts one; setup, when not nil, tunes the fake rotatord
+// before the agent's first look.
+func startRunning(t *testing.T, setup func(*fakeRotatord)) *running {
+	t.Helper()
+	r := &running{f: newFleet(t), sk1: must(nkeys.CreateAccount()), sk2: must(nkeys.CreateAccount())}
+	r.f.setSigningKeys(t, false, r.sk1)
+	var credsA []byte
+	credsA, r.pubA = r.f.signedUser(t, r.sk1)
+	r.rd = newFakeRotatord(t, r.f, "agent-kate", r.pubA)
+	if setup != nil {
+		setup(r.rd)
+	}
+	r.a, _ = newClient(t, r.rd, credsA)
+	connect(t, r.a, r.f)
+	r.refused = r.f.authFailures(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.a.Run(ctx, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r
+}
+
 // While every key it holds is refused, an agent on Run tries the servers
 // after each look for new creds, not in between: when rotatord is slow to
 // answer (a whole fleet asks at once), retrying the refused key only costs
@@ -165,18 +199,8 @@ func (f *fleet) authFailures(t *testing.T) *atomic.Int64 {
 // client tries again.
 func TestRunTriesTheServersAfterEachLook(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
-	sk1, sk2 := must(nkeys.CreateAccount()), must(nkeys.CreateAccount())
-	f.setSigningKeys(t, false, sk1)
-	credsA, pubA := f.signedUser(t, sk1)
-	rd := newFakeRotatord(t, f, "agent-kate", pubA)
-	a, _ := newClient(t, rd, credsA)
-	connect(t, a, f)
-	refused := f.authFailures(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); a.Run(ctx, time.Hour) }()
-	defer func() { cancel(); <-done }()
+	r := startRunning(t, nil)
+	f, sk1, sk2, rd, a, refused, pubA := r.f, r.sk1, r.sk2, r.rd, r.a, r.refused, r.pubA
 	waitFor(t, "the first refresh", func() bool { return a.Status().State == agent.StateConnected })
 
 	rd.mu.Lock()
@@ -214,19 +238,8 @@ func TestRunTriesTheServersAfterEachLook(t *testing.T) {
 // connected one (its connection moves over then).
 func TestAgentReconnectsWhenRotatordSays(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
-	sk1, sk2 := must(nkeys.CreateAccount()), must(nkeys.CreateAccount())
-	f.setSigningKeys(t, false, sk1)
-	credsA, pubA := f.signedUser(t, sk1)
-	rd := newFakeRotatord(t, f, "agent-kate", pubA)
-	rd.reconnectAfter = "1.500"
-	a, _ := newClient(t, rd, credsA)
-	connect(t, a, f)
-	refused := f.authFailures(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); a.Run(ctx, time.Hour) }()
-	defer func() { cancel(); <-done }()
+	r := startRunning(t, func(rd *fakeRotatord) { rd.reconnectAfter = "1.500" })
+	f, sk2, rd, a, refused := r.f, r.sk2, r.rd, r.a, r.refused
 	waitFor(t, "the first look", func() bool {
 		rd.mu.Lock()
 		defer rd.mu.Unlock()
