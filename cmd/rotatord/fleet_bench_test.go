@@ -288,7 +288,7 @@ func startTimedProfile(b *testing.B) (stop func()) {
 
 func fleetRotation(b *testing.B, n int) {
 	b.StopTimer()
-	e := newEnvWith(b, func(c *Config) { c.TickSpec = "" }) // the benchmark ticks itself
+	e := newEnvWith(b, func(c *Config) { benchConfig(b, c) })
 	natsURL, natsPID := e.startNATSProcess()
 	e.waitNATS()
 	ctx := context.Background()

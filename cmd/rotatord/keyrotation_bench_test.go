@@ -41,8 +41,8 @@ import (
 // agents) during the timed part only, from the request to the last agent
 // confirmed; -cpuprofile would include creating and connecting the agents.
 // ROTATORD_BENCH_NATS_CPUPROFILE profiles the nats-server's over the same
-// part, and ROTATORD_AGENT_RECONNECT_RATE tries another pace of the
-// fleet's return.
+// part, ROTATORD_AGENT_RECONNECT_RATE tries another pace of the fleet's
+// return, and ROTATORD_BENCH_TICK another scheduler tick (benchTick).
 func BenchmarkEmergencyKeyRotation(b *testing.B) {
 	for _, n := range []int{200, 1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
@@ -54,17 +54,30 @@ func BenchmarkEmergencyKeyRotation(b *testing.B) {
 	}
 }
 
+// benchConfig is the configuration of the fleet benchmarks: no scheduler
+// (they tick it themselves, every benchTick), and the pacing of the
+// fleet's return from ROTATORD_AGENT_RECONNECT_RATE when set, to try others.
+func benchConfig(b *testing.B, c *Config) {
+	c.TickSpec = ""
+	if v := os.Getenv(envNames["agent-reconnect-rate"]); v != "" {
+		if err := (reconnectRate{c}).Set(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchTick is how often the benchmark ticks the scheduler
+// (ROTATORD_BENCH_TICK, default 100ms; rotatord's own default is 1s).
+var benchTick = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("ROTATORD_BENCH_TICK")); err == nil && d > 0 {
+		return d
+	}
+	return 100 * time.Millisecond
+}()
+
 func emergencyRekey(b *testing.B, n int) {
 	b.StopTimer()
-	e := newEnvWith(b, func(c *Config) {
-		c.TickSpec = "" // the benchmark ticks itself
-		// The pacing of the fleet's return may be tried at other rates.
-		if v := os.Getenv(envNames["agent-reconnect-rate"]); v != "" {
-			if err := (reconnectRate{c}).Set(v); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	e := newEnvWith(b, func(c *Config) { benchConfig(b, c) })
 	natsURL, natsPID := e.startNATSProcess()
 	e.waitNATS()
 	ctx := context.Background()
@@ -136,7 +149,7 @@ func emergencyRekey(b *testing.B, n int) {
 			if _, err := svc.Tick(tctx); err != nil && tctx.Err() == nil {
 				b.Logf("tick: %v", err)
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(benchTick)
 		}
 	}()
 	k, err := svc.RotateSigningKey(ctx, "bench", "fleet", rotate.KeyRotationInput{Mode: rotatord.KeyModeEmergency})
