@@ -100,6 +100,8 @@ type Config struct {
 	// counted behind when it missed a push).
 	DBTimeout         time.Duration
 	ServerForgetAfter time.Duration
+	// AlertRetention is how long alerts are kept.
+	AlertRetention time.Duration
 	// ResignEvery and Cluster tune re-signs and the tracking of the
 	// cluster's servers (tests shorten them).
 	ResignEvery time.Duration
@@ -130,6 +132,7 @@ func DefaultConfig() Config {
 		MaxAccountJWTBytes:     rotatord.DefaultMaxAccountJWTBytes,
 		DBTimeout:              httpapi.DefaultDBTimeout,
 		ServerForgetAfter:      rotate.DefaultServerForgetAfter,
+		AlertRetention:         rotate.DefaultAlertRetention,
 	}
 }
 
@@ -169,6 +172,7 @@ var envNames = map[string]string{
 	"max-account-jwt-bytes": "ROTATORD_MAX_ACCOUNT_JWT_BYTES",
 	"db-timeout":            "ROTATORD_DB_TIMEOUT",
 	"server-forget-after":   "ROTATORD_SERVER_FORGET_AFTER",
+	"alert-retention":       "ROTATORD_ALERT_RETENTION",
 }
 
 // fromEnv applies the environment to c.
@@ -235,6 +239,7 @@ func (c *Config) fromEnv(getenv func(string) string) {
 	}
 	c.durationFromEnv(getenv, "db-timeout", &c.DBTimeout, "5s")
 	c.durationFromEnv(getenv, "server-forget-after", &c.ServerForgetAfter, "15m")
+	c.durationFromEnv(getenv, "alert-retention", &c.AlertRetention, "720h")
 	c.VaultAddr = getenv("VAULT_ADDR")
 	if v := getenv("ROTATORD_NO_MIGRATE"); v == "1" || v == "true" {
 		c.NoMigrate = true
@@ -310,6 +315,8 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) {
 			fs.DurationVar(&c.DBTimeout, n, c.DBTimeout, "deadline of each API request's database work; past it the request answers 503 "+help)
 		case "server-forget-after":
 			fs.DurationVar(&c.ServerForgetAfter, n, c.ServerForgetAfter, "forget a nats-server not heard from for this long "+help)
+		case "alert-retention":
+			fs.DurationVar(&c.AlertRetention, n, c.AlertRetention, "delete alerts raised longer ago than this "+help)
 		case "no-migrate":
 			fs.BoolVar(&c.NoMigrate, n, c.NoMigrate, "do not apply migrations at start (env ROTATORD_NO_MIGRATE=1)")
 		}
@@ -396,6 +403,9 @@ func (c *Config) Validate(needs ...string) error {
 	}
 	if c.ServerForgetAfter < time.Minute {
 		errs = append(errs, fmt.Errorf("server forget interval %s must be at least 1m (%s)", c.ServerForgetAfter, envNames["server-forget-after"]))
+	}
+	if c.AlertRetention < time.Hour {
+		errs = append(errs, fmt.Errorf("alert retention %s must be at least 1h (%s)", c.AlertRetention, envNames["alert-retention"]))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log format %q is not json or text", c.LogFormat))

@@ -166,7 +166,7 @@ func runServe(ctx context.Context, cfg Config, args []string, stderr io.Writer) 
 		"agent-fail-rate", "agent-rate", "agent-rotate-min-interval", "agent-reconnect-rate",
 		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "tls-client-allowed", "nats-ca-file", "nats-cert-file", "nats-key-file",
 		"max-control-line")
-	cfg.bind(fs, "db-timeout", "server-forget-after")
+	cfg.bind(fs, "db-timeout", "server-forget-after", "alert-retention")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -294,3 +294,31 @@ func TestPropagationConfig(t *testing.T) {
 		}
 	}
 }
+
+// ROTATORD_ALERT_RETENTION and its flag.
+func TestAlertRetentionConfig(t *testing.T) {
+	t.Parallel()
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	cfg := DefaultConfig()
+	if cfg.AlertRetention != 30*24*time.Hour {
+		t.Fatalf("default = %s; want 720h", cfg.AlertRetention)
+	}
+	cfg.fromEnv(env(map[string]string{"ROTATORD_ALERT_RETENTION": "2160h"}))
+	if cfg.AlertRetention != 90*24*time.Hour || cfg.Validate() != nil {
+		t.Fatalf("from env = %s, %v; want 2160h, valid", cfg.AlertRetention, cfg.Validate())
+	}
+	for v, want := range map[string]string{
+		"forever": `ROTATORD_ALERT_RETENTION="forever" is not a duration`,
+		"10m":     "alert retention 10m0s must be at least 1h",
+	} {
+		cfg := DefaultConfig()
+		cfg.fromEnv(env(map[string]string{"ROTATORD_ALERT_RETENTION": v}))
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("env %q: Validate = %v, want %q", v, err, want)
+		}
+	}
+	args := []string{"serve", "--database-url", "postgres://127.0.0.1:1/x", "--master-key-file", "/nonexistent", "--alert-retention", "1m"}
+	if err := run(context.Background(), args, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "alert retention 1m0s") {
+		t.Errorf("serve --alert-retention 1m = %v, want an error naming the retention", err)
+	}
+}

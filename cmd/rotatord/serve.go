@@ -169,6 +169,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxControlLine:         m.Config.MaxControlLine,
 		ResignEvery:            m.Config.ResignEvery, Cluster: m.clusterConfig(),
 		MaxAccountJWTBytes: int(m.Config.MaxAccountJWTBytes),
+		AlertRetention:     m.Config.AlertRetention,
 	})
 	if err := m.recordReplica(ctx); err != nil {
 		return err

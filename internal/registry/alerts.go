@@ -99,3 +99,28 @@ func (s *Store) AddAlertOnce(ctx context.Context, a *rotatord.Alert, key string,
 	}
 	return true, nil
 }
+
+// alertPruneBatch is how many alerts one statement of PruneAlerts deletes.
+const alertPruneBatch = 10_000
+
+// PruneAlerts deletes alerts raised more than olderThan ago by the
+// database's clock, delivered or not (an alert no channel took in that
+// long will not be), a batch per statement, and returns how many went.
+// Alerts are the outbox and the history the API and the console list: a
+// flood of them (auth failures from many addresses) must not grow the
+// database without bound.
+func (s *Store) PruneAlerts(ctx context.Context, olderThan time.Duration) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.q(ctx).Exec(ctx, `DELETE FROM alerts WHERE id IN (
+			SELECT id FROM alerts WHERE created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2)`,
+			olderThan.Seconds(), alertPruneBatch)
+		if err != nil {
+			return total, mapErr(fmt.Errorf("prune alerts older than %s: %w", olderThan, err))
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < alertPruneBatch {
+			return total, nil
+		}
+	}
+}

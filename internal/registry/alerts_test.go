@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -55,5 +56,47 @@ func TestAddAlertOnce(t *testing.T) {
 	alerts, err := s.ListAlerts(ctx, 10)
 	if err != nil || len(alerts) != 3 {
 		t.Fatalf("outbox = %d alerts, %v; want 3", len(alerts), err)
+	}
+}
+
+// Alerts older than the retention go, delivered or not, and newer ones
+// stay, however many there are (PruneAlerts deletes in batches).
+func TestPruneAlerts(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	for i := range 3 {
+		if err := s.AddAlert(ctx, &rotatord.Alert{Kind: "auth_failures", Severity: rotatord.SeverityWarning,
+			Reason: fmt.Sprintf("old %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Pool().Exec(ctx, `UPDATE alerts SET created_at = now() - interval '31 days'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddAlert(ctx, &rotatord.Alert{Kind: "auth_failures", Severity: rotatord.SeverityWarning, Reason: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.PruneAlerts(ctx, 30*24*time.Hour)
+	if err != nil || n != 3 {
+		t.Fatalf("pruned %d: %v; want the 3 old alerts", n, err)
+	}
+	var left []string
+	rows, err := s.Pool().Query(ctx, `SELECT reason FROM alerts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, r)
+	}
+	if rows.Err() != nil || len(left) != 1 || left[0] != "new" {
+		t.Fatalf("alerts left: %v (%v)", left, rows.Err())
+	}
+	if n, err := s.PruneAlerts(ctx, 30*24*time.Hour); err != nil || n != 0 {
+		t.Fatalf("second prune: %d, %v", n, err)
 	}
 }

@@ -295,3 +295,49 @@ func TestKeepRevocations(t *testing.T) {
 		t.Fatalf("revocations after the old JWTs expired = %v, want only '*'", revs)
 	}
 }
+
+// Tick deletes the alerts past Config.AlertRetention, at its first run and
+// then every ten minutes, not on every tick.
+func TestTickPrunesOldAlerts(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	svc, store := newServiceWith(t, clk, rotate.Config{AlertRetention: 48 * time.Hour})
+	ctx := context.Background()
+	addOld := func(reason string) {
+		t.Helper()
+		if err := store.AddAlert(ctx, &rotatord.Alert{Kind: "auth_failures", Severity: rotatord.SeverityWarning, Reason: reason}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.Pool().Exec(ctx, `UPDATE alerts SET created_at = now() - interval '3 days' WHERE reason = $1`, reason); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM alerts`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	addOld("first")
+	if err := store.AddAlert(ctx, &rotatord.Alert{Kind: "auth_failures", Severity: rotatord.SeverityWarning, Reason: "recent"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d alerts after the first tick; want the recent one", n)
+	}
+	addOld("second")
+	clk.Add(time.Minute)
+	svc.Tick(ctx)
+	if n := count(); n != 2 {
+		t.Fatalf("%d alerts a minute later; want 2 (the next prune is due in 10 minutes)", n)
+	}
+	clk.Add(10 * time.Minute)
+	svc.Tick(ctx)
+	if n := count(); n != 1 {
+		t.Fatalf("%d alerts ten minutes later; want 1", n)
+	}
+}

@@ -82,6 +82,7 @@ type Store interface {
 	OldestValidIssuedAt(ctx context.Context, accountID int64, notExpiredAt time.Time) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
 	PruneProofs(ctx context.Context, margin time.Duration) error
+	PruneAlerts(ctx context.Context, olderThan time.Duration) (int64, error)
 	AgentRotationWait(ctx context.Context, agentID int64, every time.Duration) (time.Duration, error)
 	ForgetSeed(ctx context.Context, credentialID int64) error
 	AddAlert(ctx context.Context, a *rotatord.Alert) error
@@ -222,7 +223,16 @@ type Config struct {
 	// (rotatord.DefaultMaxAccountJWTBytes when 0): rotatord never stores a larger
 	// one, and makes room when a revocation would cross it (guard.go).
 	MaxAccountJWTBytes int
+	// AlertRetention is how long alerts are kept (DefaultAlertRetention
+	// when 0); Tick deletes older ones every alertPruneEvery.
+	AlertRetention time.Duration
 }
+
+// DefaultAlertRetention is Config.AlertRetention's default.
+const DefaultAlertRetention = 30 * 24 * time.Hour
+
+// alertPruneEvery is how often Tick deletes the alerts past their retention.
+const alertPruneEvery = 10 * time.Minute
 
 // DefaultAgentRotateMinInterval is Config.AgentRotateMinInterval's default:
 // every own-key rotation adds a revocation entry to the account JWT, so an
@@ -273,7 +283,10 @@ type Service struct {
 	lastResign time.Time
 	lastPing   time.Time
 	lastRenew  time.Time
-	signers    sync.Map // signing key's public key (string) -> nkeys.KeyPair of accounts and roles (signers.go)
+	lastPrune  time.Time // of alerts
+	// alertRetention: see Config.AlertRetention.
+	alertRetention time.Duration
+	signers        sync.Map // signing key's public key (string) -> nkeys.KeyPair of accounts and roles (signers.go)
 
 	// Operator signing-key rotation (operatorkey.go): the prober, how long
 	// a silent server is waited for, the kick of RunKeyRotations, and the
@@ -332,7 +345,8 @@ func New(cfg Config) *Service {
 		maxControl: cmp.Or(cfg.MaxControlLine, DefaultMaxControlLine),
 		prober:     cfg.Prober, cluster: cfg.Cluster.withDefaults(), propagation: newPropagationMetrics(cfg.Metrics),
 		seen: map[string]rotatord.Server{}, syncKick: make(chan struct{}, 1),
-		maxJWT: cmp.Or(max(cfg.MaxAccountJWTBytes, 0), rotatord.DefaultMaxAccountJWTBytes)}
+		maxJWT:         cmp.Or(max(cfg.MaxAccountJWTBytes, 0), rotatord.DefaultMaxAccountJWTBytes),
+		alertRetention: cmp.Or(max(cfg.AlertRetention, 0), DefaultAlertRetention)}
 	if lp, ok := cfg.Pusher.(latePusher); ok {
 		lp.OnLateReply(s.lateReply)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/robfig/cron/v3"
 
@@ -92,6 +93,13 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	// replica still accepts.
 	if err := s.store.PruneProofs(ctx, rotatord.ProofReplayMargin); err != nil {
 		errs = append(errs, err)
+	}
+	if s.alertPruneDue(now) {
+		if n, err := s.store.PruneAlerts(ctx, s.alertRetention); err != nil {
+			errs = append(errs, err)
+		} else if n > 0 {
+			s.log.Info("deleted alerts past their retention", "alerts", n, "retention", s.alertRetention.String())
+		}
 	}
 	if s.renewDue(now) {
 		if res.Activations, err = s.RenewActivations(ctx); err != nil {
@@ -240,4 +248,16 @@ func (s *Service) Rotations(ctx context.Context, f rotatord.RotationFilter) ([]*
 		f.AgentID = g.ID
 	}
 	return s.store.ListRotations(ctx, f)
+}
+
+// alertPruneDue reports whether Tick should delete old alerts now (every
+// alertPruneEvery, the first tick included).
+func (s *Service) alertPruneDue(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.lastPrune.IsZero() && now.Before(s.lastPrune.Add(alertPruneEvery)) {
+		return false
+	}
+	s.lastPrune = now
+	return true
 }
