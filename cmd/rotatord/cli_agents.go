@@ -320,6 +320,10 @@ func (c *cli) waitRotation(ctx context.Context, api *apiClient, id, state string
 	const maxFailures = 5
 	every, failures := 200*time.Millisecond, 0
 	told := false
+	// Handed out already when the wait began: an agent may fetch and
+	// reconnect before the first poll, which must still say what the wait
+	// was for.
+	startedDistributed := state == rotationDistributed
 	for {
 		raw, err := api.get(ctx, "/v1/rotations/"+url.PathEscape(id), nil, nil)
 		if err == nil {
@@ -327,6 +331,10 @@ func (c *cli) waitRotation(ctx context.Context, api *apiClient, id, state string
 			rot, err := decodeView[rotationView](raw)
 			if err != nil {
 				return nil, rot, err
+			}
+			if !told && startedDistributed {
+				told = true
+				fmt.Fprintln(c.stderr, waitingFor(rot, time.Now(), deadlineOf(ctx)))
 			}
 			if rot.State != state {
 				state = rot.State

@@ -537,3 +537,30 @@ func cliTestLeaf(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, us
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
+
+// An agent may fetch and reconnect before the CLI's first poll: a wait that
+// began on a distributed rotation still says what it waited for, even if
+// the first state it sees is completed.
+func TestCLIWaitSaysWhatItWaitedFor(t *testing.T) {
+	t.Parallel()
+	deadline := time.Now().Add(30 * time.Minute).UTC().Truncate(time.Second)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"id": "r1", "agent": "kate", "state": "completed",
+			"new_public_key": "UNEWKEY", "deadline": deadline.Format(time.RFC3339)})
+	}))
+	defer srv.Close()
+	var stderr strings.Builder
+	c := &cli{stdout: io.Discard, stderr: &stderr}
+	api := &apiClient{base: srv.URL, token: "t", timeout: 5 * time.Second, http: srv.Client()}
+	_, rot, err := c.waitRotation(context.Background(), api, "r1", "distributed")
+	if err != nil || rot.State != "completed" {
+		t.Fatalf("wait = %+v, %v", rot, err)
+	}
+	for _, want := range []string{"waiting for agent kate to fetch its new credentials and reconnect with the new key UNEWKEY",
+		"rotation r1 of agent kate: completed"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
