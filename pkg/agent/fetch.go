@@ -140,7 +140,9 @@ func (c *Client) do(ctx context.Context, method, u string, body func(unix int64)
 
 // Refresh asks rotatord for newer creds once (GET /v1/agents/{name}/creds
 // with a proof of possession of the key in use). When there are some, it
-// moves the connection over to them and reports true. Errors: *APIError
+// moves the connection over to them (when rotatord's answer carries
+// Rotatord-Reconnect-After, that many seconds later: it paces a fleet's
+// return) and reports true. Errors: *APIError
 // when rotatord refuses (403 for a revoked key), ErrRefused when it offers
 // a key the servers refused a moment ago, or a network failure.
 func (c *Client) Refresh(ctx context.Context) (bool, error) {
