@@ -257,6 +257,81 @@ func procStat(pid int) []string {
 	return strings.Fields(s[i+2:])
 }
 
+// benchConfig is the configuration of the fleet benchmarks: no scheduler
+// (they tick it themselves, every benchTick), and the pacing of the
+// fleet's return from ROTATORD_AGENT_RECONNECT_RATE when set, to try others.
+func benchConfig(b *testing.B, c *Config) {
+	c.TickSpec = ""
+	if v := os.Getenv(envNames["agent-reconnect-rate"]); v != "" {
+		if err := (reconnectRate{c}).Set(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// newBenchFleet starts rotatord (benchConfig), a nats-server in a child
+// process, and the account fleet the benchmarks' agents belong to.
+func newBenchFleet(b *testing.B) (e *env, natsURL string, natsPID int) {
+	e = newEnvWith(b, func(c *Config) { benchConfig(b, c) })
+	natsURL, natsPID = e.startNATSProcess()
+	e.waitNATS()
+	if _, err := e.main.Service.CreateAccount(context.Background(), "bench", rotate.AccountInput{Name: "fleet"}); err != nil {
+		b.Fatal(err)
+	}
+	return e, natsURL, natsPID
+}
+
+// benchTick is how often the benchmarks tick the scheduler
+// (ROTATORD_BENCH_TICK, default 100ms; rotatord's own default is 1s).
+var benchTick = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("ROTATORD_BENCH_TICK")); err == nil && d > 0 {
+		return d
+	}
+	return 100 * time.Millisecond
+}()
+
+// driveBench ticks the scheduler every benchTick and, for whoever watches
+// a long run, writes the rotations' states to stderr every 5 s (after
+// prefix, with extra() when set), until stop or the benchmark's end. ctx
+// ends at stop.
+func driveBench(b *testing.B, e *env, prefix string, extra func() string) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if _, err := e.main.Service.Tick(ctx); err != nil && ctx.Err() == nil {
+				b.Logf("tick: %v", err)
+			}
+			time.Sleep(benchTick)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for t := time.NewTicker(5 * time.Second); ; {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			var states string
+			e.main.Store.Pool().QueryRow(ctx, `SELECT coalesce(string_agg(state || '=' || c, ' '), '') FROM (SELECT state, count(*) c FROM rotations GROUP BY state) x`).Scan(&states)
+			more := ""
+			if extra != nil {
+				more = extra()
+			}
+			fmt.Fprintf(os.Stderr, "%s: %s: %s%s\n", prefix, time.Since(start).Round(time.Second), states, more)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	b.Cleanup(stop)
+	return ctx, stop
+}
+
 // startTimedProfile writes a CPU profile of the timed part of a fleet
 // rotation (rotatord and the simulated agents; the nats-server runs in its
 // own process) to the file named by ROTATORD_BENCH_CPUPROFILE, when set.
@@ -278,24 +353,24 @@ func startTimedProfile(b *testing.B) (stop func()) {
 		f.Close()
 		b.Fatalf("cpu profile (do not combine with -cpuprofile): %v", err)
 	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Errorf("cpu profile: %v", err)
-		}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				b.Errorf("cpu profile: %v", err)
+			}
+		})
 	}
+	b.Cleanup(stop) // a run that fails stops it too
+	return stop
 }
 
 func fleetRotation(b *testing.B, n int) {
 	b.StopTimer()
-	e := newEnvWith(b, func(c *Config) { benchConfig(b, c) })
-	natsURL, natsPID := e.startNATSProcess()
-	e.waitNATS()
+	e, natsURL, natsPID := newBenchFleet(b)
 	ctx := context.Background()
 	svc := e.main.Service
-	if _, err := svc.CreateAccount(ctx, "bench", rotate.AccountInput{Name: "fleet"}); err != nil {
-		b.Fatal(err)
-	}
 	// Create the agents and connect them (not timed).
 	start := time.Now()
 	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
@@ -332,28 +407,9 @@ func fleetRotation(b *testing.B, n int) {
 	stopNATSProfile := profileNATS(b, natsPID)
 	b.StartTimer()
 	t0 := time.Now()
-	tctx, stop := context.WithCancel(ctx)
-	var tickWG sync.WaitGroup
-	b.Cleanup(func() { stop(); tickWG.Wait() })
-	tickWG.Add(1)
-	go func() {
-		defer tickWG.Done()
-		for tctx.Err() == nil {
-			if _, err := svc.Tick(tctx); err != nil && tctx.Err() == nil {
-				b.Logf("tick: %v", err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
-	// Progress on stderr, for whoever watches a long run.
-	go func() {
-		for tctx.Err() == nil {
-			time.Sleep(5 * time.Second)
-			var states string
-			e.main.Store.Pool().QueryRow(tctx, `SELECT coalesce(string_agg(state || '=' || c, ' '), '') FROM (SELECT state, count(*) c FROM rotations GROUP BY state) x`).Scan(&states)
-			fmt.Fprintf(os.Stderr, "fleet %d: %s: %s; agents left to refresh %d\n", n, time.Since(t0).Round(time.Second), states, remaining.Load())
-		}
-	}()
+	tctx, stop := driveBench(b, e, fmt.Sprintf("fleet %d", n), func() string {
+		return fmt.Sprintf("; agents left to refresh %d", remaining.Load())
+	})
 	// Each agent fetches its new creds once its rotation is out, as if its
 	// poll came right then (a real fleet adds up to one poll interval), and
 	// moves its connection over.
@@ -450,7 +506,6 @@ func fleetRotation(b *testing.B, n int) {
 	stopNATSProfile()
 	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
 	stop()
-	tickWG.Wait()
 
 	acc, err := svc.Account(ctx, "fleet")
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -54,37 +53,11 @@ func BenchmarkEmergencyKeyRotation(b *testing.B) {
 	}
 }
 
-// benchConfig is the configuration of the fleet benchmarks: no scheduler
-// (they tick it themselves, every benchTick), and the pacing of the
-// fleet's return from ROTATORD_AGENT_RECONNECT_RATE when set, to try others.
-func benchConfig(b *testing.B, c *Config) {
-	c.TickSpec = ""
-	if v := os.Getenv(envNames["agent-reconnect-rate"]); v != "" {
-		if err := (reconnectRate{c}).Set(v); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// benchTick is how often the benchmark ticks the scheduler
-// (ROTATORD_BENCH_TICK, default 100ms; rotatord's own default is 1s).
-var benchTick = func() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("ROTATORD_BENCH_TICK")); err == nil && d > 0 {
-		return d
-	}
-	return 100 * time.Millisecond
-}()
-
 func emergencyRekey(b *testing.B, n int) {
 	b.StopTimer()
-	e := newEnvWith(b, func(c *Config) { benchConfig(b, c) })
-	natsURL, natsPID := e.startNATSProcess()
-	e.waitNATS()
+	e, natsURL, natsPID := newBenchFleet(b)
 	ctx := context.Background()
 	svc := e.main.Service
-	if _, err := svc.CreateAccount(ctx, "bench", rotate.AccountInput{Name: "fleet"}); err != nil {
-		b.Fatal(err)
-	}
 	start := time.Now()
 	dropped := make([]atomic.Int64, n) // unix nanos of the first drop
 	// Agents are separate processes in a real fleet; here they share one
@@ -119,53 +92,20 @@ func emergencyRekey(b *testing.B, n int) {
 	}
 	b.Logf("created and connected %d agents in %s", n, time.Since(start).Round(time.Millisecond))
 
-	stopProfile := func() {}
 	postmaster := postmasterPID(b, e.main.Store.Pool())
 	cpu0 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
-	tctx, stopTicks := context.WithCancel(ctx)
-	var tickWG sync.WaitGroup
-	b.Cleanup(func() { stopTicks(); tickWG.Wait() })
-	if path := os.Getenv("ROTATORD_BENCH_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		var once sync.Once
-		stopProfile = func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }
-		b.Cleanup(stopProfile)
-	}
+	stopProfile := startTimedProfile(b)
 	answers.reset()
 	agentLogs.take()
 	stopNATSProfile := profileNATS(b, natsPID)
 	b.StartTimer()
 	t0 := time.Now()
-	tickWG.Add(1)
-	go func() {
-		defer tickWG.Done()
-		for tctx.Err() == nil {
-			if _, err := svc.Tick(tctx); err != nil && tctx.Err() == nil {
-				b.Logf("tick: %v", err)
-			}
-			time.Sleep(benchTick)
-		}
-	}()
+	_, stopTicks := driveBench(b, e, fmt.Sprintf("emergency re-key of %d agents", n), nil)
 	k, err := svc.RotateSigningKey(ctx, "bench", "fleet", rotate.KeyRotationInput{Mode: rotatord.KeyModeEmergency})
 	if err != nil {
 		b.Fatal(err)
 	}
 	tRequest := time.Since(t0)
-	go func() { // progress, for whoever watches a long run
-		for tctx.Err() == nil {
-			time.Sleep(5 * time.Second)
-			var states string
-			e.main.Store.Pool().QueryRow(tctx, `SELECT coalesce(string_agg(state || '=' || c, ' '), '') FROM (SELECT state, count(*) c FROM rotations GROUP BY state) x`).Scan(&states)
-			fmt.Fprintf(os.Stderr, "emergency re-key of %d agents: %s: %s\n", n, time.Since(t0).Round(time.Second), states)
-
-		}
-	}()
 	oldKeys := make([]string, n)
 	for i, a := range clients {
 		oldKeys[i] = a.PublicKey()
@@ -218,7 +158,6 @@ func emergencyRekey(b *testing.B, n int) {
 	stopNATSProfile()
 	cpu1 := [3]float64{cpuSeconds(os.Getpid()), cpuSeconds(natsPID), clusterCPUSeconds(postmaster)}
 	stopTicks()
-	tickWG.Wait()
 
 	drops := make([]time.Duration, n)
 	for i := range dropped {
