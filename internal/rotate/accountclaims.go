@@ -307,10 +307,10 @@ func (g *graph) formsCycle(ctx context.Context, n *graphNode, im rotatord.Import
 	visited := map[string]bool{g.self.PublicKey: true}
 	path := []string{g.self.Name, n.acc.Name}
 	if im.Type == rotatord.ExportService {
-		return g.serviceCycle(ctx, n, localOf(im), visited, path)
+		return g.importCycle(ctx, n, rotatord.ExportService, localOf(im), visited, path)
 	}
 	for _, subj := range []string{localOf(im), im.Subject} {
-		if c, err := g.streamCycle(ctx, n, subj, map[string]bool{g.self.PublicKey: true}, path); c != "" || err != nil {
+		if c, err := g.importCycle(ctx, n, rotatord.ExportStream, subj, map[string]bool{g.self.PublicKey: true}, path); c != "" || err != nil {
 			return c, err
 		}
 	}
@@ -332,53 +332,25 @@ func localOf(im rotatord.Import) string {
 	return strings.Join(tokens, ".")
 }
 
-func (g *graph) serviceCycle(ctx context.Context, n *graphNode, from string, visited map[string]bool, path []string) (string, error) {
+// importCycle follows n's imports of kind whose subject meets subj (a
+// service import's remote subject, a stream import's local one), as
+// nats-server does; a stream is followed only through an account that
+// exports it. It returns the path back to an account already visited.
+func (g *graph) importCycle(ctx context.Context, n *graphNode, kind, subj string, visited map[string]bool, path []string) (string, error) {
 	if len(visited) >= maxCycleSearch {
 		return "the search for a cycle goes through too many accounts", nil
 	}
-	for _, si := range n.claims.Imports {
-		if si.Type != rotatord.ExportService || !rotatord.SubjectsCollide(from, si.Subject) {
-			continue
-		}
-		next, err := g.resolve(ctx, si.Account)
-		if errors.Is(err, errNoAccount) || (err == nil && next == nil) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		p := append(append([]string(nil), path...), next.acc.Name)
-		if visited[next.acc.PublicKey] {
-			return strings.Join(p, " → "), nil
-		}
-		visited[n.acc.PublicKey] = true
-		f := from
-		if l := localOf(si); rotatord.SubjectContainedIn(l, f) {
-			f = l
-		}
-		if c, err := g.serviceCycle(ctx, next, f, visited, p); c != "" || err != nil {
-			return c, err
-		}
-	}
-	return "", nil
-}
-
-func (g *graph) streamCycle(ctx context.Context, n *graphNode, to string, visited map[string]bool, path []string) (string, error) {
-	if len(visited) >= maxCycleSearch {
-		return "the search for a cycle goes through too many accounts", nil
-	}
-	exported := false
-	for _, e := range n.claims.Exports {
-		if e.Type == rotatord.ExportStream && rotatord.SubjectContainedIn(to, e.Subject) {
-			exported = true
-			break
-		}
-	}
-	if !exported {
+	if kind == rotatord.ExportStream && !slices.ContainsFunc(n.claims.Exports, func(e rotatord.Export) bool {
+		return e.Type == rotatord.ExportStream && rotatord.SubjectContainedIn(subj, e.Subject)
+	}) {
 		return "", nil
 	}
 	for _, si := range n.claims.Imports {
-		if si.Type != rotatord.ExportStream || !rotatord.SubjectsCollide(to, localOf(si)) {
+		meets := si.Subject
+		if kind == rotatord.ExportStream {
+			meets = localOf(si)
+		}
+		if si.Type != kind || !rotatord.SubjectsCollide(subj, meets) {
 			continue
 		}
 		next, err := g.resolve(ctx, si.Account)
@@ -393,11 +365,11 @@ func (g *graph) streamCycle(ctx context.Context, n *graphNode, to string, visite
 			return strings.Join(p, " → "), nil
 		}
 		visited[n.acc.PublicKey] = true
-		t := to
-		if l := localOf(si); rotatord.SubjectContainedIn(l, t) {
-			t = l
+		s := subj
+		if l := localOf(si); rotatord.SubjectContainedIn(l, s) {
+			s = l
 		}
-		if c, err := g.streamCycle(ctx, next, t, visited, p); c != "" || err != nil {
+		if c, err := g.importCycle(ctx, next, kind, s, visited, p); c != "" || err != nil {
 			return c, err
 		}
 	}
