@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rotatord/rotatord"
 )
 
 // accountView is what the CLI reads of an Account.
@@ -23,12 +25,12 @@ type accountView struct {
 	PublicKey       string                       `json:"public_key"`
 	System          bool                         `json:"system"`
 	Description     string                       `json:"description"`
-	Limits          accountLimit                 `json:"limits"`
+	Limits          rotatord.Limits              `json:"limits"`
 	SigningKeys     []string                     `json:"signing_keys"`
 	Revocations     int                          `json:"revocations"`
 	KeepRevocations bool                         `json:"keep_revocations"`
 	Agents          int                          `json:"agents"`
-	JetStream       *jetStreamView               `json:"jetstream"`
+	JetStream       *rotatord.JetStream          `json:"jetstream"`
 	Exports         []exportView                 `json:"exports"`
 	Imports         []importView                 `json:"imports"`
 	Mappings        map[string][]json.RawMessage `json:"mappings"`
@@ -38,37 +40,6 @@ type accountView struct {
 		Schedule string     `json:"schedule"`
 		NextAt   *time.Time `json:"next_at"`
 	} `json:"key_rotation"`
-}
-
-// accountLimit is the Limits schema; -1 is unlimited.
-type accountLimit struct {
-	Conn           int64 `json:"conn"`
-	Subs           int64 `json:"subs"`
-	Payload        int64 `json:"payload"`
-	Data           int64 `json:"data"`
-	Imports        int64 `json:"imports"`
-	Exports        int64 `json:"exports"`
-	Wildcards      bool  `json:"wildcards"`
-	Leaf           int64 `json:"leaf"`
-	DisallowBearer bool  `json:"disallow_bearer"`
-}
-
-// jsLimitsView is the JetStreamLimits schema.
-type jsLimitsView struct {
-	MemStorage         int64 `json:"mem_storage"`
-	DiskStorage        int64 `json:"disk_storage"`
-	Streams            int64 `json:"streams"`
-	Consumer           int64 `json:"consumer"`
-	MaxAckPending      int64 `json:"max_ack_pending"`
-	MemMaxStreamBytes  int64 `json:"mem_max_stream_bytes"`
-	DiskMaxStreamBytes int64 `json:"disk_max_stream_bytes"`
-	MaxBytesRequired   bool  `json:"max_bytes_required"`
-}
-
-// jetStreamView is the JetStream schema: limits, or tiers.
-type jetStreamView struct {
-	jsLimitsView
-	Tiers map[string]jsLimitsView `json:"tiers"`
 }
 
 type exportView struct {
@@ -442,7 +413,7 @@ func fmtCount(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-func fmtLimits(l accountLimit) string {
+func fmtLimits(l rotatord.Limits) string {
 	s := fmt.Sprintf("conn %s, subs %s, payload %s, data %s, imports %s, exports %s, leaf %s",
 		fmtCount(l.Conn), fmtCount(l.Subs), fmtCount(l.Payload), fmtCount(l.Data),
 		fmtCount(l.Imports), fmtCount(l.Exports), fmtCount(l.Leaf))
@@ -455,7 +426,7 @@ func fmtLimits(l accountLimit) string {
 	return s
 }
 
-func fmtJSLimits(l jsLimitsView) string {
+func fmtJSLimits(l rotatord.JetStreamLimits) string {
 	s := fmt.Sprintf("mem %s, disk %s, streams %s, consumers %s", fmtCount(l.MemStorage), fmtCount(l.DiskStorage),
 		fmtCount(l.Streams), fmtCount(l.Consumer))
 	if l.MaxBytesRequired {
@@ -464,7 +435,7 @@ func fmtJSLimits(l jsLimitsView) string {
 	return s
 }
 
-func fmtJetStream(js *jetStreamView) string {
+func fmtJetStream(js *rotatord.JetStream) string {
 	switch {
 	case js == nil:
 		return "off"
@@ -480,7 +451,7 @@ func fmtJetStream(js *jetStreamView) string {
 		}
 		return strings.Join(parts, "; ")
 	}
-	return fmtJSLimits(js.jsLimitsView)
+	return fmtJSLimits(*js.Limits)
 }
 
 var errJetStreamFlags = errors.New("--no-jetstream cannot go with --jetstream or --js-* flags")
