@@ -169,13 +169,10 @@ func checkTokenPosition(e *rotatord.Export, im rotatord.Import, importer string)
 	return nil
 }
 
-// checkClaims normalizes and checks the claims acc is to be signed with
-// (acc carries the name, public key, limits and system flag they go with):
-// each on its own, then against the other accounts: every import of an
-// account rotatord holds must match one of its exports, carry no token
-// (rotatord mints those) and form no cycle; a token given for another
-// account must activate the import. Every failure is EINVALID.
-func (s *Service) checkClaims(ctx context.Context, acc *rotatord.Account, c *rotatord.AccountClaims) error {
+// checkOwnClaims normalizes c, the claims acc is to be signed with, and
+// checks them on their own: their fields, acc's limits, the mappings'
+// destinations (as nats-server parses them). Every failure is EINVALID.
+func checkOwnClaims(acc *rotatord.Account, c *rotatord.AccountClaims) error {
 	c.Normalize()
 	if err := c.Validate(acc.PublicKey, acc.Name); err != nil {
 		return err
@@ -189,6 +186,19 @@ func (s *Service) checkClaims(ctx context.Context, acc *rotatord.Account, c *rot
 				return rotatord.Errorf(rotatord.EINVALID, "mappings[%q]: destination %q: %v", src, d.Subject, err)
 			}
 		}
+	}
+	return nil
+}
+
+// checkClaims normalizes and checks the claims acc is to be signed with
+// (acc carries the name, public key, limits and system flag they go with):
+// each on its own, then against the other accounts: every import of an
+// account rotatord holds must match one of its exports, carry no token
+// (rotatord mints those) and form no cycle; a token given for another
+// account must activate the import. Every failure is EINVALID.
+func (s *Service) checkClaims(ctx context.Context, acc *rotatord.Account, c *rotatord.AccountClaims) error {
+	if err := checkOwnClaims(acc, c); err != nil {
+		return err
 	}
 	if acc.System {
 		// rotatord's own connection is a user of the system account

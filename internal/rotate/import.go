@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
 	"github.com/rotatord/rotatord"
@@ -602,22 +601,7 @@ func (im *importer) checkClaims(acc *rotatord.Account) error {
 	if err := acc.Limits.Validate(); err != nil {
 		return err
 	}
-	c := acc.Claims
-	c.Normalize()
-	if err := c.Validate(acc.PublicKey, acc.Name); err != nil {
-		return err
-	}
-	if err := c.CheckLimits(acc.Limits); err != nil {
-		return err
-	}
-	for _, src := range sortedKeys(c.Mappings) {
-		for _, d := range c.Mappings[src] {
-			if err := server.ValidateMapping(src, d.Subject); err != nil {
-				return rotatord.Errorf(rotatord.EINVALID, "mappings[%q]: destination %q: %v", src, d.Subject, err)
-			}
-		}
-	}
-	return nil
+	return checkOwnClaims(acc, acc.Claims)
 }
 
 // linkImports runs once every account is in: imports of an account of
