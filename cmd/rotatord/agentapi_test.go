@@ -498,8 +498,7 @@ func TestAgentCredsDeliveryMismatch(t *testing.T) {
 // revokes every key and hands out new creds; a revoked agent comes back.
 func TestExpiredCredentialsAndReissue(t *testing.T) {
 	t.Parallel()
-	clk := &clock{}
-	e := newEnvWith(t, func(c *Config) { c.TickSpec = ""; c.Now = clk.Now })
+	e, clk := newClockedEnv(t)
 	e.startNATS()
 	e.waitNATS()
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})

@@ -386,11 +386,7 @@ func TestCLITLS(t *testing.T) {
 // exits non-zero, and --wait-timeout bounds the wait.
 func TestCLIRotateWait(t *testing.T) {
 	t.Parallel()
-	clk := &clock{}
-	e := newEnvWith(t, func(c *Config) {
-		c.Now = clk.Now
-		c.TickSpec = "" // the test ticks
-	})
+	e, clk := newClockedEnv(t)
 	e.startNATS()
 	e.waitNATS()
 	a, _, _ := fleetAgent(e, "kate")

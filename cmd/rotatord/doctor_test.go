@@ -195,11 +195,7 @@ func TestDoctor(t *testing.T) {
 // A rotation past its deadline is stuck; one rolled back is reported.
 func TestDoctorRotations(t *testing.T) {
 	t.Parallel()
-	clk := &clock{}
-	e := newEnvWith(t, func(c *Config) {
-		c.Now = clk.Now
-		c.TickSpec = "" // the test ticks
-	})
+	e, clk := newClockedEnv(t)
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	createAgent(e, "kate", "fleet")
 	id := e.must(202, "POST", "/v1/agents/kate/rotate", nil)["id"].(string)

@@ -42,15 +42,16 @@ func serverAccount(t testing.TB, ns *server.Server, pub string) (jwt string, ok 
 	return az.Account.Jwt, ok
 }
 
-// serviceToken returns the token of the account's service import of subject.
-func serviceToken(t testing.TB, ac *jwt.AccountClaims, subject string) string {
+// importToken returns the token of the account's import of subject of the
+// given type (jwt.Stream or jwt.Service).
+func importToken(t testing.TB, ac *jwt.AccountClaims, typ jwt.ExportType, subject string) string {
 	t.Helper()
 	for _, im := range ac.Imports {
-		if im.IsService() && string(im.Subject) == subject {
+		if im.Type == typ && string(im.Subject) == subject {
 			return im.Token
 		}
 	}
-	t.Fatalf("account %s has no service import of %s: %v", ac.Name, subject, ac.Imports)
+	t.Fatalf("account %s has no %s import of %s: %v", ac.Name, typ, subject, ac.Imports)
 	return ""
 }
 
@@ -62,11 +63,7 @@ func serviceToken(t testing.TB, ac *jwt.AccountClaims, subject string) string {
 // A's exports change; changes that break B's imports are refused.
 func TestExportsImports(t *testing.T) {
 	t.Parallel()
-	clk := &clock{}
-	e := newEnvWith(t, func(c *Config) {
-		c.Now = clk.Now
-		c.TickSpec = "" // the test ticks
-	})
+	e, clk := newClockedEnv(t)
 	e.startNATS()
 	e.waitNATS()
 
@@ -89,7 +86,7 @@ func TestExportsImports(t *testing.T) {
 	// B's JWT carries an activation token for the service, signed by A's
 	// signing key, and none for the public stream.
 	bc := e.accountClaims("tenant-b")
-	token := serviceToken(t, bc, "svc.lookup")
+	token := importToken(t, bc, jwt.Service, "svc.lookup")
 	act, err := jwt.DecodeActivationClaims(token)
 	if err != nil {
 		t.Fatalf("activation token: %v", err)
@@ -199,7 +196,7 @@ func TestExportsImports(t *testing.T) {
 	if renewed != 1 {
 		t.Fatalf("the ticks renewed %d accounts, want 1", renewed)
 	}
-	renewedToken := serviceToken(t, e.accountClaims("tenant-b"), "svc.lookup")
+	renewedToken := importToken(t, e.accountClaims("tenant-b"), jwt.Service, "svc.lookup")
 	if renewedToken == token {
 		t.Fatal("the activation token was not renewed")
 	}
@@ -224,7 +221,7 @@ func TestExportsImports(t *testing.T) {
 		map[string]any{"name": "events", "subject": "events.>", "type": "stream"},
 		map[string]any{"name": "lookup", "subject": "svc.>", "type": "service"},
 	}})
-	if tok := serviceToken(t, e.accountClaims("tenant-b"), "svc.lookup"); tok != "" {
+	if tok := importToken(t, e.accountClaims("tenant-b"), jwt.Service, "svc.lookup"); tok != "" {
 		t.Fatal("B's import kept its token after the export stopped requiring one")
 	}
 	serverHasB("re-signed after A's exports changed")
@@ -248,7 +245,7 @@ func TestExportsImports(t *testing.T) {
 	}
 	cutAt := time.Now().Unix()
 	e.must(200, "PATCH", "/v1/accounts/tenant-a", exportsWith(map[string]any{"*": cutAt}))
-	fresh, err := jwt.DecodeActivationClaims(serviceToken(t, e.accountClaims("tenant-b"), "svc.lookup"))
+	fresh, err := jwt.DecodeActivationClaims(importToken(t, e.accountClaims("tenant-b"), jwt.Service, "svc.lookup"))
 	if err != nil || fresh.IssuedAt <= cutAt {
 		t.Fatalf("token after a '*' revocation at %d: %v, issued %d", cutAt, err, fresh.IssuedAt)
 	}
@@ -257,7 +254,7 @@ func TestExportsImports(t *testing.T) {
 		t.Fatalf("B's request after a '*' revocation = %q, %v", got, err)
 	}
 	e.must(200, "PATCH", "/v1/accounts/tenant-a", exportsWith(map[string]any{bKey: time.Now().Unix()}))
-	if tok := serviceToken(t, e.accountClaims("tenant-b"), "svc.lookup"); tok != "" {
+	if tok := importToken(t, e.accountClaims("tenant-b"), jwt.Service, "svc.lookup"); tok != "" {
 		t.Fatal("rotatord minted a token for an account the export revokes")
 	}
 	eventually(t, 10*time.Second, "B to be cut off", func() bool {

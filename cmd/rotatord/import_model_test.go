@@ -144,7 +144,7 @@ func TestImportAccountModel(t *testing.T) {
 		t.Errorf("agent alice = %v", al)
 	}
 	// OTHER's JWT carries rotatord's token, signed by APP's signing key.
-	token := serviceToken(t, e.accountClaims("OTHER"), "app.rpc")
+	token := importToken(t, e.accountClaims("OTHER"), jwt.Service, "app.rpc")
 	act, err := jwt.DecodeActivationClaims(token)
 	if err != nil || token == nscToken || act.Issuer != pubOf(t, f.appSK) || act.Expires == 0 || act.Subject != pubOf(t, other) {
 		t.Fatalf("OTHER's activation token: %v, %+v", err, act)

@@ -10,18 +10,6 @@ import (
 	"github.com/rotatord/rotatord"
 )
 
-// streamToken returns the token of the account's stream import of subject.
-func streamToken(t testing.TB, ac *jwt.AccountClaims, subject string) string {
-	t.Helper()
-	for _, im := range ac.Imports {
-		if im.IsStream() && string(im.Subject) == subject {
-			return im.Token
-		}
-	}
-	t.Fatalf("account %s has no stream import of %s: %v", ac.Name, subject, ac.Imports)
-	return ""
-}
-
 // A rotation of an exporting account's signing key moves the activation
 // tokens it signed for its importers too: nats-server accepts an import's
 // token only when the exporter's JWT lists its signer, so the importers
@@ -50,7 +38,7 @@ func testRotateExporterKey(t *testing.T, mode string) {
 	old := e.accountClaimsOf("fleet").SigningKeys.Keys()[0]
 	tokenSigner := func() string {
 		t.Helper()
-		act, err := jwt.DecodeActivationClaims(streamToken(t, e.accountClaimsOf("tenant-b"), "orders.>"))
+		act, err := jwt.DecodeActivationClaims(importToken(t, e.accountClaimsOf("tenant-b"), jwt.Stream, "orders.>"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -83,6 +83,14 @@ func newEnvOn(t testing.TB, dbURL string) *env {
 	return newEnvFull(t, dbURL, nil)
 }
 
+// newClockedEnv is an env on a clock of the test's (clk.Now), without the
+// scheduler: the test ticks.
+func newClockedEnv(t testing.TB) (*env, *clock) {
+	t.Helper()
+	clk := &clock{}
+	return newEnvWith(t, func(c *Config) { c.Now, c.TickSpec = clk.Now, "" }), clk
+}
+
 // newEnvWith is newEnv with a changed configuration.
 func newEnvWith(t testing.TB, mod func(*Config)) *env {
 	t.Helper()

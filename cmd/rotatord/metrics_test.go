@@ -92,11 +92,7 @@ func sampleKey(labels []*dto.LabelPair) string {
 // pushes and the account JWT's size.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	clk := &clock{}
-	e := newEnvWith(t, func(c *Config) {
-		c.Now = clk.Now
-		c.TickSpec = "" // the test ticks
-	})
+	e, clk := newClockedEnv(t)
 	e.startNATS()
 	e.waitNATS()
 	ctx := context.Background()
@@ -366,11 +362,7 @@ func TestMetricsBoundedAccounts(t *testing.T) {
 // agents that expire within the hour (or have), by rotatord's clock.
 func TestMetricsCredentialsExpiring(t *testing.T) {
 	t.Parallel()
-	clk := &clock{}
-	e := newEnvWith(t, func(c *Config) {
-		c.Now = clk.Now
-		c.TickSpec = "" // no rotation while the clock moves
-	})
+	e, clk := newClockedEnv(t) // no rotation while the clock moves
 	e.must(201, "POST", "/v1/accounts", map[string]any{"name": "fleet"})
 	for _, name := range []string{"kate", "bob", "carl"} {
 		// Lifetime: 1h interval + 30m grace + 1h margin.
