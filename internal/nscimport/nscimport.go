@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -186,7 +187,7 @@ func readAccount(f File, oc *jwt.OperatorClaims, seed func(string, nkeys.PrefixB
 	for k, t := range ac.Revocations {
 		a.Revocations[k] = t
 	}
-	for _, k := range sortedKeys(ac.SigningKeys) {
+	for _, k := range slices.Sorted(maps.Keys(ac.SigningKeys)) {
 		a.SigningKeys = append(a.SigningKeys, k)
 		held, role, why, err := signingKey(k, ac.SigningKeys[k], seed)
 		switch {
@@ -209,7 +210,7 @@ func readAccount(f File, oc *jwt.OperatorClaims, seed func(string, nkeys.PrefixB
 			bad.add("%s", err)
 		case ks == nil:
 			bad.add("account %s (%s): neither the account's seed nor the seed of any of its signing keys (%s) is in the keystore: rotatord must hold one to issue user JWTs",
-				ac.Name, ac.Subject, orNone(sortedKeys(ac.SigningKeys)))
+				ac.Name, ac.Subject, orNone(slices.Sorted(maps.Keys(ac.SigningKeys))))
 		default:
 			a.IdentityHeld = true
 			clear(ks.Seed)
@@ -340,15 +341,6 @@ func lookupSeed(lookup SeedLookup, pub string, kind nkeys.PrefixByte) (*rotatord
 		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	return &rotatord.KeySeed{PublicKey: pub, Seed: slices.Clone(s)}, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func orNone(keys []string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -180,7 +181,7 @@ func checkOwnClaims(acc *rotatord.Account, c *rotatord.AccountClaims) error {
 	if err := c.CheckLimits(acc.Limits); err != nil {
 		return err
 	}
-	for _, src := range sortedKeys(c.Mappings) {
+	for _, src := range slices.Sorted(maps.Keys(c.Mappings)) {
 		for _, d := range c.Mappings[src] {
 			if err := server.ValidateMapping(src, d.Subject); err != nil {
 				return rotatord.Errorf(rotatord.EINVALID, "mappings[%q]: destination %q: %v", src, d.Subject, err)

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -428,7 +428,7 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 
 	// What rotatord cannot keep of this JWT.
 	var lost []string
-	for _, k := range sortedKeys(a.Dropped) {
+	for _, k := range slices.Sorted(maps.Keys(a.Dropped)) {
 		lost = append(lost, fmt.Sprintf("account %s: signing key %s %s; it is dropped from the account JWT", acc.Name, k, a.Dropped[k]))
 	}
 	for _, path := range a.Unmodeled {
@@ -486,7 +486,7 @@ func (im *importer) account(ctx context.Context, a *rotatord.ImportedAccount) er
 		madePub = jwtissue.Public(made)
 		keys[madePub] = made
 	}
-	acc.SigningKeys = sortedKeys(keys)
+	acc.SigningKeys = slices.Sorted(maps.Keys(keys))
 	roles, err := im.roles(a)
 	if err != nil {
 		return err
@@ -610,7 +610,7 @@ func (im *importer) checkClaims(acc *rotatord.Account) error {
 // export of an account of rotatord are re-signed with the activation tokens
 // rotatord mints for them.
 func (im *importer) linkImports(ctx context.Context) error {
-	for _, pub := range sortedKeys(im.created) {
+	for _, pub := range slices.Sorted(maps.Keys(im.created)) {
 		ia := im.created[pub]
 		acc := ia.acc
 		mint := false
@@ -668,7 +668,7 @@ func describeClaims(c *rotatord.AccountClaims) []string {
 	var d []string
 	if js := c.JetStream; js != nil {
 		if js.Tiers != nil {
-			d = append(d, "JetStream tiers "+strings.Join(sortedKeys(js.Tiers), ","))
+			d = append(d, "JetStream tiers "+strings.Join(slices.Sorted(maps.Keys(js.Tiers)), ","))
 		} else {
 			d = append(d, "JetStream")
 		}
@@ -710,7 +710,7 @@ func importRevocations(a *rotatord.ImportedAccount, users []*rotatord.ImportedUs
 		names[u.PublicKey] = u.Name
 	}
 	var out []rotatord.Revocation
-	for _, k := range sortedKeys(a.Revocations) {
+	for _, k := range slices.Sorted(maps.Keys(a.Revocations)) {
 		r := rotatord.Revocation{PublicKey: k, RevokedAt: time.Unix(a.Revocations[k], 0), ExpiresAt: NeverExpires,
 			Agent: names[k], Reason: "imported"}
 		if e := exp[k]; !e.IsZero() {
@@ -968,13 +968,4 @@ func describePermissions(p rotatord.Permissions) string {
 		return "no permission limits"
 	}
 	return strings.Join(parts, "; ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
