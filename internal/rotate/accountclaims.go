@@ -39,18 +39,6 @@ const DefaultActivationLifetime = 30 * 24 * time.Hour
 // are renewed days before they expire.
 const renewEvery = time.Minute
 
-// renewDue reports whether Tick should look for activation tokens to renew
-// now, and records that it does.
-func (s *Service) renewDue(now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if now.Before(s.lastRenew.Add(renewEvery)) {
-		return false
-	}
-	s.lastRenew = now
-	return true
-}
-
 // ClaimsPatch changes an account's modeled claims. Nil fields stay as they
 // are (on create: absent). A list or map given replaces the old one.
 type ClaimsPatch struct {

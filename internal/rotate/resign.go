@@ -174,13 +174,7 @@ const sweepEvery = time.Minute
 
 // sweepRevocations queues the accounts that have entries to prune or fold.
 func (s *Service) sweepRevocations(ctx context.Context, now time.Time) error {
-	s.mu.Lock()
-	due := now.Sub(s.lastSweep) >= sweepEvery
-	if due {
-		s.lastSweep = now
-	}
-	s.mu.Unlock()
-	if !due {
+	if !s.due(&s.lastSweep, sweepEvery, now) {
 		return nil
 	}
 	if err := s.store.QueueCompactable(ctx, now.Add(-compactionMargin), now.Add(-compactionMargin)); err != nil {

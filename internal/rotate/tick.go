@@ -94,14 +94,14 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	if err := s.store.PruneProofs(ctx, rotatord.ProofReplayMargin); err != nil {
 		errs = append(errs, err)
 	}
-	if s.alertPruneDue(now) {
+	if s.due(&s.lastPrune, alertPruneEvery, now) {
 		if n, err := s.store.PruneAlerts(ctx, s.alertRetention); err != nil {
 			errs = append(errs, err)
 		} else if n > 0 {
 			s.log.Info("deleted alerts past their retention", "alerts", n, "retention", s.alertRetention.String())
 		}
 	}
-	if s.renewDue(now) {
+	if s.due(&s.lastRenew, renewEvery, now) {
 		if res.Activations, err = s.RenewActivations(ctx); err != nil {
 			errs = append(errs, err)
 		}
@@ -250,14 +250,16 @@ func (s *Service) Rotations(ctx context.Context, f rotatord.RotationFilter) ([]*
 	return s.store.ListRotations(ctx, f)
 }
 
-// alertPruneDue reports whether Tick should delete old alerts now (every
-// alertPruneEvery, the first tick included).
-func (s *Service) alertPruneDue(now time.Time) bool {
+// due reports whether every has passed since *last (or it is the first
+// time), and if so moves *last to now: the periodic chores of Tick (the
+// revocation sweep, the renewal of activation tokens, the pruning of alerts)
+// each run once an interval.
+func (s *Service) due(last *time.Time, every time.Duration, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.lastPrune.IsZero() && now.Before(s.lastPrune.Add(alertPruneEvery)) {
+	if now.Sub(*last) < every {
 		return false
 	}
-	s.lastPrune = now
+	*last = now
 	return true
 }
