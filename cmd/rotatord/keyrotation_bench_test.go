@@ -72,6 +72,9 @@ func emergencyRekey(b *testing.B, n int) {
 	// Each agent follows rotatord as a deployed one would, with a long
 	// interval: only the servers dropping it makes it look.
 	rctx, stopAgents := context.WithCancel(ctx)
+	// Reset before the first Run starts: an agent's first refresh can be
+	// over before the last Run is started.
+	answers.reset()
 	var agentsWG sync.WaitGroup
 	for _, a := range clients {
 		agentsWG.Add(1)
@@ -80,7 +83,6 @@ func emergencyRekey(b *testing.B, n int) {
 	b.Cleanup(func() { stopAgents(); agentsWG.Wait() })
 	// Every Run does a first (empty) refresh: at 10,000 agents they take
 	// seconds, and must be over before the timed part.
-	answers.reset()
 	for deadline := time.Now().Add(2 * time.Minute); answers.total() < n; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			b.Fatalf("only %d of %d agents did their first refresh after 2m", answers.total(), n)
