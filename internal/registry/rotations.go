@@ -157,10 +157,14 @@ func collectRotations(rows pgx.Rows) ([]*rotatord.Rotation, error) {
 // recorded (left so by an older rotatord), and distributed ones whose
 // deadline is not after now. Confirmed rotations waiting for their re-sign
 // and push are completed by the pusher, not here.
-func (s *Store) ListRotationsToAdvance(ctx context.Context, now time.Time, limit int) ([]string, error) {
+//
+// expired nil lists every rotation past its deadline; otherwise only those
+// of the IDs in expired are listed (the ones the servers were asked about).
+func (s *Store) ListRotationsToAdvance(ctx context.Context, now time.Time, limit int, expired []string) ([]string, error) {
 	rows, err := s.q(ctx).Query(ctx, `SELECT id::text FROM rotations
-		WHERE state = 'issued' OR (state = 'confirmed' AND old_revoked_at IS NULL) OR (state = 'distributed' AND deadline <= $1)
-		ORDER BY updated_at LIMIT $2`, dbTime(now), limit)
+		WHERE state = 'issued' OR (state = 'confirmed' AND old_revoked_at IS NULL)
+		   OR (state = 'distributed' AND deadline <= $1 AND ($3 OR id = ANY($4::uuid[])))
+		ORDER BY updated_at LIMIT $2`, dbTime(now), limit, expired == nil, expired)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list rotations to advance: %w", err))
 	}
@@ -190,24 +194,27 @@ func (s *Store) PendingRotationsByKey(ctx context.Context, keys []string) (map[s
 	return out, nil
 }
 
-// DistributedAccounts returns the public keys of accounts with rotations
-// waiting for a reconnect; with a non-zero deadlineBefore, only those with
-// a rotation whose deadline is not after it.
-func (s *Store) DistributedAccounts(ctx context.Context, deadlineBefore time.Time) ([]string, error) {
-	var before any
-	if !deadlineBefore.IsZero() {
-		before = dbTime(deadlineBefore)
-	}
-	rows, err := s.q(ctx).Query(ctx, `SELECT DISTINCT a.public_key`+rotationFrom+`
-		WHERE r.state IN ('issued', 'distributed') AND ($1::timestamptz IS NULL OR r.deadline <= $1)`, before)
+// ExpiredRotations returns up to limit rotations handed out and waiting for
+// a reconnect whose deadline is not after now, the earliest deadline first.
+func (s *Store) ExpiredRotations(ctx context.Context, now time.Time, limit int) ([]*rotatord.Rotation, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+`
+		WHERE r.state = 'distributed' AND r.deadline <= $1 ORDER BY r.deadline, r.id LIMIT $2`, dbTime(now), limit)
 	if err != nil {
-		return nil, mapErr(fmt.Errorf("list accounts waiting: %w", err))
+		return nil, mapErr(fmt.Errorf("list expired rotations: %w", err))
 	}
-	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return collectRotations(rows)
+}
+
+// WaitingRotations returns up to limit rotations whose new key has not
+// connected yet (issued or distributed) with a new key after the given one,
+// in key order: a cursor through all of them.
+func (s *Store) WaitingRotations(ctx context.Context, afterKey string, limit int) ([]*rotatord.Rotation, error) {
+	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+`
+		WHERE r.state IN ('issued', 'distributed') AND r.new_public_key > $1 ORDER BY r.new_public_key LIMIT $2`, afterKey, limit)
 	if err != nil {
-		return nil, mapErr(fmt.Errorf("list accounts waiting: %w", err))
+		return nil, mapErr(fmt.Errorf("list rotations waiting: %w", err))
 	}
-	return keys, nil
+	return collectRotations(rows)
 }
 
 // ClaimDueAgents locks up to limit active agents whose next rotation is due

@@ -291,7 +291,15 @@ func TestBatchStartFallsBackOneByOne(t *testing.T) {
 // connected is a ConnChecker that reports fixed connections.
 type connected map[string]string
 
-func (c connected) Connected(context.Context, string) (map[string]string, error) { return c, nil }
+func (c connected) Connected(_ context.Context, _ string, keys []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, k := range keys {
+		if id, ok := c[k]; ok {
+			out[k] = id
+		}
+	}
+	return out, nil
+}
 
 // A rotation that cannot be confirmed (here: the database refuses it) does
 // not hold up the others of its batch: they are confirmed one by one, and

@@ -69,9 +69,10 @@ type Store interface {
 	LockRotation(ctx context.Context, id string) (*rotatord.Rotation, bool, error)
 	InFlightRotation(ctx context.Context, agentID int64) (*rotatord.Rotation, error)
 	ListRotations(ctx context.Context, f rotatord.RotationFilter) ([]*rotatord.Rotation, error)
-	ListRotationsToAdvance(ctx context.Context, now time.Time, limit int) ([]string, error)
+	ListRotationsToAdvance(ctx context.Context, now time.Time, limit int, expired []string) ([]string, error)
 	PendingRotationsByKey(ctx context.Context, keys []string) (map[string]*rotatord.Rotation, error)
-	DistributedAccounts(ctx context.Context, deadlineBefore time.Time) ([]string, error)
+	ExpiredRotations(ctx context.Context, now time.Time, limit int) ([]*rotatord.Rotation, error)
+	WaitingRotations(ctx context.Context, afterKey string, limit int) ([]*rotatord.Rotation, error)
 	ClaimDueAgents(ctx context.Context, now time.Time, limit int) ([]string, error)
 	FindCredential(ctx context.Context, id int64) (*rotatord.Credential, error)
 	FindCredentialByPublicKey(ctx context.Context, pub string) (*rotatord.Credential, error)
@@ -277,9 +278,14 @@ type Service struct {
 	shutDown    map[string]time.Time       // IDs of servers that shut down, for an hour
 	syncKick    chan struct{}
 
-	mu         sync.Mutex
-	lastSweep  time.Time
-	lastConnz  time.Time
+	mu        sync.Mutex
+	lastSweep time.Time
+	lastConnz time.Time
+	// connzSweep is set while the servers are asked about every rotation
+	// waiting for a reconnect, a budget a tick; connzAfter is the new key
+	// the sweep has reached (watch.go).
+	connzSweep bool
+	connzAfter string
 	lastResign time.Time
 	lastPing   time.Time
 	lastRenew  time.Time

@@ -36,16 +36,18 @@ func (s *Service) Tick(ctx context.Context) (TickResult, error) {
 	var errs []error
 	now := s.now()
 
-	// Before deadlines roll anything back, ask the servers who is connected.
+	// Before deadlines roll anything back, ask the servers who is connected:
+	// only rotations they said are not may roll back.
+	var expired []string // nil: all of them (nobody to ask)
 	if s.checker != nil {
-		n, err := s.checkConnected(ctx)
-		res.Confirmed = n
+		check, err := s.checkConnected(ctx)
+		res.Confirmed, expired = check.confirmed, check.expired
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
 
-	ids, err := s.store.ListRotationsToAdvance(ctx, now, 1000)
+	ids, err := s.store.ListRotationsToAdvance(ctx, now, 1000, expired)
 	if err != nil {
 		errs = append(errs, err)
 	}

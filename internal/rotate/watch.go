@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -15,75 +17,119 @@ import (
 	"github.com/rotatord/rotatord/internal/jwtissue"
 )
 
-// connzEvery is how often the servers are asked who is connected while
-// rotations wait for a reconnect, events or not.
+// connzEvery is how often the servers are asked about every rotation
+// waiting for a reconnect, events or not.
 const connzEvery = 30 * time.Second
+
+// connzKeysPerTick bounds how many keys one Tick asks the servers about. A
+// server answers a question about one key by looking at each connection of
+// the account, without decoding their JWTs; a listing of the account's
+// connections decodes and verifies the JWT of every one of them for every
+// page of it (about 28 s of a server's CPU for a page-by-page listing of
+// 10,000 connections), which is what rotatord asked before.
+const connzKeysPerTick = 128
 
 // ErrNoNATS means there is no NATS connection to ask the servers over.
 var ErrNoNATS = errors.New("not connected to nats")
 
-// ConnChecker asks the servers who is connected to an account: user public
-// key to the ID of the JWT it connected with.
+// ConnChecker asks the servers which of keys (user public keys of the
+// account accountPub) are connected: key to the ID of the JWT it connected
+// with ("" when unknown). An error leaves the keys without an answer
+// unknown; the map still holds those found connected.
 type ConnChecker interface {
-	Connected(ctx context.Context, accountPub string) (map[string]string, error)
+	Connected(ctx context.Context, accountPub string, keys []string) (map[string]string, error)
 }
 
 // SetConnChecker sets the CONNZ checker used by Tick.
 func (s *Service) SetConnChecker(c ConnChecker) { s.checker = c }
 
-// MarkEventsMissed makes the next Tick ask the servers who is connected:
-// call it after the watcher (re)connects.
+// MarkEventsMissed makes the next Ticks ask the servers about every
+// rotation waiting for a reconnect: call it after the watcher (re)connects.
 func (s *Service) MarkEventsMissed() { kick(s.watchKick) }
 
-// checkConnected confirms rotations waiting for a reconnect by listing the
-// servers' connections: always for rotations past their deadline (before
-// rolling them back), and for all of them after events may have been missed.
-func (s *Service) checkConnected(ctx context.Context) (int, error) {
-	all := false
+// connzCheck is what checkConnected did: rotations it confirmed, and the
+// IDs of the rotations past their deadline that the servers said are not
+// connected, which may be rolled back (all of them when expired is nil:
+// there was no one to ask).
+type connzCheck struct {
+	confirmed int
+	expired   []string
+}
+
+// checkConnected asks the servers about rotations waiting for a reconnect
+// and confirms those whose new key is connected: first those past their
+// deadline (before they are rolled back), then, after events may have been
+// missed and every connzEvery anyway, all the others, connzKeysPerTick keys
+// a tick in all.
+func (s *Service) checkConnected(ctx context.Context) (connzCheck, error) {
+	now := s.now()
+	res := connzCheck{expired: []string{}}
+	expired, err := s.store.ExpiredRotations(ctx, now, connzKeysPerTick)
+	if err != nil {
+		return res, err
+	}
+	ask := expired
+	// Events can be lost in ways no one notices (a server restart, a
+	// network blip, a server too busy to send them): every so often, ask
+	// about every rotation anyway.
+	s.mu.Lock()
 	select {
 	case <-s.watchKick:
-		all = true
+		s.connzSweep, s.connzAfter = true, ""
 	default:
 	}
-	// Events can be lost in ways no one notices (a server restart, a
-	// network blip): every so often, ask anyway while rotations wait.
-	now := s.now()
-	s.mu.Lock()
-	if now.Sub(s.lastConnz) >= connzEvery {
-		all = true
+	if now.Sub(s.lastConnz) >= connzEvery && !s.connzSweep {
+		s.connzSweep, s.connzAfter = true, ""
 	}
-	if all {
-		s.lastConnz = now
-	}
+	sweep, after := s.connzSweep, s.connzAfter
 	s.mu.Unlock()
-	// Otherwise only accounts whose rotations reached their deadline, before
-	// they are rolled back.
-	deadlineBefore := now
-	if all {
-		deadlineBefore = time.Time{}
+	if budget := connzKeysPerTick - len(ask); sweep && budget > 0 {
+		waiting, err := s.store.WaitingRotations(ctx, after, budget)
+		if err != nil {
+			return res, err
+		}
+		s.mu.Lock()
+		if len(waiting) < budget {
+			s.connzSweep, s.lastConnz = false, now
+		} else {
+			s.connzAfter = waiting[len(waiting)-1].NewKey
+		}
+		s.mu.Unlock()
+		ask = append(ask, waiting...)
 	}
-	accounts, err := s.store.DistributedAccounts(ctx, deadlineBefore)
-	if err != nil {
-		return 0, err
+	byAccount := map[string][]string{}
+	for _, r := range ask {
+		byAccount[r.AccountKey] = append(byAccount[r.AccountKey], r.NewKey)
 	}
-	n := 0
-	for _, acc := range accounts {
-		conns, err := s.checker.Connected(ctx, acc)
+	answered := map[string]bool{} // accounts whose keys all got an answer
+	var errs []error
+	for _, acc := range slices.Sorted(maps.Keys(byAccount)) {
+		keys := byAccount[acc]
+		conns, err := s.checker.Connected(ctx, acc, keys)
 		if errors.Is(err, ErrNoNATS) {
 			// Nothing to ask; deadlines roll back what cannot be confirmed.
-			s.log.Debug("cannot list connections: nats not connected")
-			return n, nil
+			s.log.Debug("cannot ask the servers who is connected: nats not connected")
+			return connzCheck{confirmed: res.confirmed}, nil
 		}
 		if err != nil {
-			return n, fmt.Errorf("list connections of %s: %w", acc, err)
+			errs = append(errs, fmt.Errorf("ask the servers about %d keys of %s: %w", len(keys), acc, err))
+		} else {
+			answered[acc] = true
 		}
-		done, err := s.confirmAll(ctx, conns, "connz")
-		n += done
-		if err != nil {
-			return n, err
+		if len(conns) > 0 {
+			done, err := s.confirmAll(ctx, conns, "connz")
+			res.confirmed += done
+			if err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
-	return n, nil
+	for _, r := range expired {
+		if answered[r.AccountKey] {
+			res.expired = append(res.expired, r.ID)
+		}
+	}
+	return res, errors.Join(errs...)
 }
 
 // connectEvent is the part of $SYS.ACCOUNT.<acc>.CONNECT that matters.
@@ -231,10 +277,10 @@ func (s *Service) confirmAll(ctx context.Context, conns map[string]string, how s
 	return n, errors.Join(errs...)
 }
 
-// NATSChecker lists connections with $SYS.REQ.ACCOUNT.<acc>.CONNZ.
+// NATSChecker asks the servers with $SYS.REQ.ACCOUNT.<acc>.CONNZ.
 type NATSChecker struct {
 	Conn    func() *nats.Conn
-	Timeout time.Duration // per request; default 2s
+	Timeout time.Duration // for one call of Connected; default 2s
 }
 
 type connzReply struct {
@@ -264,60 +310,68 @@ func parseConnz(data []byte, out map[string]string) (n int, ok bool) {
 	return len(r.Data.Conns), true
 }
 
-// Connected implements ConnChecker. Every server answers; pages of 256
-// connections are fetched until no server has more.
-func (c NATSChecker) Connected(ctx context.Context, accountPub string) (map[string]string, error) {
+// Connected implements ConnChecker: one CONNZ request for each key, filtered
+// by that user, all at once on one inbox; every server answers each. It
+// returns once every key has an answer and no more came for a moment, or
+// at the timeout with an error naming how many keys got none.
+func (c NATSChecker) Connected(ctx context.Context, accountPub string, keys []string) (map[string]string, error) {
 	nc := c.Conn()
 	if nc == nil || !nc.IsConnected() {
 		return nil, ErrNoNATS
+	}
+	out := map[string]string{}
+	if len(keys) == 0 {
+		return out, nil
 	}
 	timeout := c.Timeout
 	if timeout == 0 {
 		timeout = 2 * time.Second
 	}
-	// Each connection carries its JWT (about 1 KB): 256 keep a reply far
-	// below the 1 MB max payload.
-	const limit = 256
-	out := map[string]string{}
-	for offset := 0; ; offset += limit {
-		req, _ := json.Marshal(map[string]any{"auth": true, "limit": limit, "offset": offset})
-		inbox := nc.NewInbox()
-		replies := make(chan *nats.Msg, 64)
-		sub, err := nc.ChanSubscribe(inbox, replies)
-		if err != nil {
-			return nil, fmt.Errorf("connz: %w", err)
+	inbox := nc.NewInbox()
+	replies := make(chan *nats.Msg, 2*len(keys)+16)
+	sub, err := nc.ChanSubscribe(inbox+".*", replies)
+	if err != nil {
+		return nil, fmt.Errorf("connz: %w", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // unique inbox
+	subject := "$SYS.REQ.ACCOUNT." + accountPub + ".CONNZ"
+	for i, key := range keys {
+		// A user connects a few times at most; the filter keeps the
+		// server from decoding the JWTs of everyone else.
+		req, _ := json.Marshal(map[string]any{"user": key, "auth": true, "limit": 16})
+		if err := nc.PublishRequest(subject, inbox+"."+strconv.Itoa(i), req); err != nil {
+			return out, fmt.Errorf("connz: %w", err)
 		}
-		if err := nc.PublishRequest("$SYS.REQ.ACCOUNT."+accountPub+".CONNZ", inbox, req); err != nil {
-			sub.Unsubscribe() //nolint:errcheck // unique inbox
-			return nil, fmt.Errorf("connz: %w", err)
-		}
-		more, answered := false, 0
-		deadline := time.After(timeout)
-		quiet := (<-chan time.Time)(nil)
-	collect:
-		for {
-			select {
-			case <-ctx.Done():
-				sub.Unsubscribe() //nolint:errcheck // unique inbox
-				return nil, ctx.Err()
-			case <-deadline:
-				break collect
-			case <-quiet:
-				break collect
-			case m := <-replies:
-				answered++
-				if n, ok := parseConnz(m.Data, out); ok {
-					more = more || n == limit
-				}
+	}
+	answered := make([]bool, len(keys))
+	left := len(keys)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	var quiet <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return out, ctx.Err()
+		case <-deadline.C:
+			return out, fmt.Errorf("connz of %s: %d of %d keys without an answer after %s", accountPub, left, len(keys), timeout)
+		case <-quiet:
+			return out, nil
+		case m := <-replies:
+			i, err := strconv.Atoi(m.Subject[len(inbox)+1:])
+			if err != nil || i < 0 || i >= len(keys) {
+				continue
+			}
+			// An error reply (an account the server has not loaded) is an
+			// answer too: nobody of that account is connected there.
+			parseConnz(m.Data, out)
+			if !answered[i] {
+				answered[i] = true
+				left--
+			}
+			if left == 0 {
+				// Other servers answer too: wait until they are done.
 				quiet = time.After(100 * time.Millisecond)
 			}
-		}
-		sub.Unsubscribe() //nolint:errcheck // unique inbox
-		if answered == 0 {
-			return nil, fmt.Errorf("connz of %s: no server answered", accountPub)
-		}
-		if !more {
-			return out, nil
 		}
 	}
 }

@@ -133,6 +133,27 @@ func TestConnectEventsAndConnzFromServer(t *testing.T) {
 	}
 	pub := jwtissue.Public(kp)
 	checker := NATSChecker{Conn: func() *nats.Conn { return sys }, Timeout: 10 * time.Second}
+	// Another agent stays connected throughout; a third key never connects.
+	otherKP, err := jwtissue.NewKey(nkeys.PrefixByteUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := jwtissue.Public(otherKP)
+	otherJWT, otherID := f.user(t, otherKP, "agent-b")
+	f.connect(t, otherJWT, otherKP)
+	select {
+	case <-events:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no connect event for agent-b")
+	}
+	anotherKP, err := jwtissue.NewKey(nkeys.PrefixByteUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	another := jwtissue.Public(anotherKP)
+	if conns, err := checker.Connected(context.Background(), f.accPub, []string{another}); err != nil || len(conns) != 0 {
+		t.Fatalf("connz for a key that never connected: %v, %v; want none, no error", conns, err)
+	}
 	var ids []string
 	for i, name := range []string{"agent-a", "agent-a-reissued"} {
 		token, id := f.user(t, kp, name)
@@ -147,18 +168,18 @@ func TestConnectEventsAndConnzFromServer(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatalf("JWT %d: no connect event", i)
 		}
-		conns, err := checker.Connected(context.Background(), f.accPub)
+		conns, err := checker.Connected(context.Background(), f.accPub, []string{pub, other, another})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(conns) != 1 || conns[pub] != id {
+		if len(conns) != 2 || conns[pub] != id || conns[other] != otherID {
 			t.Fatalf("JWT %d: connz gives %v, want %s: %s", i, conns, pub, id)
 		}
 		nc.Close()
 		// The next connection must be the only one CONNZ lists.
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			conns, err := checker.Connected(context.Background(), f.accPub)
+			conns, err := checker.Connected(context.Background(), f.accPub, []string{pub, another})
 			if err == nil && len(conns) == 0 {
 				break
 			}
