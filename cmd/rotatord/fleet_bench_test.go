@@ -117,8 +117,10 @@ func (h *logCounter) take() string {
 // connectAgents creates n agents (agent-00000 on) in account fleet, each a
 // pkg/agent client with its own NATS connection (from its agentDialer, with
 // the options of opts(i), and no reconnect buffer), 16 at a time; the
-// connections close at the end.
-func connectAgents(b *testing.B, e *env, natsURL string, n int, httpc *http.Client, opts func(i int) []nats.Option) ([]*agent.Client, []*nats.Conn) {
+// connections close at the end. onRotate, when not nil, is agent i's
+// Config.OnRotate.
+func connectAgents(b *testing.B, e *env, natsURL string, n int, httpc *http.Client, opts func(i int) []nats.Option,
+	onRotate func(i int, key string)) ([]*agent.Client, []*nats.Conn) {
 	b.Helper()
 	ctx := context.Background()
 	clients := make([]*agent.Client, n)
@@ -137,7 +139,11 @@ func connectAgents(b *testing.B, e *env, natsURL string, n int, httpc *http.Clie
 					failed.Store(err)
 					continue
 				}
-				a, err := agent.New(agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc, Log: slog.New(agentLogs)})
+				cfg := agent.Config{Server: e.main.URL(), Name: name, Creds: creds, HTTPClient: httpc, Log: slog.New(agentLogs)}
+				if onRotate != nil {
+					cfg.OnRotate = func(key string) { onRotate(i, key) }
+				}
+				a, err := agent.New(cfg)
 				if err != nil {
 					failed.Store(err)
 					continue
@@ -374,7 +380,7 @@ func fleetRotation(b *testing.B, n int) {
 	// Create the agents and connect them (not timed).
 	start := time.Now()
 	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	clients, conns := connectAgents(b, e, natsURL, n, httpc, func(int) []nats.Option { return nil })
+	clients, conns := connectAgents(b, e, natsURL, n, httpc, func(int) []nats.Option { return nil }, nil)
 	b.Logf("created and connected %d agents in %s", n, time.Since(start).Round(time.Millisecond))
 	// The old credentials must be older than the compaction margin for the
 	// folded '*' entry to cover them, as they would be after a day.
