@@ -111,6 +111,43 @@ func BenchmarkCreds(b *testing.B) {
 	}
 }
 
+// BenchmarkReadCreds reads the JWT and the seed back from a creds file, as
+// an agent does with every creds it receives: SplitCreds, and the jwt
+// library's parsers it falls back to.
+//
+//	go test -run '^$' -bench ReadCreds -benchmem ./internal/jwtissue
+func BenchmarkReadCreds(b *testing.B) {
+	signer := benchSigner(b, nkeys.PrefixByteAccount)
+	acc, _ := NewKey(nkeys.PrefixByteAccount)
+	kp, _ := NewKey(nkeys.PrefixByteUser)
+	token, _, err := EncodeUser(signer, UserSpec{Name: "agent", PublicKey: Public(kp), AccountKey: Public(acc),
+		Expires: time.Now().Add(25 * time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	file, err := Creds(token, Seed(kp))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("split", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, ok := SplitCreds(file); !ok {
+				b.Fatal("not split")
+			}
+		}
+	})
+	b.Run("jwt-library", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := jwt.ParseDecoratedJWT(file); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := jwt.ParseDecoratedUserNKey(file); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 // BenchmarkEncodeAccount is one re-sign of an account JWT: with no claims
 // beyond limits, and with a tenant's worth of JetStream tiers, 20 exports,
 // 20 imports (10 carrying activation tokens) and 10 mappings.

@@ -62,6 +62,48 @@ func Creds(userJWT string, seed []byte) ([]byte, error) {
 	return b, nil
 }
 
+// SplitCreds returns the user JWT and the seed of a creds file in exactly
+// the frame Creds (and jwt.FormatUserConfig, and nsc) write, without the
+// regular expressions of jwt.ParseDecoratedJWT and ParseDecoratedUserNKey
+// (about 0.1 ms a file, for every creds an agent receives). ok is false
+// for anything else, which those read instead: other line ends, other
+// spacing, comments around the blocks. Neither part is checked beyond its
+// characters (a JWT's three base64url parts, a seed's base32).
+func SplitCreds(file []byte) (token string, seed []byte, ok bool) {
+	rest, ok := cutPrefix(file, credsJWTHead)
+	if !ok {
+		return "", nil, false
+	}
+	i := indexOf(rest, credsJWTTail)
+	if i < 0 {
+		return "", nil, false
+	}
+	token, rest = string(rest[:i]), rest[i+len(credsJWTTail):]
+	if rest, ok = cutPrefix(rest, credsSeedHead); !ok {
+		return "", nil, false
+	}
+	j := len(rest) - len(credsSeedTail)
+	if j <= 0 || string(rest[j:]) != credsSeedTail {
+		return "", nil, false
+	}
+	seed = rest[:j]
+	if !isBase32(seed) || strings.Count(token, ".") != 2 || !isBase64URL(strings.ReplaceAll(token, ".", "")) {
+		return "", nil, false
+	}
+	return token, seed, true
+}
+
+func cutPrefix(b []byte, prefix string) ([]byte, bool) {
+	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
+		return nil, false
+	}
+	return b[len(prefix):], true
+}
+
+func indexOf(b []byte, sub string) int {
+	return strings.Index(string(b), sub) // the conversion does not copy
+}
+
 // checkUserJWTFrame checks, without verifying its signature, that token is
 // a JWT (three non-empty base64url parts, nothing else: no line break can
 // break the creds frame) whose claims are a user's.

@@ -248,6 +248,41 @@ func TestCredsMatchesFormatUserConfig(t *testing.T) {
 	}
 }
 
+// SplitCreds reads back exactly what Creds and jwt.FormatUserConfig write,
+// and declines anything laid out otherwise (which the jwt library's
+// parsers then read): it must never return parts the library would not.
+func TestSplitCreds(t *testing.T) {
+	tokens, seeds := userCredsJWTs(t)
+	for i, token := range tokens {
+		file, err := jwt.FormatUserConfig(token, seeds[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, seed, ok := SplitCreds(file)
+		if !ok || got != token || !bytes.Equal(seed, seeds[i]) {
+			t.Fatalf("SplitCreds(FormatUserConfig) = %.20q, ok %v, same seed %v", got, ok, bytes.Equal(seed, seeds[i]))
+		}
+		crlf := bytes.ReplaceAll(file, []byte("\n"), []byte("\r\n"))
+		for name, variant := range map[string][]byte{
+			"crlf":                crlf,
+			"leading space":       append([]byte(" "), file...),
+			"trailing text":       append(bytes.Clone(file), "# note\n"...),
+			"no final line end":   file[:len(file)-1],
+			"blocks swapped":      bytes.Replace(bytes.Replace(file, []byte(token), []byte("@@"), 1), seeds[i], []byte(token), 1),
+			"jwt with line break": bytes.Replace(file, []byte(token), []byte(token[:10]+"\n"+token[10:]), 1),
+			"empty":               nil,
+		} {
+			if tk, sd, ok := SplitCreds(variant); ok {
+				t.Errorf("%s: SplitCreds = %.20q, %d seed bytes, ok; want it left to the jwt library", name, tk, len(sd))
+			}
+		}
+		// The library still reads the CRLF file: the fallback is needed.
+		if j, err := jwt.ParseDecoratedJWT(crlf); err != nil || j != token {
+			t.Fatalf("jwt.ParseDecoratedJWT(crlf) = %.20q, %v", j, err)
+		}
+	}
+}
+
 // Creds refuses what would not make a creds file: not a user JWT, a JWT
 // that would break the frame, a seed that is not a user seed. No error
 // quotes the seed.

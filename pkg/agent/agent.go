@@ -130,17 +130,21 @@ type creds struct {
 }
 
 func parseCreds(file []byte) (*creds, error) {
-	token, err := jwt.ParseDecoratedJWT(file)
-	if err != nil {
-		return nil, fmt.Errorf("parse creds jwt: %w", err)
-	}
-	nk, err := jwt.ParseDecoratedUserNKey(file)
-	if err != nil {
-		return nil, fmt.Errorf("parse creds seed: %w", err)
-	}
-	seed, err := nk.Seed()
-	if err != nil {
-		return nil, fmt.Errorf("parse creds seed: %w", err)
+	// rotatord's (and nsc's) frame without regular expressions; any
+	// other layout through the jwt library's parsers.
+	token, seed, ok := jwtissue.SplitCreds(file)
+	if !ok {
+		var err error
+		if token, err = jwt.ParseDecoratedJWT(file); err != nil {
+			return nil, fmt.Errorf("parse creds jwt: %w", err)
+		}
+		nk, err := jwt.ParseDecoratedUserNKey(file)
+		if err != nil {
+			return nil, fmt.Errorf("parse creds seed: %w", err)
+		}
+		if seed, err = nk.Seed(); err != nil {
+			return nil, fmt.Errorf("parse creds seed: %w", err)
+		}
 	}
 	// Derived once: the key signs the server's nonce on every (re)connect
 	// and a proof for every request to rotatord, and nkeys' own key pair
@@ -182,6 +186,10 @@ const (
 	// maxPacedWait bounds the wait rotatord may ask for before moving to
 	// new creds (ReconnectAfterHeader).
 	maxPacedWait = time.Minute
+	// maxLookWait bounds how long a reconnect after a drop waits for the
+	// pollers' look (lookFirst); the look ends it sooner, or the paced
+	// reconnect rotatord asked for.
+	maxLookWait = maxPacedWait + 5*time.Second
 	// attempts whose outcome nats.go never reports (a timeout after
 	// CONNECT) must not pile up.
 	maxAttemptLog = 16
@@ -218,6 +226,10 @@ type Client struct {
 	// paced is the reconnect rotatord scheduled for new creds (the
 	// Rotatord-Reconnect-After of its answer), until it fires.
 	paced *time.Timer
+	// up: the servers accepted a key since the last reconnect began, so
+	// the next one follows a drop; looking: a reconnect waits for the
+	// pollers' look (lookFirst).
+	up, looking bool
 
 	events     []event // callbacks to make, in order
 	delivering bool    // a goroutine is making them
@@ -389,6 +401,15 @@ func (c *Client) Connect(url string, opts ...nats.Option) (*nats.Conn, error) {
 	all = append(all, opts...)
 	all = append(all,
 		nats.CustomReconnectDelay(c.reconnectDelay),
+		nats.ReconnectToServer(func(servers []nats.Server, info nats.ServerInfo) (*nats.Server, time.Duration) {
+			if srv, wait, ok := c.lookFirst(servers); ok {
+				return srv, wait
+			}
+			if user.ReconnectToServerCB != nil {
+				return user.ReconnectToServerCB(servers, info)
+			}
+			return nil, 0
+		}),
 		nats.UserJWT(c.userJWT, c.sign),
 		// Two refusals in a row of the same key must not end the
 		// connection: the fallback, or creds that arrive later, need
@@ -606,6 +627,7 @@ func (c *Client) acceptLocked(k *creds) (moveOn bool) {
 		c.fb = k
 		moveOn = c.cur.refused == nil
 	}
+	c.up = true
 	if first {
 		c.rotations++
 		c.events = append(c.events, event{rotated: k.pub})
@@ -812,8 +834,54 @@ func (c *Client) reconnectIn(nc *nats.Conn, d time.Duration) {
 }
 
 func (c *Client) forceReconnect(nc *nats.Conn) error {
+	c.mu.Lock()
+	// A move to new creds: nothing to look for first, and a reconnect
+	// waiting for a look goes now.
+	c.up, c.looking = false, false
+	c.mu.Unlock()
 	if err := nc.ForceReconnect(); err != nil {
 		return fmt.Errorf("reconnect with new creds: %w", err)
 	}
 	return nil
+}
+
+// lookFirst is nats.go's callback before each reconnect attempt. The first
+// attempt after the servers dropped a connection that a poller (Run, a
+// watcher) keeps fresh waits for the pollers to look for new creds: when
+// rotatord removed the signing key that signed the current JWT (an
+// emergency re-key), the servers would refuse it, and a fleet presenting
+// its dropped keys costs the servers a handshake per agent while they are
+// still dropping the others. The look ends the wait (lookDone): new creds
+// reconnect at once or when rotatord asked (ReconnectAfterHeader), and
+// nothing new, or a failed look, lets the attempt go with the key held.
+// ok is false when there is nothing to wait for.
+func (c *Client) lookFirst(servers []nats.Server) (*nats.Server, time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.up || c.pollers == 0 || len(servers) == 0 || c.state == StateClosed {
+		return nil, 0, false
+	}
+	c.up, c.looking = false, true
+	c.wakeLocked()
+	return &servers[0], maxLookWait, true
+}
+
+// lookDone runs after each look of a poller: a reconnect waiting for it
+// (lookFirst) goes now, unless the look scheduled a paced one, which ends
+// the wait when it fires.
+func (c *Client) lookDone() {
+	c.mu.Lock()
+	if !c.looking {
+		c.mu.Unlock()
+		return
+	}
+	c.looking = false
+	nc, paced := c.nc, c.paced != nil
+	c.mu.Unlock()
+	if paced || nc == nil {
+		return
+	}
+	if err := nc.ForceReconnect(); err != nil {
+		c.cfg.Log.Debug("reconnect after looking for new creds", "agent", c.cfg.Name, "err", err)
+	}
 }

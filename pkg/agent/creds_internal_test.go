@@ -120,6 +120,12 @@ func TestParseCredsKey(t *testing.T) {
 	if _, err := parseCreds(accFile); err == nil {
 		t.Fatal("creds with an account seed were accepted")
 	}
+	// Creds laid out otherwise (here with CRLF line ends, as an editor on
+	// Windows saves them) are read by the jwt library's parsers.
+	crlf, err := parseCreds([]byte(strings.ReplaceAll(string(file), "\n", "\r\n")))
+	if err != nil || crlf.pub != k.pub || crlf.jwt != token {
+		t.Fatalf("creds with CRLF line ends: %v", err)
+	}
 }
 
 func must1(b []byte, err error) []byte {

@@ -53,6 +53,7 @@ func (c *Client) poll(ctx context.Context, interval time.Duration, check func())
 	for {
 		wake := c.woken() // before check: a refusal during it counts
 		check()
+		c.lookDone()
 		next := interval
 		if c.lockedOut() {
 			c.probe()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
@@ -246,8 +247,8 @@ func TestAgentReconnectsWhenRotatordSays(t *testing.T) {
 		return rd.gets == 1
 	})
 
-	// Dropped: the old key is refused, the agent looks, gets creds to use
-	// in 1.5 s, and waits.
+	// Dropped: the agent looks before reconnecting, gets creds to use in
+	// 1.5 s, and waits.
 	credsB, pubB := f.signedUser(t, sk2)
 	rd.setOffer(credsB, pubB)
 	f.setSigningKeys(t, true, sk2)
@@ -261,8 +262,8 @@ func TestAgentReconnectsWhenRotatordSays(t *testing.T) {
 	if waited < 1400*time.Millisecond {
 		t.Fatalf("reconnected %s after the creds came; rotatord said 1.5 s", waited)
 	}
-	if n := refused.Load(); n != 1 {
-		t.Fatalf("%d refused connects; want 1 (the dropped key, once)", n)
+	if n := refused.Load(); n != 0 {
+		t.Fatalf("%d refused connects; want none: the agent looks before it reconnects after a drop", n)
 	}
 
 	// Connected: a poll finds new creds; the connection moves after 1.5 s.
@@ -279,4 +280,73 @@ func TestAgentReconnectsWhenRotatordSays(t *testing.T) {
 		st := a.Status()
 		return st.State == agent.StateConnected && st.PublicKey == pubC
 	})
+}
+
+// kick makes the server drop the connections of user pub, as a server
+// restart or a network blip would: no key changed.
+func (f *fleet) kick(t *testing.T, pub string) {
+	t.Helper()
+	cz, err := f.ns.Connz(&server.ConnzOptions{Username: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cz.Conns {
+		if c.AuthorizedUser == pub {
+			if err := f.ns.DisconnectClientByID(c.Cid); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("%s is not connected", pub)
+}
+
+// After the servers drop an agent on Run, it looks for new creds before it
+// reconnects: when rotatord re-issued it (an emergency re-key removed the
+// signing key of its JWT, which is why the servers dropped it), the servers
+// never see the dropped key again. When the look finds nothing new (a
+// server kicked it) or rotatord does not answer, it reconnects with the key
+// it holds as soon as the look is over.
+func TestAgentLooksBeforeReconnectingAfterADrop(t *testing.T) {
+	t.Parallel()
+	r := startRunning(t, nil)
+	f, sk2, rd, a, refused := r.f, r.sk2, r.rd, r.a, r.refused
+	looks := func() int {
+		rd.mu.Lock()
+		defer rd.mu.Unlock()
+		return rd.gets
+	}
+	waitFor(t, "the first look", func() bool { return looks() == 1 })
+	onKey := func(what, pub string) {
+		t.Helper()
+		waitFor(t, what, func() bool {
+			st := a.Status()
+			return st.State == agent.StateConnected && st.PublicKey == pub && slices.Contains(f.connectedKeys(t), pub)
+		})
+	}
+
+	credsB, pubB := f.signedUser(t, sk2)
+	rd.setOffer(credsB, pubB)
+	f.setSigningKeys(t, true, sk2) // drops the agent: its JWT's signer is gone
+	onKey("the agent on its new key", pubB)
+	if n := refused.Load(); n != 0 {
+		t.Fatalf("%d refused connects after the drop; want none: the agent looks before it reconnects", n)
+	}
+	if n := looks(); n != 2 {
+		t.Fatalf("%d looks; want 2 (the first, the one after the drop)", n)
+	}
+
+	// Nothing new: one look, then back on the same key.
+	f.kick(t, pubB)
+	waitFor(t, "the look after the kick", func() bool { return looks() == 3 })
+	onKey("the agent back on its key after the kick", pubB)
+
+	// rotatord down: the look fails, the agent reconnects all the same
+	// (well within waitFor's 20 s: the wait for a look is bounded by 65 s).
+	rd.srv.Close()
+	f.kick(t, pubB)
+	onKey("the agent back on its key with rotatord down", pubB)
+	if n := refused.Load(); n != 0 {
+		t.Fatalf("%d refused connects; want none", n)
+	}
 }
