@@ -206,11 +206,13 @@ func (s *Store) ExpiredRotations(ctx context.Context, now time.Time, limit int) 
 }
 
 // WaitingRotations returns up to limit rotations whose new key has not
-// connected yet (issued or distributed) with a new key after the given one,
-// in key order: a cursor through all of them.
-func (s *Store) WaitingRotations(ctx context.Context, afterKey string, limit int) ([]*rotatord.Rotation, error) {
+// connected yet (issued or distributed), handed out (or issued) before the
+// given time, with a new key after the given one, in key order: a cursor
+// through all of them.
+func (s *Store) WaitingRotations(ctx context.Context, before time.Time, afterKey string, limit int) ([]*rotatord.Rotation, error) {
 	rows, err := s.q(ctx).Query(ctx, `SELECT `+rotationCols+rotationFrom+`
-		WHERE r.state IN ('issued', 'distributed') AND r.new_public_key > $1 ORDER BY r.new_public_key LIMIT $2`, afterKey, limit)
+		WHERE r.state IN ('issued', 'distributed') AND coalesce(r.distributed_at, r.created_at) <= $1 AND r.new_public_key > $2
+		ORDER BY r.new_public_key LIMIT $3`, dbTime(before), afterKey, limit)
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("list rotations waiting: %w", err))
 	}

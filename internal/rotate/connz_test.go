@@ -127,7 +127,15 @@ func TestTickAsksBeforeRollingBack(t *testing.T) {
 	for _, k := range asked {
 		seen[k] = true // those found connected were confirmed all the same
 	}
+	// At the same instant the budget is spent: nothing more is asked.
+	if _, err := svc.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if asked := checker.take(); len(asked) != 0 {
+		t.Fatalf("a second tick in the same second asked about %d more keys; want none", len(asked))
+	}
 	for tick := 1; ; tick++ {
+		clk.Add(time.Second)
 		if _, err := svc.Tick(ctx); err != nil {
 			t.Fatalf("tick %d: %v", tick, err)
 		}
@@ -158,9 +166,10 @@ func TestTickAsksBeforeRollingBack(t *testing.T) {
 	}
 }
 
-// After events may have been missed, the servers are asked about every
-// rotation waiting for a reconnect, each key once, a bounded number a Tick;
-// then not again until connzEvery has passed.
+// Every connzEvery the servers are asked about every rotation that has
+// waited that long, each key once, a bounded number a second; one handed
+// out just now is not asked about: its connect event may be on its way.
+// After events may have been missed, every rotation is asked about.
 func TestConnzSweepAsksAboutEveryKeyOnce(t *testing.T) {
 	t.Parallel()
 	clk := &fakeClock{t: time.Now()}
@@ -168,12 +177,20 @@ func TestConnzSweepAsksAboutEveryKeyOnce(t *testing.T) {
 	ctx := context.Background()
 	const n = 300
 	rs := startRotations(t, svc, n)
+	clk.Add(31 * time.Second)
+	if _, _, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: "young", Account: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	young, err := svc.StartRotation(ctx, "test", "young", rotatord.TriggerManual)
+	if err != nil {
+		t.Fatal(err)
+	}
 	checker := &askedChecker{conns: map[string]string{rs[7].NewKey: "", rs[250].NewKey: ""}}
 	svc.SetConnChecker(checker)
-	svc.MarkEventsMissed()
 	count := map[string]int{}
 	ticks := 0
 	for ; ticks < 10; ticks++ {
+		clk.Add(time.Second)
 		if _, err := svc.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -196,9 +213,13 @@ func TestConnzSweepAsksAboutEveryKeyOnce(t *testing.T) {
 			t.Fatalf("key of %s asked about %d times in the sweep, want once", r.Agent, count[r.NewKey])
 		}
 	}
-	if st := rotationStates(t, store); st[rotatord.RotationDistributed] != n-2 {
+	if count[young.NewKey] != 0 {
+		t.Fatal("the sweep asked about a rotation handed out a moment before it")
+	}
+	if st := rotationStates(t, store); st[rotatord.RotationDistributed] != n+1-2 {
 		t.Fatalf("rotations %v; want the 2 connected ones confirmed, the others waiting", st)
 	}
+	clk.Add(time.Second)
 	if _, err := svc.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -211,5 +232,20 @@ func TestConnzSweepAsksAboutEveryKeyOnce(t *testing.T) {
 	}
 	if asked := checker.take(); len(asked) != 128 {
 		t.Fatalf("asked about %d keys once connzEvery passed, want a new sweep's first 128", len(asked))
+	}
+
+	svc.MarkEventsMissed()
+	count = map[string]int{}
+	for range 10 {
+		clk.Add(time.Second)
+		if _, err := svc.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range checker.take() {
+			count[k]++
+		}
+	}
+	if count[young.NewKey] != 1 {
+		t.Fatalf("after events were missed, the young rotation was asked about %d times; want once", count[young.NewKey])
 	}
 }

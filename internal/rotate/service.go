@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/resolver"
@@ -72,7 +73,7 @@ type Store interface {
 	ListRotationsToAdvance(ctx context.Context, now time.Time, limit int, expired []string) ([]string, error)
 	PendingRotationsByKey(ctx context.Context, keys []string) (map[string]*rotatord.Rotation, error)
 	ExpiredRotations(ctx context.Context, now time.Time, limit int) ([]*rotatord.Rotation, error)
-	WaitingRotations(ctx context.Context, afterKey string, limit int) ([]*rotatord.Rotation, error)
+	WaitingRotations(ctx context.Context, before time.Time, afterKey string, limit int) ([]*rotatord.Rotation, error)
 	ClaimDueAgents(ctx context.Context, now time.Time, limit int) ([]string, error)
 	FindCredential(ctx context.Context, id int64) (*rotatord.Credential, error)
 	FindCredentialByPublicKey(ctx context.Context, pub string) (*rotatord.Credential, error)
@@ -284,12 +285,14 @@ type Service struct {
 	// connzSweep is set while the servers are asked about every rotation
 	// waiting for a reconnect, a budget a tick; connzAfter is the new key
 	// the sweep has reached (watch.go).
-	connzSweep bool
-	connzAfter string
-	lastResign time.Time
-	lastPing   time.Time
-	lastRenew  time.Time
-	lastPrune  time.Time // of alerts
+	connzSweep  bool
+	connzAfter  string
+	connzBefore time.Time     // the sweep asks about rotations handed out before
+	connzKeys   *rate.Limiter // keys asked about (connzKeysPerSecond)
+	lastResign  time.Time
+	lastPing    time.Time
+	lastRenew   time.Time
+	lastPrune   time.Time // of alerts
 	// alertRetention: see Config.AlertRetention.
 	alertRetention time.Duration
 	signers        sync.Map // signing key's public key (string) -> nkeys.KeyPair of accounts and roles (signers.go)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/jwtissue"
@@ -21,13 +22,14 @@ import (
 // waiting for a reconnect, events or not.
 const connzEvery = 30 * time.Second
 
-// connzKeysPerTick bounds how many keys one Tick asks the servers about. A
-// server answers a question about one key by looking at each connection of
-// the account, without decoding their JWTs; a listing of the account's
-// connections decodes and verifies the JWT of every one of them for every
+// connzKeysPerSecond bounds how many keys the Ticks ask the servers about
+// (a burst of as many in one Tick). A server answers a question about one
+// key by comparing it with each connection of the account (about 1 ms for
+// 10,000), without decoding their JWTs; a listing of the account's
+// connections decoded and verified the JWT of every one of them for every
 // page of it (about 28 s of a server's CPU for a page-by-page listing of
 // 10,000 connections), which is what rotatord asked before.
-const connzKeysPerTick = 128
+const connzKeysPerSecond = 128
 
 // ErrNoNATS means there is no NATS connection to ask the servers over.
 var ErrNoNATS = errors.New("not connected to nats")
@@ -58,13 +60,23 @@ type connzCheck struct {
 
 // checkConnected asks the servers about rotations waiting for a reconnect
 // and confirms those whose new key is connected: first those past their
-// deadline (before they are rolled back), then, after events may have been
-// missed and every connzEvery anyway, all the others, connzKeysPerTick keys
-// a tick in all.
+// deadline (before they are rolled back), then all the others after events
+// may have been missed, and every connzEvery anyway those that have waited
+// connzEvery or longer (a younger one's connect event may still be on its
+// way), at most connzKeysPerSecond keys a second in all.
 func (s *Service) checkConnected(ctx context.Context) (connzCheck, error) {
 	now := s.now()
 	res := connzCheck{expired: []string{}}
-	expired, err := s.store.ExpiredRotations(ctx, now, connzKeysPerTick)
+	s.mu.Lock()
+	if s.connzKeys == nil {
+		s.connzKeys = rate.NewLimiter(connzKeysPerSecond, connzKeysPerSecond)
+	}
+	budget := int(s.connzKeys.TokensAt(now))
+	s.mu.Unlock()
+	if budget <= 0 {
+		return res, nil
+	}
+	expired, err := s.store.ExpiredRotations(ctx, now, budget)
 	if err != nil {
 		return res, err
 	}
@@ -75,16 +87,18 @@ func (s *Service) checkConnected(ctx context.Context) (connzCheck, error) {
 	s.mu.Lock()
 	select {
 	case <-s.watchKick:
-		s.connzSweep, s.connzAfter = true, ""
+		// Every rotation's event may be lost, however young.
+		s.connzSweep, s.connzAfter, s.connzBefore = true, "", now
 	default:
 	}
 	if now.Sub(s.lastConnz) >= connzEvery && !s.connzSweep {
-		s.connzSweep, s.connzAfter = true, ""
+		// A younger rotation's connect event may still be on its way.
+		s.connzSweep, s.connzAfter, s.connzBefore = true, "", now.Add(-connzEvery)
 	}
-	sweep, after := s.connzSweep, s.connzAfter
+	sweep, after, before := s.connzSweep, s.connzAfter, s.connzBefore
 	s.mu.Unlock()
-	if budget := connzKeysPerTick - len(ask); sweep && budget > 0 {
-		waiting, err := s.store.WaitingRotations(ctx, after, budget)
+	if budget := budget - len(ask); sweep && budget > 0 {
+		waiting, err := s.store.WaitingRotations(ctx, before, after, budget)
 		if err != nil {
 			return res, err
 		}
@@ -97,6 +111,9 @@ func (s *Service) checkConnected(ctx context.Context) (connzCheck, error) {
 		s.mu.Unlock()
 		ask = append(ask, waiting...)
 	}
+	s.mu.Lock()
+	s.connzKeys.AllowN(now, len(ask))
+	s.mu.Unlock()
 	byAccount := map[string][]string{}
 	for _, r := range ask {
 		byAccount[r.AccountKey] = append(byAccount[r.AccountKey], r.NewKey)

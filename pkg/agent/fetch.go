@@ -286,7 +286,8 @@ func ownCreds(kp nkeys.KeyPair, token string) ([]byte, error) {
 // (rotatord replaced it, or removed the signing key that signed it), Run
 // refreshes at once, and while the servers refuse every key the client
 // holds it refreshes again quickly (from 250 ms, doubling, at most the
-// interval or 30 s) until new creds arrive.
+// interval or 30 s) until new creds arrive. After the servers drop the
+// connection, the first reconnect attempt waits for a refresh (lookFirst).
 func (c *Client) Run(ctx context.Context, interval time.Duration) {
 	c.poll(ctx, interval, func() {
 		if _, err := c.Refresh(ctx); err != nil && ctx.Err() == nil {
