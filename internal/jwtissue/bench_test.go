@@ -92,9 +92,8 @@ func BenchmarkIssueCredential(b *testing.B) {
 	}
 }
 
-// BenchmarkCreds formats the creds file an agent fetches (or a delivery
-// writes) from the stored JWT and the opened seed.
-func BenchmarkCreds(b *testing.B) {
+// benchUser is an agent's user JWT, as rotatord issues it, and its seed.
+func benchUser(b *testing.B) (token string, seed []byte) {
 	signer := benchSigner(b, nkeys.PrefixByteAccount)
 	acc, _ := NewKey(nkeys.PrefixByteAccount)
 	kp, _ := NewKey(nkeys.PrefixByteUser)
@@ -103,7 +102,13 @@ func BenchmarkCreds(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	seed := Seed(kp)
+	return token, Seed(kp)
+}
+
+// BenchmarkCreds formats the creds file an agent fetches (or a delivery
+// writes) from the stored JWT and the opened seed.
+func BenchmarkCreds(b *testing.B) {
+	token, seed := benchUser(b)
 	for b.Loop() {
 		if _, err := Creds(token, seed); err != nil {
 			b.Fatal(err)
@@ -117,15 +122,7 @@ func BenchmarkCreds(b *testing.B) {
 //
 //	go test -run '^$' -bench ReadCreds -benchmem ./internal/jwtissue
 func BenchmarkReadCreds(b *testing.B) {
-	signer := benchSigner(b, nkeys.PrefixByteAccount)
-	acc, _ := NewKey(nkeys.PrefixByteAccount)
-	kp, _ := NewKey(nkeys.PrefixByteUser)
-	token, _, err := EncodeUser(signer, UserSpec{Name: "agent", PublicKey: Public(kp), AccountKey: Public(acc),
-		Expires: time.Now().Add(25 * time.Hour)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	file, err := Creds(token, Seed(kp))
+	file, err := Creds(benchUser(b))
 	if err != nil {
 		b.Fatal(err)
 	}

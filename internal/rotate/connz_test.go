@@ -44,10 +44,12 @@ func (c *askedChecker) take() []string {
 	return out
 }
 
-// startRotations creates n agents in account fleet and starts a rotation of
-// each; it returns the rotations.
-func startRotations(t *testing.T, svc *rotate.Service, n int) []*rotatord.Rotation {
+// startRotations makes a service on a fake clock, creates n agents in
+// account fleet and starts a rotation of each; it returns the rotations.
+func startRotations(t *testing.T, n int) (*fakeClock, *rotate.Service, *registry.Store, []*rotatord.Rotation) {
 	t.Helper()
+	clk := &fakeClock{t: time.Now()}
+	svc, store := newService(t, clk)
 	ctx := context.Background()
 	if _, err := svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
 		t.Fatal(err)
@@ -67,7 +69,7 @@ func startRotations(t *testing.T, svc *rotate.Service, n int) []*rotatord.Rotati
 		}
 		rs = append(rs, r)
 	}
-	return rs
+	return clk, svc, store, rs
 }
 
 // rotationStates counts the rotations of trigger manual by state.
@@ -97,11 +99,9 @@ func rotationStates(t *testing.T, store *registry.Store) map[string]int {
 // Tick instead of being rolled back unasked.
 func TestTickAsksBeforeRollingBack(t *testing.T) {
 	t.Parallel()
-	clk := &fakeClock{t: time.Now()}
-	svc, store := newService(t, clk)
-	ctx := context.Background()
 	const n = 200
-	rs := startRotations(t, svc, n)
+	clk, svc, store, rs := startRotations(t, n)
+	ctx := context.Background()
 	checker := &askedChecker{conns: map[string]string{}}
 	for _, r := range rs[:10] {
 		checker.conns[r.NewKey] = "" // these agents did reconnect; their events were lost
@@ -172,11 +172,9 @@ func TestTickAsksBeforeRollingBack(t *testing.T) {
 // After events may have been missed, every rotation is asked about.
 func TestConnzSweepAsksAboutEveryKeyOnce(t *testing.T) {
 	t.Parallel()
-	clk := &fakeClock{t: time.Now()}
-	svc, store := newService(t, clk)
-	ctx := context.Background()
 	const n = 300
-	rs := startRotations(t, svc, n)
+	clk, svc, store, rs := startRotations(t, n)
+	ctx := context.Background()
 	clk.Add(31 * time.Second)
 	if _, _, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: "young", Account: "fleet"}); err != nil {
 		t.Fatal(err)
