@@ -47,7 +47,12 @@ func (c *Client) poll(ctx context.Context, interval time.Duration, check func())
 	defer func() {
 		c.mu.Lock()
 		c.pollers--
+		last := c.pollers == 0
 		c.mu.Unlock()
+		if last {
+			// No one left to look: a reconnect waiting for a look goes.
+			c.lookDone()
+		}
 	}()
 	var quick time.Duration
 	for {
