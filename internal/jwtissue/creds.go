@@ -70,38 +70,25 @@ func Creds(userJWT string, seed []byte) ([]byte, error) {
 // spacing, comments around the blocks. Neither part is checked beyond its
 // characters (a JWT's three base64url parts, a seed's base32).
 func SplitCreds(file []byte) (token string, seed []byte, ok bool) {
-	rest, ok := cutPrefix(file, credsJWTHead)
+	rest, ok := strings.CutPrefix(string(file), credsJWTHead)
 	if !ok {
 		return "", nil, false
 	}
-	i := indexOf(rest, credsJWTTail)
-	if i < 0 {
+	token, rest, ok = strings.Cut(rest, credsJWTTail)
+	if !ok {
 		return "", nil, false
 	}
-	token, rest = string(rest[:i]), rest[i+len(credsJWTTail):]
-	if rest, ok = cutPrefix(rest, credsSeedHead); !ok {
+	if rest, ok = strings.CutPrefix(rest, credsSeedHead); !ok {
 		return "", nil, false
 	}
-	j := len(rest) - len(credsSeedTail)
-	if j <= 0 || string(rest[j:]) != credsSeedTail {
+	s, ok := strings.CutSuffix(rest, credsSeedTail)
+	if !ok || !isBase32([]byte(s)) {
 		return "", nil, false
 	}
-	seed = rest[:j]
-	if !isBase32(seed) || strings.Count(token, ".") != 2 || !isBase64URL(strings.ReplaceAll(token, ".", "")) {
+	if _, _, _, ok := jwtParts(token); !ok {
 		return "", nil, false
 	}
-	return token, seed, true
-}
-
-func cutPrefix(b []byte, prefix string) ([]byte, bool) {
-	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
-		return nil, false
-	}
-	return b[len(prefix):], true
-}
-
-func indexOf(b []byte, sub string) int {
-	return strings.Index(string(b), sub) // the conversion does not copy
+	return token, []byte(s), true
 }
 
 // checkUserJWTFrame checks, without verifying its signature, that token is
@@ -139,9 +126,8 @@ func UnverifiedUserSubject(token string) (string, error) {
 // signature: only for JWTs whose origin vouches for them (see UnverifiedID).
 // token must be three non-empty base64url parts.
 func decodeUnverified(token string, v any) error {
-	head, rest, ok1 := strings.Cut(token, ".")
-	claims, sig, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 || !isBase64URL(head) || !isBase64URL(claims) || !isBase64URL(sig) {
+	_, claims, _, ok := jwtParts(token)
+	if !ok {
 		return errors.New("not a jwt: want three dot-separated base64url parts")
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(claims)
@@ -152,6 +138,15 @@ func decodeUnverified(token string, v any) error {
 		return errors.New("not a jwt: bad claims")
 	}
 	return nil
+}
+
+// jwtParts splits token into its three parts; ok is false unless there
+// are exactly three, non-empty and base64url.
+func jwtParts(token string) (head, claims, sig string, ok bool) {
+	head, rest, ok1 := strings.Cut(token, ".")
+	claims, sig, ok2 := strings.Cut(rest, ".")
+	ok = ok1 && ok2 && isBase64URL(head) && isBase64URL(claims) && isBase64URL(sig)
+	return head, claims, sig, ok
 }
 
 // UnverifiedID returns the ID (jti) of a JWT without checking its
