@@ -627,7 +627,9 @@ func (c *Client) acceptLocked(k *creds) (moveOn bool) {
 		c.fb = k
 		moveOn = c.cur.refused == nil
 	}
-	c.up = true
+	// Connected: the next reconnect follows a drop, and none waits for
+	// a look any more.
+	c.up, c.looking = true, false
 	if first {
 		c.rotations++
 		c.events = append(c.events, event{rotated: k.pub})
@@ -881,7 +883,7 @@ func (c *Client) lookDone() {
 	if paced || nc == nil {
 		return
 	}
-	if err := nc.ForceReconnect(); err != nil {
+	if err := c.forceReconnect(nc); err != nil {
 		c.cfg.Log.Debug("reconnect after looking for new creds", "agent", c.cfg.Name, "err", err)
 	}
 }
