@@ -206,25 +206,28 @@ func (s *Store) CreateRotations(ctx context.Context, rs []*rotatord.Rotation) er
 	return nil
 }
 
-// UpdateRotations stores the state and progress fields of rotations.
+// UpdateRotations stores the state and progress fields of rotations. A
+// rotation's ResignVersion is stored only where none is stored yet (as
+// SetResignVersion does), and only when not zero: it is never cleared.
 func (s *Store) UpdateRotations(ctx context.Context, rs []*rotatord.Rotation) error {
 	n := len(rs)
 	ids, states, by, refs, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	deadlines, distributed, confirmed, finished := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
-	oldRevoked := make([]*time.Time, n)
+	oldRevoked, resigned := make([]*time.Time, n), make([]int64, n)
 	for i, r := range rs {
 		ids[i], states[i], by[i], refs[i], reasons[i] = r.ID, r.State, r.ConfirmedBy, r.DeliveryRef, r.Reason
 		deadlines[i], distributed[i], confirmed[i], finished[i] = timePtr(r.Deadline), timePtr(r.DistributedAt), timePtr(r.ConfirmedAt), timePtr(r.FinishedAt)
-		oldRevoked[i] = timePtr(r.OldRevokedAt)
+		oldRevoked[i], resigned[i] = timePtr(r.OldRevokedAt), r.ResignVersion
 	}
 	tag, err := s.q(ctx).Exec(ctx, `
 		UPDATE rotations r SET state = v.state, deadline = v.deadline, distributed_at = v.distributed_at,
 			confirmed_at = v.confirmed_at, confirmed_by = v.confirmed_by, delivery_ref = v.delivery_ref, reason = v.reason,
-			finished_at = v.finished_at, old_revoked_at = v.old_revoked_at, updated_at = now()
+			finished_at = v.finished_at, old_revoked_at = v.old_revoked_at,
+			resign_version = coalesce(r.resign_version, nullif(v.resign_version, 0)), updated_at = now()
 		FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[],
-			$8::text[], $9::timestamptz[], $10::timestamptz[])
-			AS v(id, state, deadline, distributed_at, confirmed_at, confirmed_by, delivery_ref, reason, finished_at, old_revoked_at)
-		WHERE r.id = v.id`, ids, states, deadlines, distributed, confirmed, by, refs, reasons, finished, oldRevoked)
+			$8::text[], $9::timestamptz[], $10::timestamptz[], $11::bigint[])
+			AS v(id, state, deadline, distributed_at, confirmed_at, confirmed_by, delivery_ref, reason, finished_at, old_revoked_at, resign_version)
+		WHERE r.id = v.id`, ids, states, deadlines, distributed, confirmed, by, refs, reasons, finished, oldRevoked, resigned)
 	if err != nil {
 		return mapErr(fmt.Errorf("update %d rotations: %w", n, err))
 	}

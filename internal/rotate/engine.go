@@ -587,13 +587,13 @@ func (s *Service) completeMany(ctx context.Context, items []completion, now time
 		}
 		gs[i], rs[i] = it.g, it.r
 	}
+	if err := s.stampSignedByRetired(ctx, items, deadByAccount); err != nil {
+		return nil, err
+	}
 	if err := s.store.SetSchedules(ctx, gs); err != nil {
 		return nil, err
 	}
 	if err := s.store.UpdateRotations(ctx, rs); err != nil {
-		return nil, err
-	}
-	if err := s.stampSignedByRetired(ctx, deadByAccount); err != nil {
 		return nil, err
 	}
 	type finish struct {

@@ -31,18 +31,30 @@ func (s *Service) signedByRetired(ctx context.Context, creds map[int64]*rotatord
 }
 
 // stampSignedByRetired records, for confirmed rotations whose old
-// credentials were signed by a retired key (by account), that the account's
-// stored JWT already refuses their old keys: its signer is out of it. The
-// push of that version (or the next settle, when it was pushed already)
-// completes them, without a revocation entry.
-func (s *Service) stampSignedByRetired(ctx context.Context, byAccount map[int64][]string) error {
+// credentials were signed by a retired key (rotation IDs by account), that
+// the account's stored JWT already refuses their old keys: its signer is
+// out of it. It sets their ResignVersion, which the caller stores with the
+// rotations' confirmation (UpdateRotations), in the same write. The
+// version is read after the signing key was found retired, so it is one
+// without the key. The push of that version (or the next settle, when it
+// was pushed already) completes them, without a revocation entry.
+func (s *Service) stampSignedByRetired(ctx context.Context, items []completion, byAccount map[int64][]string) error {
+	if len(byAccount) == 0 {
+		return nil
+	}
+	versions := make(map[string]int64)
 	for acc, ids := range byAccount {
 		v, err := s.store.AccountVersion(ctx, acc)
 		if err != nil {
 			return err
 		}
-		if err := s.store.SetResignVersion(ctx, ids, v); err != nil {
-			return err
+		for _, id := range ids {
+			versions[id] = v
+		}
+	}
+	for _, it := range items {
+		if v, ok := versions[it.r.ID]; ok && it.r.ResignVersion == 0 {
+			it.r.ResignVersion = v
 		}
 	}
 	return nil
