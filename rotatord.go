@@ -246,6 +246,17 @@ type Credential struct {
 	RevokedAt *time.Time
 }
 
+// AgentKey is what answering an agent that presents one of its keys needs:
+// the agent, the credential of the key it presented, its rotation in
+// flight (nil if none) and that rotation's new credential (nil if none, or
+// not read with it).
+type AgentKey struct {
+	Agent     *Agent
+	Presented *Credential
+	InFlight  *Rotation
+	Next      *Credential
+}
+
 // Revocation is one entry of an account JWT's revocations: user JWTs of
 // PublicKey issued at or before RevokedAt are refused. ExpiresAt is when the
 // newest JWT of that key expires; after it the entry can be pruned.

@@ -195,6 +195,52 @@ func (s *Store) FindCredentialByPublicKey(ctx context.Context, pub string) (*rot
 	return c, nil
 }
 
+// FindAgentKey reads, in one round trip, the credential of key pub, the
+// agent named name, the agent's rotation in flight and that rotation's new
+// credential: the agent API asks this of every request, and thousands of
+// agents ask at once when their servers drop them. A key or agent that does
+// not exist is ENOTFOUND; whether the key is the agent's is for the caller
+// to check (Presented.AgentID).
+func (s *Store) FindAgentKey(ctx context.Context, name, pub string) (*rotatord.AgentKey, error) {
+	var k rotatord.AgentKey
+	const inFlight = `r.agent_id = (SELECT id FROM agents WHERE name = $1) AND r.state IN ('issued', 'distributed', 'confirmed')`
+	b := &pgx.Batch{}
+	queueRow(b, &k.Presented, scanCredential, `SELECT `+credentialCols+` FROM credentials WHERE public_key = $1`, pub)
+	queueRow(b, &k.Agent, scanAgent, `SELECT `+agentCols+agentFrom+` WHERE g.name = $1`, name)
+	queueRow(b, &k.InFlight, scanRotation, `SELECT `+rotationCols+rotationFrom+` WHERE `+inFlight, name)
+	queueRow(b, &k.Next, scanCredential, `SELECT `+credentialCols+` FROM credentials
+		WHERE id = (SELECT r.new_credential_id FROM rotations r WHERE `+inFlight+`)`, name)
+	if err := s.q(ctx).SendBatch(ctx, b).Close(); err != nil {
+		return nil, mapErr(fmt.Errorf("find key %s of agent %s: %w", pub, name, err))
+	}
+	if k.Presented == nil {
+		return nil, notFound("credential", pub)
+	}
+	if k.Agent == nil {
+		return nil, notFound("agent", name)
+	}
+	if k.InFlight == nil || k.Next == nil || k.Next.ID != k.InFlight.NewCredentialID {
+		// The rotation changed between the two reads: read it again later.
+		k.Next = nil
+	}
+	return &k, nil
+}
+
+// queueRow queues a query of at most one row on b: its row, scanned, goes
+// to *dst; no row leaves *dst nil.
+func queueRow[T any](b *pgx.Batch, dst **T, scan func(pgx.Row) (*T, error), sql string, args ...any) {
+	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error {
+		v, err := scan(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err == nil {
+			*dst = v
+		}
+		return err
+	})
+}
+
 // SetCredentialState moves a credential to state; for retired and revoked
 // states it records when, and it always forgets the seed once the credential
 // leaves pending.

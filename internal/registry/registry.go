@@ -102,6 +102,7 @@ type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 type (
@@ -164,6 +165,23 @@ func (b bounded) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 func (b bounded) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	ctx, cancel := opContext(ctx, b.timeout)
 	return boundedRow{row: b.q.QueryRow(ctx, sql, args...), cancel: cancel}
+}
+
+// SendBatch sends b in one round trip under opContext's deadline, which
+// ends when the results are closed.
+func (b bounded) SendBatch(ctx context.Context, batch *pgx.Batch) pgx.BatchResults {
+	ctx, cancel := opContext(ctx, b.timeout)
+	return boundedBatch{BatchResults: b.q.SendBatch(ctx, batch), cancel: cancel}
+}
+
+type boundedBatch struct {
+	pgx.BatchResults
+	cancel context.CancelFunc
+}
+
+func (r boundedBatch) Close() error {
+	defer r.cancel()
+	return r.BatchResults.Close()
 }
 
 type boundedRows struct {

@@ -330,6 +330,32 @@ func (s *Store) UseProof(ctx context.Context, sig []byte, expires time.Time) err
 	return nil
 }
 
+// UseProofFor is UseProof that also appends e, the audit event of what the
+// proof is used for, in the same statement: the event is written only when
+// the proof was not used before. e gets its ID and time.
+func (s *Store) UseProofFor(ctx context.Context, sig []byte, expires time.Time, e *rotatord.AuditEvent) error {
+	details := e.Details
+	if details == nil {
+		details = map[string]any{}
+	}
+	var rot any
+	if e.Rotation != "" {
+		rot = e.Rotation
+	}
+	err := s.q(ctx).QueryRow(ctx, `
+		WITH p AS (INSERT INTO proof_replays (signature, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1)
+		INSERT INTO audit_events (actor, action, account, agent, public_key, rotation_id, details)
+		SELECT $3, $4, $5, $6, $7, $8::uuid, $9::jsonb FROM p RETURNING id, at`,
+		sig, dbTime(expires), e.Actor, e.Action, e.Account, e.Agent, e.PublicKey, rot, details).Scan(&e.ID, &e.At)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return rotatord.Errorf(rotatord.ECONFLICT, "proof already used")
+	}
+	if err != nil {
+		return mapErr(fmt.Errorf("record proof and audit event %s: %w", e.Action, err))
+	}
+	return nil
+}
+
 // PruneProofs removes proof records whose acceptance ended more than margin
 // ago by the database's clock: one clock for every replica, so a replica
 // whose own clock runs ahead cannot forget a proof another still accepts.

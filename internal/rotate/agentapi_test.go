@@ -130,6 +130,91 @@ func TestReplayAcrossReplicasWithSkewedClocks(t *testing.T) {
 	}
 }
 
+// A fetch of creds that are ready records its proof and its audit event in
+// one statement: the creds go out once per proof, every fetch is audited
+// once, and a replay is refused and leaves no event.
+func TestFetchOfReadyCredsUsesTheProofOnce(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{t: time.Now()}
+	svc, store := newService(t, clk)
+	if _, err := svc.CreateAccount(ctx, "test", rotate.AccountInput{Name: "fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	_, creds, err := svc.CreateAgent(ctx, "test", rotate.AgentInput{Name: "kate", Account: "fleet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, _ := jwt.ParseDecoratedUserNKey(creds)
+	oldKey, _ := kp.PublicKey()
+	r, err := svc.StartRotation(ctx, "test", "kate", rotatord.TriggerManual)
+	if err != nil || r.State != rotatord.RotationDistributed {
+		t.Fatalf("start = %+v, %v; want a distributed rotation", r, err)
+	}
+	fetch := func(p rotate.Proof) ([]byte, error) {
+		ap, err := rotate.CheckProof("kate", p, clk.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc.AgentCreds(ctx, ap)
+	}
+	fetches := func() []*rotatord.AuditEvent {
+		events, err := store.ListAudit(ctx, rotatord.AuditFilter{Action: "credential.fetch"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return events
+	}
+	p := signGet(t, kp, "kate", clk.Now())
+	got, err := fetch(p)
+	if err != nil {
+		t.Fatalf("fetch of ready creds = %v", err)
+	}
+	if nkp, err := jwt.ParseDecoratedUserNKey(got); err != nil || must(nkp.PublicKey()) != r.NewKey {
+		t.Fatalf("fetched creds are not the rotation's new key %s: %v", r.NewKey, err)
+	}
+	if _, err := fetch(p); !isRefusal(err, refusals.ReasonReplay) {
+		t.Fatalf("replayed fetch = %v, want a replay refusal", err)
+	}
+	events := fetches()
+	if len(events) != 1 {
+		t.Fatalf("%d credential.fetch events after a fetch and its replay, want 1", len(events))
+	}
+	e := events[0]
+	if e.Actor != "agent:kate" || e.Agent != "kate" || e.Account != "fleet" || e.PublicKey != r.NewKey || e.Rotation != r.ID ||
+		e.Details["proof_key"] != oldKey || e.Details["source"] != "192.0.2.1" {
+		t.Fatalf("fetch event = %+v, want kate's fetch of %s in rotation %s with proof key %s", e, r.NewKey, r.ID, oldKey)
+	}
+	// A new proof fetches them again, and is audited again.
+	clk.Add(time.Second)
+	if _, err := fetch(signGet(t, kp, "kate", clk.Now())); err != nil {
+		t.Fatalf("second fetch with a new proof = %v", err)
+	}
+	if n := len(fetches()); n != 2 {
+		t.Fatalf("%d credential.fetch events after two fetches, want 2", n)
+	}
+	// The new key is current: not modified, nothing audited.
+	if _, err := fetch(signGet(t, nkeysFromCreds(t, got), "kate", clk.Now())); !errors.Is(err, rotatord.ErrNotModified) {
+		t.Fatalf("fetch with the new key = %v, want not modified", err)
+	}
+	if n := len(fetches()); n != 2 {
+		t.Fatalf("%d credential.fetch events after a fetch with the new key, want 2", n)
+	}
+}
+
+func isRefusal(err error, reason string) bool {
+	got, ok := rotate.RefusalReason(err)
+	return ok && got == reason
+}
+
+func nkeysFromCreds(t *testing.T, creds []byte) nkeys.KeyPair {
+	t.Helper()
+	kp, err := jwt.ParseDecoratedUserNKey(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
 // startRotation reads the agent's state after it holds the agent's lock: a
 // confirmation that commits while it waits is seen (the rotation is in
 // flight until its revoking JWT is pushed), and the next rotation, once the

@@ -139,37 +139,57 @@ func CheckKeyProof(ap *AgentProof, pub, keyProof string) error {
 // passed, so a refused request never burns a genuine one. Refusals are
 // *Refused: EFORBIDDEN (not the agent's key, revoked), ECREDEXPIRED,
 // EUNAUTHORIZED (replay).
-func (s *Service) authenticateAgent(ctx context.Context, ap *AgentProof) (*rotatord.Agent, *rotatord.Credential, error) {
-	cred, err := s.store.FindCredentialByPublicKey(ctx, ap.PublicKey)
-	if errors.Is(err, rotatord.ErrNotFound) {
-		return nil, nil, refuse(refusals.ReasonForeignKey, rotatord.EFORBIDDEN, "key is not a key of this agent")
+func (s *Service) authenticateAgent(ctx context.Context, ap *AgentProof) (*rotatord.AgentKey, error) {
+	k, err := s.checkAgentKey(ctx, ap)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.useProof(ctx, ap, nil); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// checkAgentKey reads what answering ap needs (one round trip) and does
+// every check of authenticateAgent but the replay check: the caller must
+// call useProof before it answers or changes anything.
+func (s *Service) checkAgentKey(ctx context.Context, ap *AgentProof) (*rotatord.AgentKey, error) {
+	k, err := s.store.FindAgentKey(ctx, ap.Agent, ap.PublicKey)
+	if errors.Is(err, rotatord.ErrNotFound) || (err == nil && k.Agent.ID != k.Presented.AgentID) {
+		return nil, refuse(refusals.ReasonForeignKey, rotatord.EFORBIDDEN, "key is not a key of this agent")
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	g, err := s.store.FindAgentByName(ctx, ap.Agent)
-	if errors.Is(err, rotatord.ErrNotFound) || (err == nil && g.ID != cred.AgentID) {
-		return nil, nil, refuse(refusals.ReasonForeignKey, rotatord.EFORBIDDEN, "key is not a key of this agent")
-	}
-	if err != nil {
-		return nil, nil, err
-	}
+	g, cred := k.Agent, k.Presented
 	if g.State != rotatord.AgentActive || (cred.State != rotatord.CredentialActive && cred.State != rotatord.CredentialPending) {
-		return nil, nil, refuse(refusals.ReasonRevokedKey, rotatord.EFORBIDDEN, "key is revoked")
+		return nil, refuse(refusals.ReasonRevokedKey, rotatord.EFORBIDDEN, "key is revoked")
 	}
 	if now := s.now(); !now.Before(cred.ExpiresAt) {
-		return nil, nil, refuse(refusals.ReasonExpired, rotatord.ECREDEXPIRED,
+		return nil, refuse(refusals.ReasonExpired, rotatord.ECREDEXPIRED,
 			"the JWT of this key expired at %s: an operator must reissue the agent (rotatord agents reissue %s)",
 			cred.ExpiresAt.UTC().Format(time.RFC3339), g.Name)
 	}
-	// The proof's own time, not this replica's clock, bounds the record;
-	// pruning waits ProofReplayMargin more by the database's clock.
-	if err := s.store.UseProof(ctx, ap.Sig, time.Unix(ap.Unix, 0).Add(rotatord.ProofWindow)); errors.Is(err, rotatord.ErrConflict) {
-		return nil, nil, refuse(refusals.ReasonReplay, rotatord.EUNAUTHORIZED, "proof already used (replay)")
-	} else if err != nil {
-		return nil, nil, err
+	return k, nil
+}
+
+// useProof records ap's proof as used, with e (the audit event of what it
+// is used for) in the same statement when e is not nil, and refuses a proof
+// used before (EUNAUTHORIZED, a replay). The proof's own time, not this
+// replica's clock, bounds the record; pruning waits ProofReplayMargin more
+// by the database's clock.
+func (s *Service) useProof(ctx context.Context, ap *AgentProof, e *rotatord.AuditEvent) error {
+	expires := time.Unix(ap.Unix, 0).Add(rotatord.ProofWindow)
+	var err error
+	if e == nil {
+		err = s.store.UseProof(ctx, ap.Sig, expires)
+	} else {
+		err = s.store.UseProofFor(ctx, ap.Sig, expires, e)
 	}
-	return g, cred, nil
+	if errors.Is(err, rotatord.ErrConflict) {
+		return refuse(refusals.ReasonReplay, rotatord.EUNAUTHORIZED, "proof already used (replay)")
+	}
+	return err
 }
 
 // AgentCreds returns the newest creds file for the agent whose proof
@@ -177,18 +197,35 @@ func (s *Service) authenticateAgent(ctx context.Context, ap *AgentProof) (*rotat
 // It returns ENOTMODIFIED when the presented key already is the newest,
 // and EDELIVERYMISMATCH for an agent whose delivery is not poll: its creds
 // go to Vault or a file, never over HTTP.
+//
+// A fetch of creds that are ready costs two round trips to the database:
+// one read (checkAgentKey), and one statement that records the proof and
+// the fetch's audit event together. When a whole fleet is dropped at once
+// (an emergency signing-key rotation), every agent fetches in the same
+// seconds.
 func (s *Service) AgentCreds(ctx context.Context, ap *AgentProof) ([]byte, error) {
-	g, presented, err := s.authenticateAgent(ctx, ap)
+	k, err := s.checkAgentKey(ctx, ap)
 	if err != nil {
+		return nil, err
+	}
+	g, presented, r := k.Agent, k.Presented, k.InFlight
+	if g.Delivery == rotatord.DeliveryPoll && r != nil && r.State != rotatord.RotationIssued && r.NewKey != presented.PublicKey &&
+		k.Next != nil && k.Next.SeedEnc != nil {
+		creds, e, err := s.credsFile(g, presented, r, k.Next, ap)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.useProof(ctx, ap, e); err != nil {
+			return nil, err
+		}
+		return creds, nil
+	}
+	if err := s.useProof(ctx, ap, nil); err != nil {
 		return nil, err
 	}
 	if g.Delivery != rotatord.DeliveryPoll {
 		return nil, rotatord.Errorf(rotatord.EDELIVERYMISMATCH,
 			"agent %s has delivery %s: its credentials are not served over HTTP", g.Name, g.Delivery)
-	}
-	r, err := s.store.InFlightRotation(ctx, g.ID)
-	if err != nil {
-		return nil, err
 	}
 	if r == nil {
 		// A fleet rotation's current wave may be waiting for it (fleet.go).
@@ -199,27 +236,40 @@ func (s *Service) AgentCreds(ctx context.Context, ap *AgentProof) ([]byte, error
 	if r == nil || r.State == rotatord.RotationIssued || r.NewKey == presented.PublicKey {
 		return nil, rotatord.ErrNotModified
 	}
-	cred, err := s.store.FindCredential(ctx, r.NewCredentialID)
-	if err != nil {
-		return nil, err
+	cred := k.Next
+	if cred == nil || cred.ID != r.NewCredentialID {
+		if cred, err = s.store.FindCredential(ctx, r.NewCredentialID); err != nil {
+			return nil, err
+		}
 	}
 	if cred.SeedEnc == nil {
 		// The agent generated this key itself and holds the seed.
 		return nil, rotatord.ErrNotModified
 	}
-	seed, err := s.sealer.Open(cred.SeedEnc, []byte(cred.PublicKey))
-	if err != nil {
-		return nil, fmt.Errorf("open seed of %s: %w", cred.PublicKey, err)
-	}
-	creds, err := jwtissue.Creds(cred.JWT, seed)
+	creds, e, err := s.credsFile(g, presented, r, cred, ap)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.audit(ctx, Actor("agent:"+g.Name), "credential.fetch", rotatord.AuditEvent{Account: g.Account, Agent: g.Name,
-		PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"source": ap.Source, "proof_key": presented.PublicKey}}); err != nil {
+	if err := s.audit(ctx, Actor(e.Actor), e.Action, *e); err != nil {
 		return nil, err
 	}
 	return creds, nil
+}
+
+// credsFile opens the seed of cred, the new credential of r, and returns
+// the creds file and the audit event of its fetch.
+func (s *Service) credsFile(g *rotatord.Agent, presented *rotatord.Credential, r *rotatord.Rotation, cred *rotatord.Credential,
+	ap *AgentProof) ([]byte, *rotatord.AuditEvent, error) {
+	seed, err := s.sealer.Open(cred.SeedEnc, []byte(cred.PublicKey))
+	if err != nil {
+		return nil, nil, fmt.Errorf("open seed of %s: %w", cred.PublicKey, err)
+	}
+	creds, err := jwtissue.Creds(cred.JWT, seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	return creds, &rotatord.AuditEvent{Actor: "agent:" + g.Name, Action: "credential.fetch", Account: g.Account, Agent: g.Name,
+		PublicKey: cred.PublicKey, Rotation: r.ID, Details: map[string]any{"source": ap.Source, "proof_key": presented.PublicKey}}, nil
 }
 
 // AgentKeyResult is what an agent gets back for a key it generated.
@@ -239,16 +289,17 @@ type AgentKeyResult struct {
 // agent rotate interval of the agent's last own-key rotation; ECONFLICT for
 // a key used before or while another rotation is in flight.
 func (s *Service) AgentKey(ctx context.Context, ap *AgentProof, pub string) (*AgentKeyResult, error) {
-	g, presented, err := s.authenticateAgent(ctx, ap)
+	k, err := s.authenticateAgent(ctx, ap)
 	if err != nil {
 		return nil, err
 	}
-	if r, err := s.store.InFlightRotation(ctx, g.ID); err != nil {
-		return nil, err
-	} else if r != nil && r.NewKey == pub && r.Trigger == rotatord.TriggerAgent {
-		cred, err := s.store.FindCredential(ctx, r.NewCredentialID)
-		if err != nil {
-			return nil, err
+	g, presented := k.Agent, k.Presented
+	if r := k.InFlight; r != nil && r.NewKey == pub && r.Trigger == rotatord.TriggerAgent {
+		cred := k.Next
+		if cred == nil {
+			if cred, err = s.store.FindCredential(ctx, r.NewCredentialID); err != nil {
+				return nil, err
+			}
 		}
 		return &AgentKeyResult{Rotation: r, Credential: cred, Repeated: true}, nil
 	}

@@ -77,12 +77,14 @@ type Store interface {
 	ClaimDueAgents(ctx context.Context, now time.Time, limit int) ([]string, error)
 	FindCredential(ctx context.Context, id int64) (*rotatord.Credential, error)
 	FindCredentialByPublicKey(ctx context.Context, pub string) (*rotatord.Credential, error)
+	FindAgentKey(ctx context.Context, name, pub string) (*rotatord.AgentKey, error)
 	QueueResign(ctx context.Context, accountID int64) error
 	ClaimResign(ctx context.Context) (int64, error)
 	QueueCompactable(ctx context.Context, now, cutoff time.Time) error
 	CompactRevocations(ctx context.Context, accountID int64, t, expires time.Time) (int64, error)
 	OldestValidIssuedAt(ctx context.Context, accountID int64, notExpiredAt time.Time) (time.Time, bool, error)
 	UseProof(ctx context.Context, sig []byte, expires time.Time) error
+	UseProofFor(ctx context.Context, sig []byte, expires time.Time, e *rotatord.AuditEvent) error
 	PruneProofs(ctx context.Context, margin time.Duration) error
 	PruneAlerts(ctx context.Context, olderThan time.Duration) (int64, error)
 	AgentRotationWait(ctx context.Context, agentID int64, every time.Duration) (time.Duration, error)
