@@ -11,6 +11,18 @@ import (
 
 // Audit appends an event to the audit trail and sets its ID and time.
 func (s *Store) Audit(ctx context.Context, e *rotatord.AuditEvent) error {
+	err := s.q(ctx).QueryRow(ctx, `
+		INSERT INTO audit_events (actor, action, account, agent, public_key, rotation_id, details)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, at`, auditArgs(e)...).Scan(&e.ID, &e.At)
+	if err != nil {
+		return mapErr(fmt.Errorf("write audit event %s: %w", e.Action, err))
+	}
+	return nil
+}
+
+// auditArgs is an event's columns as statement arguments: actor, action,
+// account, agent, public key, rotation (NULL when none) and details.
+func auditArgs(e *rotatord.AuditEvent) []any {
 	details := e.Details
 	if details == nil {
 		details = map[string]any{}
@@ -19,14 +31,7 @@ func (s *Store) Audit(ctx context.Context, e *rotatord.AuditEvent) error {
 	if e.Rotation != "" {
 		rot = e.Rotation
 	}
-	err := s.q(ctx).QueryRow(ctx, `
-		INSERT INTO audit_events (actor, action, account, agent, public_key, rotation_id, details)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, at`,
-		e.Actor, e.Action, e.Account, e.Agent, e.PublicKey, rot, details).Scan(&e.ID, &e.At)
-	if err != nil {
-		return mapErr(fmt.Errorf("write audit event %s: %w", e.Action, err))
-	}
-	return nil
+	return []any{e.Actor, e.Action, e.Account, e.Agent, e.PublicKey, rot, details}
 }
 
 // ListAudit returns events matching f, oldest first (newest first with f.Newest).

@@ -334,19 +334,11 @@ func (s *Store) UseProof(ctx context.Context, sig []byte, expires time.Time) err
 // proof is used for, in the same statement: the event is written only when
 // the proof was not used before. e gets its ID and time.
 func (s *Store) UseProofFor(ctx context.Context, sig []byte, expires time.Time, e *rotatord.AuditEvent) error {
-	details := e.Details
-	if details == nil {
-		details = map[string]any{}
-	}
-	var rot any
-	if e.Rotation != "" {
-		rot = e.Rotation
-	}
 	err := s.q(ctx).QueryRow(ctx, `
-		WITH p AS (INSERT INTO proof_replays (signature, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1)
+		WITH p AS (INSERT INTO proof_replays (signature, expires_at) VALUES ($8, $9) ON CONFLICT DO NOTHING RETURNING 1)
 		INSERT INTO audit_events (actor, action, account, agent, public_key, rotation_id, details)
-		SELECT $3, $4, $5, $6, $7, $8::uuid, $9::jsonb FROM p RETURNING id, at`,
-		sig, dbTime(expires), e.Actor, e.Action, e.Account, e.Agent, e.PublicKey, rot, details).Scan(&e.ID, &e.At)
+		SELECT $1, $2, $3, $4, $5, $6::uuid, $7::jsonb FROM p RETURNING id, at`,
+		append(auditArgs(e), sig, dbTime(expires))...).Scan(&e.ID, &e.At)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return rotatord.Errorf(rotatord.ECONFLICT, "proof already used")
 	}
