@@ -21,6 +21,7 @@ import (
 
 	"github.com/rotatord/rotatord"
 	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/pkg/agent"
 )
 
 // BenchmarkEmergencyKeyRotation re-keys an account with n connected agents
@@ -82,25 +83,7 @@ func emergencyRekey(b *testing.B, n int) {
 			dropped[i].CompareAndSwap(0, time.Now().UnixNano())
 		})}
 	}, onRotate)
-	// Each agent follows rotatord as a deployed one would, with a long
-	// interval: only the servers dropping it makes it look.
-	rctx, stopAgents := context.WithCancel(ctx)
-	// Reset before the first Run starts: an agent's first refresh can be
-	// over before the last Run is started.
-	answers.reset()
-	var agentsWG sync.WaitGroup
-	for _, a := range clients {
-		agentsWG.Add(1)
-		go func() { defer agentsWG.Done(); a.Run(rctx, time.Hour) }()
-	}
-	b.Cleanup(func() { stopAgents(); agentsWG.Wait() })
-	// Every Run does a first (empty) refresh: at 10,000 agents they take
-	// seconds, and must be over before the timed part.
-	for deadline := time.Now().Add(2 * time.Minute); answers.total() < n; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatalf("only %d of %d agents did their first refresh after 2m", answers.total(), n)
-		}
-	}
+	startAgentRuns(b, clients, answers)
 	time.Sleep(500 * time.Millisecond)
 	for i := range dropped {
 		dropped[i].Store(0)
@@ -197,6 +180,31 @@ func emergencyRekey(b *testing.B, n int) {
 	var versions int64
 	e.main.Store.Pool().QueryRow(ctx, `SELECT jwt_version FROM accounts WHERE name = 'fleet'`).Scan(&versions)
 	b.Logf("account jwt version at the end %d; pushes %v", versions, metricsWith(b, e.main, "rotatord_pushes_total"))
+}
+
+// startAgentRuns makes each agent follow rotatord as a deployed one would, with
+// Run and a long interval (only the servers dropping it makes it look),
+// until the benchmark ends, and returns once every agent did its first
+// (empty) refresh, which answers counts: at 10,000 agents they take
+// seconds, and must be over before the timed part.
+func startAgentRuns(b *testing.B, clients []*agent.Client, answers *countingTransport) {
+	b.Helper()
+	ctx, stopAgents := context.WithCancel(context.Background())
+	// Reset before the first Run starts: an agent's first refresh can be
+	// over before the last Run is started.
+	answers.reset()
+	var wg sync.WaitGroup
+	for _, a := range clients {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Run(ctx, time.Hour) }()
+	}
+	b.Cleanup(func() { stopAgents(); wg.Wait() })
+	n := len(clients)
+	for deadline := time.Now().Add(2 * time.Minute); answers.total() < n; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d agents did their first refresh after 2m", answers.total(), n)
+		}
+	}
 }
 
 // authFailures is the authentication failures the servers reported to this

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,11 +16,11 @@ import (
 
 // BenchmarkNATSRestart kills the nats-server under n connected agents and
 // starts a new one on the same port: from the new server's start to every
-// agent connected again. With "run", each agent
-// follows rotatord with Run (interval an hour), so after the drop its first
-// reconnect attempt waits for a look for new creds (a poll that finds
-// nothing new, 304); with "connect", the agents only hold their connection,
-// and nats.go reconnects them at once. The difference is what the look
+// agent connected again. With "run", each agent follows rotatord with Run
+// (interval an hour), so after the drop its first reconnect attempt waits
+// for a look for new creds (a poll that finds nothing new, 304); with
+// "connect", the agents only hold their connection, and nats.go
+// reconnects them at once. The difference is what the look
 // costs a fleet whose server restarts.
 //
 //	go test -run '^$' -bench 'NATSRestart/agents=10000/' -benchtime 1x -timeout 30m ./cmd/rotatord
@@ -43,7 +41,6 @@ func BenchmarkNATSRestart(b *testing.B) {
 func natsRestart(b *testing.B, n int, run bool) {
 	b.StopTimer()
 	e, natsURL, natsPID := newBenchFleet(b)
-	ctx := context.Background()
 	answers := &countingTransport{base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
 	httpc := &http.Client{Timeout: 30 * time.Second, Transport: answers}
 	var (
@@ -66,20 +63,8 @@ func natsRestart(b *testing.B, n int, run bool) {
 			}),
 		}
 	}, nil)
-	answers.reset()
 	if run {
-		rctx, stopAgents := context.WithCancel(ctx)
-		var agentsWG sync.WaitGroup
-		for _, a := range clients {
-			agentsWG.Add(1)
-			go func() { defer agentsWG.Done(); a.Run(rctx, time.Hour) }()
-		}
-		b.Cleanup(func() { stopAgents(); agentsWG.Wait() })
-		for deadline := time.Now().Add(2 * time.Minute); answers.total() < n; time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				b.Fatalf("only %d of %d agents did their first refresh after 2m", answers.total(), n)
-			}
-		}
+		startAgentRuns(b, clients, answers)
 	}
 	time.Sleep(500 * time.Millisecond)
 	_, stopTicks := driveBench(b, e, fmt.Sprintf("nats-server restart under %d agents", n), nil)
