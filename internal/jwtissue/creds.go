@@ -82,13 +82,14 @@ func SplitCreds(file []byte) (token string, seed []byte, ok bool) {
 		return "", nil, false
 	}
 	s, ok := strings.CutSuffix(rest, credsSeedTail)
-	if !ok || !isBase32([]byte(s)) {
+	if !ok {
 		return "", nil, false
 	}
-	if _, _, _, ok := jwtParts(token); !ok {
+	seed = []byte(s)
+	if _, _, _, ok := jwtParts(token); !ok || !isBase32(seed) {
 		return "", nil, false
 	}
-	return token, []byte(s), true
+	return token, seed, true
 }
 
 // checkUserJWTFrame checks, without verifying its signature, that token is

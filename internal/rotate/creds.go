@@ -236,8 +236,8 @@ func (s *Service) AgentCreds(ctx context.Context, ap *AgentProof) ([]byte, error
 	if r == nil || r.State == rotatord.RotationIssued || r.NewKey == presented.PublicKey {
 		return nil, rotatord.ErrNotModified
 	}
-	cred := k.Next
-	if cred == nil || cred.ID != r.NewCredentialID {
+	cred := k.Next // nil when r was not read with it (or was started just now)
+	if cred == nil {
 		if cred, err = s.store.FindCredential(ctx, r.NewCredentialID); err != nil {
 			return nil, err
 		}

@@ -140,14 +140,7 @@ func (s *Service) RunResigner(ctx context.Context, interval time.Duration) {
 // resignIfDue runs ResignQueued unless this replica re-signed less than
 // the resign interval ago.
 func (s *Service) resignIfDue(ctx context.Context) (int, error) {
-	now := s.now()
-	s.mu.Lock()
-	due := !now.Before(s.lastResign.Add(s.resignEvery))
-	if due {
-		s.lastResign = now
-	}
-	s.mu.Unlock()
-	if !due {
+	if !s.due(&s.lastResign, s.resignEvery, s.now()) {
 		return 0, nil
 	}
 	return s.ResignQueued(ctx)

@@ -255,7 +255,7 @@ func (s *Service) Rotations(ctx context.Context, f rotatord.RotationFilter) ([]*
 // due reports whether every has passed since *last (or it is the first
 // time), and if so moves *last to now: the periodic chores of Tick (the
 // revocation sweep, the renewal of activation tokens, the pruning of alerts)
-// each run once an interval.
+// and the re-signer each run once an interval.
 func (s *Service) due(last *time.Time, every time.Duration, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
